@@ -1,0 +1,128 @@
+"""Kernel dispatch: algorithm choice, tile sizes and threads.
+
+Everything here receives validated, C-contiguous, 5-D arrays of one compute
+dtype (see ``_args``) and fills the output it is given.  Tile sizes depend on
+the problem shape only, never on the thread count, so results are
+bit-identical for any number of threads.
+"""
+import numpy as np
+
+from . import _direct, _gemm
+from ._threads import get_num_threads, single_threaded_blas
+
+#: Algorithms that ``algorithm=`` accepts besides 'auto'.
+ALGORITHMS = ("direct", "im2col")
+
+_INT_MAX = 2**31 - 1
+_COL_BUFFER_BYTES = 1 << 21      # per-thread im2col buffer: about L2 + a bit
+_MIN_JOBS = 8                    # split work into at least this many jobs where possible
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _gemm_tile(rows, length, outer_jobs, itemsize):
+    """Columns per GEMM tile: a bounded buffer, and enough jobs to share."""
+    tile = max(64, _COL_BUFFER_BYTES // max(1, rows * itemsize))
+    tile = min(length, tile)
+    if outer_jobs * _ceil_div(length, tile) < _MIN_JOBS:
+        tile = max(min(length, 64), _ceil_div(length, _ceil_div(_MIN_JOBS, outer_jobs)))
+    return max(1, min(tile, _INT_MAX))
+
+
+def _check_blas_dims(*dims):
+    if max(dims) > _INT_MAX:
+        raise ValueError(f"fastconv: a GEMM dimension {max(dims)} exceeds BLAS's 32-bit limit; "
+                         "use algorithm='direct'")
+
+
+def choose_forward(x, w, groups):
+    """'direct' for thin problems (depthwise, few channels), else 'im2col'."""
+    cog = w.shape[0] // groups
+    k = w.shape[1] * w.shape[2] * w.shape[3] * w.shape[4]
+    if cog < 8 or k < 8:
+        return "direct"
+    return "im2col"
+
+
+def choose_transpose(x, w, groups):
+    cog = w.shape[1]
+    cig = w.shape[0] // groups
+    if cog * w.shape[2] * w.shape[3] * w.shape[4] < 8 or cig < 8:
+        return "direct"
+    return "im2col"
+
+
+def _bias_or_zeros(bias, channels, dtype):
+    return np.zeros(channels, dtype) if bias is None else bias
+
+
+def _fill_bias(out, bias):
+    out[...] = 0 if bias is None else bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+
+
+def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto"):
+    """out = conv(x, w) + bias, with left padding ``pad`` (zeros)."""
+    if out.size == 0:
+        return out
+    if x.size == 0 or w.size == 0:          # no input channels: the sum is empty
+        _fill_bias(out, bias)
+        return out
+    if algorithm == "auto":
+        algorithm = choose_forward(x, w, groups)
+    nt = get_num_threads()
+    b = _bias_or_zeros(bias, out.shape[1], out.dtype)
+    if algorithm == "direct":
+        _direct.conv_forward(x, w, b, out, stride, pad, dilation, groups, nt)
+        return out
+    cog = w.shape[0] // groups
+    k = w[0].size
+    _check_blas_dims(cog, k)
+    tile = _gemm_tile(k, out[0, 0].size, x.shape[0] * groups, x.itemsize)
+    with single_threaded_blas():
+        _gemm.conv_forward(x, w, b, bias is not None, out, stride, pad, dilation, groups, nt, tile)
+    return out
+
+
+def transpose_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto"):
+    """out = conv_transpose(x, w) + bias; out's spatial shape may crop the formula's."""
+    if out.size == 0:
+        return out
+    if x.size == 0 or w.size == 0:
+        _fill_bias(out, bias)
+        return out
+    if algorithm == "auto":
+        algorithm = choose_transpose(x, w, groups)
+    nt = get_num_threads()
+    b = _bias_or_zeros(bias, out.shape[1], out.dtype)
+    if algorithm == "direct":
+        _direct.transpose_forward(x, w, b, out, stride, pad, dilation, groups, nt)
+        return out
+    cig, cog = w.shape[0] // groups, w.shape[1]
+    kvol = w[0, 0].size
+    _check_blas_dims(cig, cog * kvol)
+    outer = x.shape[0] * groups
+    cblock = max(1, _ceil_div(cog, _ceil_div(_MIN_JOBS, outer))) if outer < _MIN_JOBS else cog
+    tile = _gemm_tile(cblock * kvol, x[0, 0].size, _MIN_JOBS, x.itemsize)
+    with single_threaded_blas():
+        _gemm.transpose_forward(x, w, b, out, stride, pad, dilation, groups, nt, tile, cblock)
+    return out
+
+
+def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups):
+    """dw = sum over batch and positions of grad_out * conj(im2col(x)) (overwritten)."""
+    if dw.size == 0:
+        return dw
+    if x.size == 0 or grad_out.size == 0:
+        dw[...] = 0
+        return dw
+    nt = get_num_threads()
+    cog = dw.shape[0] // groups
+    k = dw[0].size
+    _check_blas_dims(cog, k)
+    rblock = max(1, _ceil_div(k, _ceil_div(_MIN_JOBS, groups))) if groups < _MIN_JOBS else k
+    tile = _gemm_tile(rblock, grad_out[0, 0].size, _MIN_JOBS, x.itemsize)
+    with single_threaded_blas():
+        _gemm.conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups, nt, tile, rblock)
+    return dw

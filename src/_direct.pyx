@@ -1,0 +1,198 @@
+"""Direct (loop) kernels: convolution and transposed convolution.
+
+Each job owns a block of output rows of one (sample, channel, depth) plane
+and sums every tap into it, so threads never write the same element and the
+summation order of every element is fixed by the loop nest alone: results are
+bit-identical for any thread count and any batch size.  Zero padding lives in
+the index math (no padded copy); the innermost loop runs along the contiguous
+W axis so the compiler vectorises it.
+"""
+from cython.parallel cimport prange
+
+from _fused cimport conv_t
+from _geometry cimport Geometry, ceil_div, make_geometry, strided_range
+
+# Output tile of one job: about TILE_ELEMS elements, whole rows where possible.
+cdef enum:
+    TILE_ELEMS = 4096
+    MAX_ROW = 2048
+
+
+cdef inline void tile_shape(const Geometry* g, Py_ssize_t* bh, Py_ssize_t* bw,
+                            Py_ssize_t* nbh, Py_ssize_t* nbw) noexcept nogil:
+    bw[0] = g.Wo if g.Wo <= MAX_ROW else MAX_ROW
+    if bw[0] < 1:
+        bw[0] = 1
+    bh[0] = TILE_ELEMS // bw[0]
+    if bh[0] < 1:
+        bh[0] = 1
+    if bh[0] > g.Ho:
+        bh[0] = g.Ho if g.Ho > 0 else 1
+    nbw[0] = ceil_div(g.Wo, bw[0])
+    nbh[0] = ceil_div(g.Ho, bh[0])
+
+
+cdef void conv_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
+                    conv_t* out, const Geometry* g, Py_ssize_t job) noexcept nogil:
+    """out tile = bias + sum over (ci, kd, kh, kw) of w * shifted x rows."""
+    cdef Py_ssize_t bh, bw, nbh, nbw
+    tile_shape(g, &bh, &bw, &nbh, &nbw)
+    cdef Py_ssize_t t = job
+    cdef Py_ssize_t ibw = t % nbw
+    t = t // nbw
+    cdef Py_ssize_t ibh = t % nbh
+    t = t // nbh
+    cdef Py_ssize_t od = t % g.Do
+    t = t // g.Do
+    cdef Py_ssize_t co = t % g.Co
+    cdef Py_ssize_t n = t // g.Co
+
+    cdef Py_ssize_t ow0 = ibw * bw, ow1 = min(g.Wo, ibw * bw + bw)
+    cdef Py_ssize_t oh0 = ibh * bh, oh1 = min(g.Ho, ibh * bh + bh)
+    cdef Py_ssize_t cig = g.C // g.groups
+    cdef Py_ssize_t cog = g.Co // g.groups
+    cdef Py_ssize_t grp = co // cog
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
+    cdef conv_t* oplane = out + ((n * g.Co + co) * g.Do + od) * g.Ho * g.Wo
+    cdef conv_t* orow
+    cdef const conv_t* xc
+    cdef const conv_t* xrow
+    cdef conv_t wv, b = bias[co]
+    cdef Py_ssize_t ci, kd, kh, kw, oh, ow, id_, ih, hlo, hhi, wlo, whi, off
+
+    for oh in range(oh0, oh1):
+        orow = oplane + oh * g.Wo
+        for ow in range(ow0, ow1):
+            orow[ow] = b
+
+    for ci in range(cig):
+        xc = x + (n * g.C + grp * cig + ci) * plane
+        for kd in range(g.KD):
+            id_ = od * g.sd + kd * g.dd - g.pd
+            if id_ < 0 or id_ >= g.D:
+                continue
+            for kh in range(g.KH):
+                strided_range(kh * g.dh - g.ph, g.sh, g.H, oh0, oh1, &hlo, &hhi)
+                for kw in range(g.KW):
+                    off = kw * g.dw - g.pw
+                    strided_range(off, g.sw, g.W, ow0, ow1, &wlo, &whi)
+                    wv = w[(co * cig + ci) * kvol + (kd * g.KH + kh) * g.KW + kw]
+                    for oh in range(hlo, hhi):
+                        ih = oh * g.sh + kh * g.dh - g.ph
+                        xrow = xc + (id_ * g.H + ih) * g.W
+                        orow = oplane + oh * g.Wo
+                        if g.sw == 1:
+                            for ow in range(wlo, whi):
+                                orow[ow] = orow[ow] + wv * xrow[ow + off]
+                        else:
+                            for ow in range(wlo, whi):
+                                orow[ow] = orow[ow] + wv * xrow[ow * g.sw + off]
+
+
+cdef void transpose_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
+                         conv_t* out, const Geometry* g, Py_ssize_t job) noexcept nogil:
+    """Gather form of the transposed convolution for one output tile.
+
+    Output o receives x[i] * w[k] wherever o = i * stride + k * dilation - pad;
+    for each tap the matching i form a contiguous range, so no atomics and no
+    divisibility test per element are needed.
+    """
+    cdef Py_ssize_t bh, bw, nbh, nbw
+    tile_shape(g, &bh, &bw, &nbh, &nbw)
+    cdef Py_ssize_t t = job
+    cdef Py_ssize_t ibw = t % nbw
+    t = t // nbw
+    cdef Py_ssize_t ibh = t % nbh
+    t = t // nbh
+    cdef Py_ssize_t od = t % g.Do
+    t = t // g.Do
+    cdef Py_ssize_t co = t % g.Co
+    cdef Py_ssize_t n = t // g.Co
+
+    cdef Py_ssize_t ow0 = ibw * bw, ow1 = min(g.Wo, ibw * bw + bw)
+    cdef Py_ssize_t oh0 = ibh * bh, oh1 = min(g.Ho, ibh * bh + bh)
+    cdef Py_ssize_t cig = g.C // g.groups          # input channels per group
+    cdef Py_ssize_t cog = g.Co // g.groups         # output channels per group
+    cdef Py_ssize_t grp = co // cog
+    cdef Py_ssize_t col = co - grp * cog
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
+    cdef conv_t* oplane = out + ((n * g.Co + co) * g.Do + od) * g.Ho * g.Wo
+    cdef conv_t* orow
+    cdef const conv_t* xc
+    cdef const conv_t* xrow
+    cdef conv_t wv, b = bias[co]
+    cdef Py_ssize_t ci, kd, kh, kw, ih, iw, id_, tt, hlo, hhi, wlo, whi, off, oh
+
+    for oh in range(oh0, oh1):
+        orow = oplane + oh * g.Wo
+        for iw in range(ow0, ow1):
+            orow[iw] = b
+
+    for ci in range(cig):
+        xc = x + (n * g.C + grp * cig + ci) * plane
+        for kd in range(g.KD):
+            tt = od + g.pd - kd * g.dd          # must equal id * sd
+            if tt < 0 or tt % g.sd != 0:
+                continue
+            id_ = tt // g.sd
+            if id_ >= g.D:
+                continue
+            for kh in range(g.KH):
+                # input rows ih whose output row ih*sh + kh*dh - ph lies in [oh0, oh1)
+                off = kh * g.dh - g.ph
+                hlo = max(ceil_div(oh0 - off, g.sh), 0)
+                hhi = min(ceil_div(oh1 - off, g.sh), g.H)
+                for kw in range(g.KW):
+                    off = kw * g.dw - g.pw
+                    wlo = max(ceil_div(ow0 - off, g.sw), 0)
+                    whi = min(ceil_div(ow1 - off, g.sw), g.W)
+                    wv = w[((grp * cig + ci) * cog + col) * kvol + (kd * g.KH + kh) * g.KW + kw]
+                    for ih in range(hlo, hhi):
+                        xrow = xc + (id_ * g.H + ih) * g.W
+                        orow = oplane + (ih * g.sh + kh * g.dh - g.ph) * g.Wo
+                        if g.sw == 1:
+                            for iw in range(wlo, whi):
+                                orow[iw + off] = orow[iw + off] + wv * xrow[iw]
+                        else:
+                            for iw in range(wlo, whi):
+                                orow[iw * g.sw + off] = orow[iw * g.sw + off] + wv * xrow[iw]
+
+
+cdef Py_ssize_t count_jobs(const Geometry* g) noexcept nogil:
+    cdef Py_ssize_t bh, bw, nbh, nbw
+    tile_shape(g, &bh, &bw, &nbh, &nbw)
+    return g.N * g.Co * g.Do * nbh * nbw
+
+
+def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
+                 const conv_t[::1] bias, conv_t[:, :, :, :, ::1] out,
+                 tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
+                 int num_threads):
+    """Direct convolution into ``out`` (IN: x, w, bias; OUT: out)."""
+    cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
+                                    stride, pad, dilation, groups)
+    cdef Py_ssize_t job, njobs = count_jobs(&g)
+    if njobs == 0:
+        return
+    with nogil:
+        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
+            conv_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
+                      &out[0, 0, 0, 0, 0], &g, job)
+
+
+def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
+                      const conv_t[::1] bias, conv_t[:, :, :, :, ::1] out,
+                      tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
+                      int num_threads):
+    """Direct (gather) transposed convolution into ``out``."""
+    cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
+                                    stride, pad, dilation, groups)
+    cdef Py_ssize_t job, njobs = count_jobs(&g)
+    if njobs == 0:
+        return
+    with nogil:
+        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
+            transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
+                           &out[0, 0, 0, 0, 0], &g, job)
