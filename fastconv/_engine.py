@@ -79,10 +79,42 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
     cog = w.shape[0] // groups
     k = w[0].size
     _check_blas_dims(cog, k)
+    if _use_shifted(x, w, out, stride, pad):
+        xp = _zero_pad(x, w, out, pad, dilation)
+        grid = ((out.shape[2] - 1) * xp.shape[3] + out.shape[3] - 1) * xp.shape[4] + out.shape[4]
+        tile = _gemm_tile(k, grid, x.shape[0] * groups, x.itemsize)
+        with single_threaded_blas():
+            _gemm.conv_forward_shifted(xp, w, b, bias is not None, out, dilation, groups, nt, tile)
+        return out
     tile = _gemm_tile(k, out[0, 0].size, x.shape[0] * groups, x.itemsize)
     with single_threaded_blas():
         _gemm.conv_forward(x, w, b, bias is not None, out, stride, pad, dilation, groups, nt, tile)
     return out
+
+
+_SHIFTED_MAX_WASTE = 1.3     # grid cells computed per real output cell
+
+
+def _use_shifted(x, w, out, stride, pad):
+    """Stride 1, a kernel wider than 1x1x1, and little work wasted on the padded grid."""
+    if stride != (1, 1, 1) or w[0, 0].size == 1:
+        return False
+    _, _, do, ho, wo = out.shape
+    hp, wp = x.shape[3] + 2 * pad[1], x.shape[4] + 2 * pad[2]
+    grid = ((do - 1) * hp + ho - 1) * wp + wo
+    return grid <= _SHIFTED_MAX_WASTE * do * ho * wo
+
+
+def _zero_pad(x, w, out, pad, dilation):
+    """x zero-padded to exactly the extent a stride-1 convolution into ``out`` reads."""
+    extent = [o + d * (k - 1) for o, d, k in zip(out.shape[2:], dilation, w.shape[2:])]
+    if pad == (0, 0, 0) and list(x.shape[2:]) == extent:
+        return x
+    xp = np.zeros(x.shape[:2] + tuple(extent), x.dtype)
+    src = tuple(slice(0, min(n, e - p)) for n, e, p in zip(x.shape[2:], extent, pad))
+    dst = tuple(slice(p, p + s.stop) for p, s in zip(pad, src))
+    xp[(slice(None), slice(None)) + dst] = x[(slice(None), slice(None)) + src]
+    return xp
 
 
 def transpose_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto"):
