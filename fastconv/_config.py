@@ -6,18 +6,16 @@ import numpy as np
 
 
 def _cpu_features():
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__
-    return [f for f in ("AVX512F", "AVX2", "FMA3", "AVX", "SSE42") if __cpu_features__.get(f)]
+    from ._kernels import cpu_features
+    features = cpu_features()
+    return [f for f in ("AVX512F", "AVX2", "FMA3", "AVX", "SSE42") if features.get(f)]
 
 
 def config():
     """Dict of build and runtime facts (what show_config prints)."""
     from threadpoolctl import threadpool_info
 
-    from . import __version__, _build_config, _runtime
+    from . import __version__, _build_config, _kernels, _runtime
     from ._engine import ALGORITHMS
     from ._threads import get_num_threads
 
@@ -35,7 +33,7 @@ def config():
                                     for p in pools if p["user_api"] == "openmp") or "none loaded",
         "blas": ", ".join(f"{p['internal_api']} {p.get('version') or ''} ({p['filepath']})"
                           for p in pools if p["user_api"] == "blas") or "none loaded",
-        "kernel SIMD (compile time)": _runtime.SIMD,
+        "kernel SIMD": f"{_kernels.SIMD} (baseline build: {_runtime.SIMD})",
         "cpu SIMD features": " ".join(_cpu_features()),
         "threads": get_num_threads(),
         "algorithms": ", ".join(ALGORITHMS),

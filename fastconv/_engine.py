@@ -7,7 +7,7 @@ bit-identical for any number of threads.
 """
 import numpy as np
 
-from . import _direct, _gemm
+from ._kernels import direct as _direct, gemm as _gemm
 from ._threads import get_num_threads, single_threaded_blas
 
 #: Algorithms that ``algorithm=`` accepts besides 'auto'.

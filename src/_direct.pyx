@@ -32,6 +32,28 @@ cdef inline void tile_shape(const Geometry* g, Py_ssize_t* bh, Py_ssize_t* bw,
     nbh[0] = ceil_div(g.Ho, bh[0])
 
 
+cdef inline void four_taps(conv_t* orow, const conv_t* xrow, Py_ssize_t dw,
+                           conv_t w0, conv_t w1, conv_t w2, conv_t w3,
+                           Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """orow[j] += w0 x[j] + w1 x[j + dw] + w2 x[j + 2dw] + w3 x[j + 3dw] for j in [lo, hi)."""
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        orow[j] = orow[j] + w0 * xrow[j] + w1 * xrow[j + dw] + w2 * xrow[j + 2 * dw] \
+            + w3 * xrow[j + 3 * dw]
+
+
+cdef inline void edge_taps(conv_t* orow, const conv_t* xrow, conv_t wv,
+                           Py_ssize_t ow0, Py_ssize_t ow1, Py_ssize_t lo, Py_ssize_t hi,
+                           Py_ssize_t off, Py_ssize_t W) noexcept nogil:
+    """One tap on the cells of [ow0, ow1) outside [lo, hi) where it reads the input."""
+    cdef Py_ssize_t j, a, b
+    strided_range(off, 1, W, ow0, ow1, &a, &b)
+    for j in range(a, min(b, lo)):
+        orow[j] = orow[j] + wv * xrow[j]
+    for j in range(max(a, hi), b):
+        orow[j] = orow[j] + wv * xrow[j]
+
+
 cdef void conv_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
                     conv_t* out, const Geometry* g, Py_ssize_t job) noexcept nogil:
     """out tile = bias + sum over (ci, kd, kh, kw) of w * shifted x rows."""
@@ -59,7 +81,8 @@ cdef void conv_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
     cdef const conv_t* xc
     cdef const conv_t* xrow
     cdef conv_t wv, b = bias[co]
-    cdef Py_ssize_t ci, kd, kh, kw, oh, ow, id_, ih, hlo, hhi, wlo, whi, off
+    cdef Py_ssize_t ci, kd, kh, kw, oh, ow, id_, ih, hlo, hhi, wlo, whi, alo, ahi, off, tap
+    cdef const conv_t* wk
 
     for oh in range(oh0, oh1):
         orow = oplane + oh * g.Wo
@@ -74,10 +97,36 @@ cdef void conv_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
                 continue
             for kh in range(g.KH):
                 strided_range(kh * g.dh - g.ph, g.sh, g.H, oh0, oh1, &hlo, &hhi)
-                for kw in range(g.KW):
+                wk = w + (co * cig + ci) * kvol + (kd * g.KH + kh) * g.KW
+                kw = 0
+                if g.sw == 1:
+                    # Four taps per pass: one read-modify-write of the output row
+                    # instead of four.  Cells where one of the four taps falls in the
+                    # padding are done tap by tap.
+                    while kw + 4 <= g.KW:
+                        off = kw * g.dw - g.pw
+                        strided_range(off, 1, g.W, ow0, ow1, &wlo, &whi)
+                        strided_range(off + 3 * g.dw, 1, g.W, ow0, ow1, &alo, &ahi)
+                        if ahi < whi:
+                            whi = ahi
+                        if alo > wlo:
+                            wlo = alo
+                        if whi < wlo:       # no cell has all four taps inside
+                            whi = wlo
+                        for oh in range(hlo, hhi):
+                            ih = oh * g.sh + kh * g.dh - g.ph
+                            xrow = xc + (id_ * g.H + ih) * g.W + off
+                            orow = oplane + oh * g.Wo
+                            for tap in range(4):
+                                edge_taps(orow, xrow + tap * g.dw, wk[kw + tap], ow0, ow1,
+                                          wlo, whi, off + tap * g.dw, g.W)
+                            four_taps(orow, xrow, g.dw, wk[kw], wk[kw + 1], wk[kw + 2],
+                                      wk[kw + 3], wlo, whi)
+                        kw += 4
+                for kw in range(kw, g.KW):
                     off = kw * g.dw - g.pw
                     strided_range(off, g.sw, g.W, ow0, ow1, &wlo, &whi)
-                    wv = w[(co * cig + ci) * kvol + (kd * g.KH + kh) * g.KW + kw]
+                    wv = wk[kw]
                     for oh in range(hlo, hhi):
                         ih = oh * g.sh + kh * g.dh - g.ph
                         xrow = xc + (id_ * g.H + ih) * g.W
