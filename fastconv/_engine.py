@@ -7,11 +7,12 @@ bit-identical for any number of threads.
 """
 import numpy as np
 
+from . import _fft
 from ._kernels import direct as _direct, gemm as _gemm
 from ._threads import get_num_threads, single_threaded_blas
 
 #: Algorithms that ``algorithm=`` accepts besides 'auto'.
-ALGORITHMS = ("direct", "im2col")
+ALGORITHMS = ("direct", "im2col", "fft")
 
 _INT_MAX = 2**31 - 1
 _COL_BUFFER_BYTES = 1 << 21      # per-thread im2col buffer: about L2 + a bit
@@ -71,6 +72,8 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
         return out
     if algorithm == "auto":
         algorithm = choose_forward(x, w, groups)
+    if algorithm == "fft":
+        return _fft.conv_forward(x, w, bias, out, stride, pad, dilation, groups)
     nt = get_num_threads()
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":
@@ -126,6 +129,8 @@ def transpose_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm=
         return out
     if algorithm == "auto":
         algorithm = choose_transpose(x, w, groups)
+    if algorithm == "fft":
+        return _fft.transpose_forward(x, w, bias, out, stride, pad, dilation, groups)
     nt = get_num_threads()
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":

@@ -1,0 +1,104 @@
+"""FFT convolution: the 'fft' algorithm of the deep-learning API and of the filters.
+
+The spatial axes are transformed with ``scipy.fft`` (its own threads:
+``workers`` = fastconv's thread count), channels are contracted per
+frequency with a batched matrix product, and the result is transformed back.
+Stride and dilation are exact: the kernel is dilated by inserting zeros and
+the stride-1 result is subsampled.
+
+Memory: the transforms of the input, the weight and the output, each over
+the padded spatial size ``L + k - 1`` per axis (real inputs use half
+spectra), i.e. about (C_in + C_out) / C_in times the input size plus the
+weight's spectra (C_out * C_in/groups spectra): for single-channel filtering
+about 2-3x the input.
+"""
+import numpy as np
+import scipy.fft as sfft
+
+from ._threads import get_num_threads
+
+
+def _dilate(w, dilation):
+    """Kernel with (d - 1) zeros inserted between taps along each spatial axis."""
+    if all(d == 1 for d in dilation):
+        return w
+    k = w.shape[2:]
+    out = np.zeros(w.shape[:2] + tuple(d * (n - 1) + 1 for n, d in zip(k, dilation)), w.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = w
+    return out
+
+
+def conv_forward(x, w, bias, out, stride, pad, dilation, groups):
+    """out = conv(x, w) + bias via FFT; x, w, out are 5-D, zero padding ``pad`` (left)."""
+    nd = 3
+    axes = tuple(range(2, 2 + nd))
+    wd = _dilate(w, dilation)
+    k = wd.shape[2:]
+    # Only the input region the output reads: left pad, and just enough on the right.
+    need = [(o - 1) * s + kk for o, s, kk in zip(out.shape[2:], stride, k)]
+    xp = np.zeros(x.shape[:2] + tuple(need), x.dtype)
+    src = tuple(slice(0, max(0, min(n, e - p))) for n, e, p in zip(x.shape[2:], need, pad))
+    dst = tuple(slice(p, p + s.stop) for p, s in zip(pad, src))
+    xp[(slice(None), slice(None)) + dst] = x[(slice(None), slice(None)) + src]
+    real = not np.iscomplexobj(xp)
+    shape = [sfft.next_fast_len(n, real=real) for n in need]
+    fwd, inv = _transforms(real)
+    workers = get_num_threads()
+    # Correlation = convolution with the flipped kernel.
+    wf = wd[(slice(None), slice(None)) + (slice(None, None, -1),) * nd]
+    Y = _contract(fwd(xp, s=shape, axes=axes, workers=workers),
+                  fwd(wf, s=shape, axes=axes, workers=workers), groups, transposed=False)
+    y = inv(Y, s=shape, axes=axes, workers=workers)
+    valid = tuple(slice(kk - 1, kk - 1 + (o - 1) * s + 1, s)
+                  for kk, o, s in zip(k, out.shape[2:], stride))
+    out[...] = y[(slice(None), slice(None)) + valid]
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1, 1)
+    return out
+
+
+def _contract(X, Wf, groups, transposed):
+    """Per-frequency channel contraction of input spectra X with weight spectra Wf."""
+    n, c = X.shape[:2]
+    spatial = X.shape[2:]
+    nfreq = int(np.prod(spatial))
+    cig = c // groups
+    if transposed:                        # Wf: (C_in, C_out/groups, ...)
+        cog = Wf.shape[1]
+        Wg = Wf.reshape(groups, cig, cog, nfreq).transpose(0, 3, 1, 2)   # (g, F, cig, cog)
+    else:                                 # Wf: (C_out, C_in/groups, ...)
+        cog = Wf.shape[0] // groups
+        Wg = Wf.reshape(groups, cog, cig, nfreq).transpose(0, 3, 2, 1)   # (g, F, cig, cog)
+    Xg = X.reshape(n, groups, cig, nfreq).transpose(1, 3, 0, 2)           # (g, F, N, cig)
+    Y = np.matmul(Xg, Wg)                                                 # (g, F, N, cog)
+    return Y.transpose(2, 0, 3, 1).reshape((n, groups * cog) + spatial)
+
+
+def _transforms(real):
+    return (sfft.rfftn, sfft.irfftn) if real else (sfft.fftn, sfft.ifftn)
+
+
+def transpose_forward(x, w, bias, out, stride, pad, dilation, groups):
+    """out = conv_transpose(x, w) + bias via FFT: zero-upsample x, convolve, crop."""
+    axes = (2, 3, 4)
+    up = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride)),
+                  x.dtype)
+    up[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)] = x
+    wd = _dilate(w, dilation)
+    full = [u + k - 1 for u, k in zip(up.shape[2:], wd.shape[2:])]
+    real = not np.iscomplexobj(up)
+    shape = [sfft.next_fast_len(n, real=real) for n in full]
+    fwd, inv = _transforms(real)
+    workers = get_num_threads()
+    Y = _contract(fwd(up, s=shape, axes=axes, workers=workers),
+                  fwd(wd, s=shape, axes=axes, workers=workers), groups, transposed=True)
+    y = inv(Y, s=shape, axes=axes, workers=workers)
+    out[...] = 0
+    # Output o is full-convolution position o + pad; positions past the full
+    # length (output_padding larger than pad) receive nothing but the bias.
+    take = tuple(slice(p, min(p + o, f)) for p, o, f in zip(pad, out.shape[2:], full))
+    put = tuple(slice(0, t.stop - t.start) for t in take)
+    out[(slice(None), slice(None)) + put] = y[(slice(None), slice(None)) + take]
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1, 1)
+    return out

@@ -1,0 +1,149 @@
+"""Drop-in replacements for ``scipy.ndimage.correlate`` and ``convolve``.
+
+Same arguments, modes, origins and output dtype rules as SciPy, on 1-D to
+3-D data, computed in parallel by fastconv's kernels (direct or FFT, chosen
+per call).  SciPy's boundary modes and PyTorch's padding modes:
+
+==================================  =================  =====================
+SciPy ``mode``                       NumPy ``np.pad``    PyTorch ``padding_mode``
+==================================  =================  =====================
+'reflect' / 'grid-mirror'            'symmetric'         (none: half-sample)
+'mirror'                             'reflect'           'reflect'
+'nearest'                            'edge'              'replicate'
+'wrap' / 'grid-wrap'                 'wrap'              'circular'
+'constant' / 'grid-constant' + cval  'constant'          'zeros' (cval = 0)
+==================================  =================  =====================
+"""
+import numpy as np
+
+from ._args import as_array
+from ._filter import correlate_valid
+
+__all__ = ["correlate", "convolve"]
+
+_MODES = {"reflect": "symmetric", "grid-mirror": "symmetric", "mirror": "reflect",
+          "nearest": "edge", "wrap": "wrap", "grid-wrap": "wrap", "constant": "constant",
+          "grid-constant": "constant"}
+
+
+def _per_axis(value, nd, name, op):
+    if np.isscalar(value):
+        return [int(value)] * nd
+    value = [int(v) for v in value]
+    if len(value) != nd:
+        raise ValueError(f"{op}: expected {name} to be an int or a sequence of {nd} ints, "
+                         f"got {value!r}")
+    return value
+
+
+def _output(output, input, weights, shape, op):
+    """The array to return and the dtype to compute in (SciPy's rules)."""
+    complex_result = np.iscomplexobj(input) or np.iscomplexobj(weights)
+    if output is None:
+        dtype = np.promote_types(input.dtype, np.complex64) if complex_result else input.dtype
+        result = np.empty(shape, dtype)
+    elif isinstance(output, np.ndarray):
+        if output.shape != shape:
+            raise ValueError(f"{op}: expected output of shape {shape}, got {output.shape}")
+        if complex_result and not np.iscomplexobj(output):
+            raise RuntimeError(f"{op}: output must have a complex dtype for complex input "
+                               f"or weights, got {output.dtype}")
+        result = output
+    else:
+        try:
+            dtype = np.dtype(output)
+        except TypeError:
+            raise TypeError(f"{op}: expected output to be None, an ndarray or a dtype, "
+                            f"got {output!r}") from None
+        if complex_result and dtype.kind != "c":
+            raise RuntimeError(f"{op}: output must have a complex dtype for complex input "
+                               f"or weights, got {dtype}")
+        result = np.empty(shape, dtype)
+    # Compute in float32 only when every operand and the output are float32.
+    single = (input.dtype in (np.float32, np.complex64) and weights.dtype.itemsize <=
+              (8 if complex_result else 4) and result.dtype.itemsize <= (8 if complex_result else 4)
+              and result.dtype.kind in "fc")
+    work = (np.complex64 if single else np.complex128) if complex_result else \
+        (np.float32 if single else np.float64)
+    return result, np.dtype(work)
+
+
+def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+    """Multidimensional correlation, as ``scipy.ndimage.correlate``.
+
+    Parameters
+    ----------
+    input : array_like, 1-D to 3-D
+    weights : array_like, same ndim as ``input`` (or as ``len(axes)``)
+    output : ndarray or dtype, optional
+        Defaults to the input's dtype (complex if ``weights`` is complex);
+        integer outputs truncate toward zero, as SciPy does.
+    mode : {'reflect', 'constant', 'nearest', 'mirror', 'wrap', 'grid-mirror',
+            'grid-constant', 'grid-wrap'}, default 'reflect'
+    cval : scalar, default 0.0
+        Fill value for 'constant'.
+    origin : int or sequence of ints, default 0
+        Shifts the kernel; ``-(k // 2) <= origin <= (k - 1) // 2``.
+    axes : sequence of ints, optional
+        The axes to filter along (the others are filtered independently).
+
+    Returns
+    -------
+    ndarray of the input's shape
+    """
+    return _filter("correlate", input, weights, output, mode, cval, origin, axes, flip=False)
+
+
+def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+    """Multidimensional convolution, as ``scipy.ndimage.convolve`` (see :func:`correlate`)."""
+    return _filter("convolve", input, weights, output, mode, cval, origin, axes, flip=True)
+
+
+def _filter(op, input, weights, output, mode, cval, origin, axes, flip):
+    x = as_array(input, "input", op)
+    w = as_array(weights, "weights", op)
+    if x.ndim < 1 or x.ndim > 3 and axes is None:
+        raise ValueError(f"{op}: expected a 1-D, 2-D or 3-D input, got {x.ndim} dims")
+    axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in axes)
+    if len(set(axes)) != len(axes) or not 1 <= len(axes) <= 3:
+        raise ValueError(f"{op}: expected 1 to 3 distinct axes, got {axes}")
+    if w.ndim != len(axes):
+        raise RuntimeError(f"{op}: weights array has {w.ndim} dims, expected {len(axes)} "
+                           f"(the number of filtered axes)")
+    if w.size == 0:
+        raise RuntimeError(f"{op}: weights must not be empty, got shape {w.shape}")
+    if mode not in _MODES:
+        raise ValueError(f"{op}: expected mode to be one of {', '.join(map(repr, _MODES))}, "
+                         f"got {mode!r}")
+    origins = _per_axis(origin, len(axes), "origin", op)
+    if not flip and np.iscomplexobj(w):
+        w = w.conj()          # as np.correlate and SciPy: complex weights are conjugated
+    if flip:
+        # convolve == correlate with the flipped kernel, the origin mirrored
+        # (and moved by one on even-length axes so the centre stays put).
+        w = w[(slice(None, None, -1),) * w.ndim]
+        origins = [-o - (1 - k % 2) for o, k in zip(origins, w.shape)]
+    for o, k in zip(origins, w.shape):
+        if not -(k // 2) <= o <= (k - 1) // 2:
+            raise ValueError(f"{op}: invalid origin {origin!r} for weights of shape {w.shape}: "
+                             f"expected -(k // 2) <= origin <= (k - 1) // 2")
+    result, work = _output(output, x, w, x.shape, op)
+    if x.size == 0:
+        return result
+    xw = x.astype(work, copy=False)
+    ww = w.astype(work, copy=False)
+    # Move the filtered axes last; the others become a loop of independent filters.
+    rest = [a for a in range(x.ndim) if a not in axes]
+    xt = np.moveaxis(xw, list(axes), list(range(x.ndim - len(axes), x.ndim)))
+    pads = [(k // 2 + o, k - 1 - (k // 2 + o)) for k, o in zip(w.shape, origins)]
+    np_mode = _MODES[mode]
+    kwargs = {"constant_values": cval} if np_mode == "constant" else {}
+    out = np.empty(xt.shape, work)
+    for index in np.ndindex(*xt.shape[:len(rest)]):
+        padded = np.pad(xt[index], pads, mode=np_mode, **kwargs)
+        out[index] = correlate_valid(padded, ww)
+    out = np.moveaxis(out, list(range(x.ndim - len(axes), x.ndim)), list(axes))
+    if result.dtype.kind in "iub":
+        np.trunc(out, out=out) if out.dtype.kind == "f" else None
+    result[...] = out if result.dtype.kind == "c" else out.real
+    return result
