@@ -4,11 +4,18 @@ fastconv parallelises with OpenMP and calls BLAS from inside its parallel
 regions, one single-threaded GEMM per OpenMP thread.  BLAS is therefore held
 to one thread while a kernel runs, so OpenMP x BLAS threads never multiply.
 """
+import os
 import threading
 
 from . import _runtime
 
 _user_threads = None
+# libgomp cannot start threads in a child forked after the parent used its
+# thread pool: such a child would hang.  fastconv therefore runs single-
+# threaded in that child (use the 'spawn' or 'forkserver' start method for
+# parallel workers).
+_openmp_started = False
+_forked_after_openmp = False
 _lock = threading.Lock()
 _blas_depth = 0
 _blas_limiter = None
@@ -21,10 +28,25 @@ def get_num_threads():
     Honours ``OMP_NUM_THREADS``, :func:`set_num_threads` and
     ``threadpoolctl.threadpool_limits`` (the smallest of them wins).
     """
+    global _openmp_started
+    if _forked_after_openmp:
+        return 1
     n = _runtime.max_threads()
     if _user_threads is not None:
         n = min(n, _user_threads)
-    return max(1, n)
+    n = max(1, n)
+    if n > 1:
+        _openmp_started = True
+    return n
+
+
+def _after_fork_in_child():
+    global _forked_after_openmp
+    _forked_after_openmp = _openmp_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):

@@ -7,6 +7,7 @@ bit-identical for any thread count and any batch size.  Zero padding lives in
 the index math (no padded copy); the innermost loop runs along the contiguous
 W axis so the compiler vectorises it.
 """
+from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport prange
 
 from _fused cimport conv_t
@@ -209,6 +210,12 @@ cdef void transpose_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
                                 orow[iw * g.sw + off] = orow[iw * g.sw + off] + wv * xrow[iw]
 
 
+cdef inline Py_ssize_t signal_step(Py_ssize_t njobs) noexcept:
+    """Jobs per parallel region: at most ~64 regions per call, and Python checks
+    for Ctrl-C between them, so a long call stops within a fraction of itself."""
+    return max(64, (njobs + 63) // 64)
+
+
 cdef Py_ssize_t count_jobs(const Geometry* g) noexcept nogil:
     cdef Py_ssize_t bh, bw, nbh, nbw
     tile_shape(g, &bh, &bw, &nbh, &nbw)
@@ -223,12 +230,16 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t job, njobs = count_jobs(&g)
-    if njobs == 0:
-        return
-    with nogil:
-        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
-            conv_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
-                      &out[0, 0, 0, 0, 0], &g, job)
+    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
+    while start < njobs:
+        stop = min(njobs, start + step)
+        with nogil:
+            for job in prange(start, stop, num_threads=num_threads, schedule="dynamic",
+                              chunksize=1):
+                conv_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
+                          &out[0, 0, 0, 0, 0], &g, job)
+        PyErr_CheckSignals()
+        start = stop
 
 
 def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
@@ -239,9 +250,13 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t job, njobs = count_jobs(&g)
-    if njobs == 0:
-        return
-    with nogil:
-        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
-            transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
-                           &out[0, 0, 0, 0, 0], &g, job)
+    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
+    while start < njobs:
+        stop = min(njobs, start + step)
+        with nogil:
+            for job in prange(start, stop, num_threads=num_threads, schedule="dynamic",
+                              chunksize=1):
+                transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
+                               &out[0, 0, 0, 0, 0], &g, job)
+        PyErr_CheckSignals()
+        start = stop
