@@ -1,0 +1,226 @@
+"""The ``fastconv`` command line: ``info``, ``bench`` and ``filter``.
+
+``fastconv filter`` streams a volume of any size through memory: the input
+is memory-mapped, filtered in slabs along the first axis (each slab read
+with the halo the kernel needs, boundary rows taken by the mode's index
+rule), and written to a memory-mapped temporary file that is renamed to
+OUT only when complete.
+"""
+import argparse
+import errno
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+_NP_MODES = {"reflect": "symmetric", "grid-mirror": "symmetric", "mirror": "reflect",
+             "nearest": "edge", "wrap": "wrap", "grid-wrap": "wrap", "constant": "constant",
+             "grid-constant": "constant"}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# -- kernels ------------------------------------------------------------------------------
+
+def parse_kernel(spec, ndim):
+    """Kernel from 'gaussian:sigma=S[,truncate=T]', 'box:N' or a path to a .npy file."""
+    name, _, params = spec.partition(":")
+    if name == "gaussian":
+        opts = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
+        try:
+            sigma = float(opts.pop("sigma"))
+            truncate = float(opts.pop("truncate", 4.0))
+        except (KeyError, ValueError):
+            raise CLIError(f"bad kernel spec {spec!r}: expected gaussian:sigma=S[,truncate=T] "
+                           "with numbers") from None
+        if opts or sigma <= 0:
+            raise CLIError(f"bad kernel spec {spec!r}: expected gaussian:sigma=S with S > 0")
+        radius = int(truncate * sigma + 0.5)          # scipy.ndimage.gaussian_filter's rule
+        t = np.arange(-radius, radius + 1, dtype=np.float64)
+        g = np.exp(-0.5 * (t / sigma) ** 2)
+        g /= g.sum()
+        return _outer([g] * ndim)
+    if name == "box":
+        try:
+            size = int(params)
+        except ValueError:
+            raise CLIError(f"bad kernel spec {spec!r}: expected box:N with an integer N") from None
+        if size < 1:
+            raise CLIError(f"bad kernel spec {spec!r}: expected box:N with N >= 1")
+        return np.full((size,) * ndim, 1.0 / size ** ndim)
+    if os.path.exists(spec):
+        kernel = np.load(spec)
+        if kernel.ndim != ndim:
+            raise CLIError(f"kernel {spec} has {kernel.ndim} dims, the input has {ndim}")
+        return kernel
+    raise CLIError(f"bad kernel spec {spec!r}: expected gaussian:sigma=S, box:N or an "
+                   "existing .npy file")
+
+
+def _outer(vectors):
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = np.multiply.outer(out, v)
+    return out
+
+
+# -- slabs --------------------------------------------------------------------------------
+
+def source_rows(positions, n, mode):
+    """Input row feeding each (possibly out-of-range) position along an axis; -1 = cval."""
+    p = np.asarray(positions)
+    np_mode = _NP_MODES[mode]
+    if np_mode == "constant":
+        return np.where((p >= 0) & (p < n), p, -1)
+    if np_mode == "edge":
+        return np.clip(p, 0, n - 1)
+    if np_mode == "wrap":
+        return p % n
+    if np_mode == "symmetric":                     # d c b a | a b c d | d c b a
+        q = p % (2 * n)
+        return np.where(q < n, q, 2 * n - 1 - q)
+    if n == 1:                                     # mirror: d c b | a b c d | c b a
+        return np.zeros_like(p)
+    q = p % (2 * n - 2)
+    return np.where(q < n, q, 2 * n - 2 - q)
+
+
+def filter_volume(src, dst, kernel, mode="reflect", cval=0.0, slab=None, progress=None):
+    """dst = scipy.ndimage.correlate(src, kernel, mode, cval), slab by slab along axis 0."""
+    from ._filter import correlate_valid
+
+    n0 = src.shape[0]
+    k0 = kernel.shape[0]
+    left = k0 // 2
+    work = np.float32 if dst.dtype == np.float32 and src.dtype.itemsize <= 4 else np.float64
+    kernel = kernel.astype(work)
+    if slab is None:
+        row_bytes = math.prod(src.shape[1:]) * np.dtype(work).itemsize
+        slab = max(1, min(n0, (256 << 20) // max(1, row_bytes)))
+    np_mode = _NP_MODES[mode]
+    pads = [(0, 0)] + [(k // 2, k - 1 - k // 2) for k in kernel.shape[1:]]
+    kwargs = {"constant_values": cval} if np_mode == "constant" else {}
+    for z0 in range(0, n0, slab):
+        z1 = min(n0, z0 + slab)
+        rows = source_rows(np.arange(z0 - left, z1 + k0 - 1 - left), n0, mode)
+        block = np.empty((len(rows),) + src.shape[1:], work)
+        inside = rows >= 0
+        block[inside] = src[rows[inside]]
+        block[~inside] = cval
+        block = np.pad(block, pads, mode=np_mode, **kwargs)
+        result = correlate_valid(block, kernel)
+        if dst.dtype.kind in "iu":
+            np.trunc(result, out=result)
+        dst[z0:z1] = result
+        if progress:
+            progress(z1, n0)
+
+
+class _Progress:
+    def __init__(self, stream, label):
+        self.stream, self.label, self.start = stream, label, time.perf_counter()
+
+    def __call__(self, done, total):
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(f"\r{self.label}: {done}/{total} slices ({100 * done // total}%), "
+                          f"{elapsed:.1f} s")
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run_filter(args):
+    if not os.path.exists(args.input):
+        raise CLIError(f"input file not found: {args.input}")
+    try:
+        src = np.load(args.input, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"cannot read {args.input} as a .npy array: {exc}") from None
+    if not 1 <= src.ndim <= 3:
+        raise CLIError(f"expected a 1-D, 2-D or 3-D array in {args.input}, got shape {src.shape}")
+    if args.mode not in _NP_MODES:
+        raise CLIError(f"unknown mode {args.mode!r}; expected one of {', '.join(_NP_MODES)}")
+    kernel = parse_kernel(args.kernel, src.ndim)
+    dtype = np.dtype(args.dtype) if args.dtype else src.dtype
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    fd, tmp = tempfile.mkstemp(prefix=".fastconv-", suffix=".npy.partial", dir=out_dir)
+    os.close(fd)
+    try:
+        dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=src.shape)
+        progress = None if args.quiet else _Progress(sys.stderr, "filter")
+        filter_volume(src, dst, kernel, args.mode, args.cval, args.chunks, progress)
+        dst.flush()
+        del dst
+        os.replace(tmp, args.output)            # OUT appears only when complete
+    except OSError as exc:
+        _remove(tmp)
+        if exc.errno == errno.ENOSPC:
+            raise CLIError(f"disk full while writing {args.output}; nothing was written") from None
+        raise
+    except BaseException:
+        _remove(tmp)
+        raise
+    return 0
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+# -- entry point --------------------------------------------------------------------------
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="fastconv", description=(
+        "fastconv: PyTorch-exact convolution for NumPy on Cython/OpenMP kernels."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print the build and runtime configuration")
+    bench = sub.add_parser("bench", help="side-by-side benchmark (PyTorch, SciPy if installed)",
+                           add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    f = sub.add_parser("filter", help="filter a .npy volume of any size (memory-mapped)")
+    f.add_argument("input", help="input .npy file (1-D to 3-D)")
+    f.add_argument("output", help="output .npy file (written atomically)")
+    f.add_argument("--kernel", required=True,
+                   help="gaussian:sigma=S[,truncate=T] | box:N | KERNEL.npy")
+    f.add_argument("--mode", default="reflect", help="scipy.ndimage boundary mode")
+    f.add_argument("--cval", type=float, default=0.0, help="fill value for mode=constant")
+    f.add_argument("--chunks", type=int, default=None,
+                   help="slices per slab along axis 0 (default: ~256 MiB slabs)")
+    f.add_argument("--dtype", default=None, help="output dtype (default: the input's)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .benchmark import main as bench_main
+        return bench_main(argv[1:]) or 0
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            from . import show_config
+            show_config()
+            return 0
+        if args.chunks is not None and args.chunks < 1:
+            raise CLIError(f"--chunks must be >= 1, got {args.chunks}")
+        if args.dtype is not None:
+            try:
+                np.dtype(args.dtype)
+            except TypeError:
+                raise CLIError(f"unknown --dtype {args.dtype!r}") from None
+        return run_filter(args)
+    except CLIError as exc:
+        print(f"fastconv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nfastconv: interrupted; no output written", file=sys.stderr)
+        return 130
