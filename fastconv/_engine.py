@@ -19,6 +19,16 @@ _COL_BUFFER_BYTES = 1 << 21      # per-thread im2col buffer: about L2 + a bit
 _MIN_JOBS = 8                    # split work into at least this many jobs where possible
 
 
+# A thread gets at least this many multiply-adds (~0.1 ms): waking a second
+# thread for less costs more than it saves, and far more when the other core is
+# busy (a spinning OpenMP thread then waits for a time slice).
+_MIN_MACS_PER_THREAD = 1 << 20
+
+
+def _threads_for(macs):
+    return max(1, min(get_num_threads(), macs // _MIN_MACS_PER_THREAD))
+
+
 def _ceil_div(a, b):
     return -(-a // b)
 
@@ -74,7 +84,7 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
         algorithm = choose_forward(x, w, groups)
     if algorithm == "fft":
         return _fft.conv_forward(x, w, bias, out, stride, pad, dilation, groups)
-    nt = get_num_threads()
+    nt = _threads_for(out.size * w[0].size)
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":
         _direct.conv_forward(x, w, b, out, stride, pad, dilation, groups, nt)
@@ -131,7 +141,7 @@ def transpose_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm=
         algorithm = choose_transpose(x, w, groups)
     if algorithm == "fft":
         return _fft.transpose_forward(x, w, bias, out, stride, pad, dilation, groups)
-    nt = get_num_threads()
+    nt = _threads_for(x.size * w[0].size)
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":
         _direct.transpose_forward(x, w, b, out, stride, pad, dilation, groups, nt)
@@ -154,7 +164,7 @@ def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups):
     if x.size == 0 or grad_out.size == 0:
         dw[...] = 0
         return dw
-    nt = get_num_threads()
+    nt = _threads_for(grad_out.size * dw[0].size)
     cog = dw.shape[0] // groups
     k = dw[0].size
     _check_blas_dims(cog, k)

@@ -129,8 +129,12 @@ class _ConvNd:
             raise TypeError(f"{cls}: expected real input for a {self.dtype} layer, got {x.dtype}")
         check_input(x, self._nd, cls)
         saved = np.ascontiguousarray(x)
-        if np.may_share_memory(saved, x) and isinstance(input, np.ndarray):
-            saved = saved.copy()        # the caller may change their array before backward
+        # Keep a private copy unless converting already made one: the caller (or a
+        # torch tensor / memoryview that x merely views) may change before backward.
+        private = saved is not input and saved.flags.owndata and not (
+            isinstance(input, np.ndarray) and np.may_share_memory(saved, input))
+        if not private:
+            saved = saved.copy()
         weight = self.weight.copy()
         if self._transposed:
             fn = getattr(F, f"conv_transpose{self._nd}d")
@@ -160,6 +164,9 @@ class _ConvNd:
             raise RuntimeError(f"{cls}: backward() called before forward()")
         x, weight, y_shape = self._cache
         g = as_array(grad_output, "grad_output", cls)
+        if g.dtype.kind == "c" and self.dtype.kind != "c":
+            raise TypeError(f"{cls}: expected a real grad_output for a {self.dtype} layer, "
+                            f"got {g.dtype}")
         if g.shape != y_shape:
             raise ValueError(f"{cls}: expected grad_output of shape {y_shape} (the last "
                              f"forward's output), got {g.shape}")
