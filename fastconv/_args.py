@@ -12,6 +12,7 @@ import numpy as np
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 SUPPORTED_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 _SUPPORTED_NAMES = "float32, float64, complex64, complex128"
+_MAX_INDEX = 2**48        # sizes, strides and paddings beyond this overflow index math
 _KERNEL_NAMES = {1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}
 
 
@@ -61,6 +62,8 @@ def expand(value, nd, name, op, minimum):
         raise TypeError(f"{op}: expected {name} to be an int or a tuple of {nd} ints, got {value!r}")
     if any(v < minimum for v in values):
         raise ValueError(f"{op}: expected {name} >= {minimum} in every dimension, got {value!r}")
+    if any(v > _MAX_INDEX for v in values):
+        raise ValueError(f"{op}: expected {name} <= 2**48 in every dimension, got {value!r}")
     return values
 
 
@@ -189,6 +192,9 @@ def parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
 
     pads = resolve_padding(padding, nd, kernel, stride, dilation, op, allow_strings=not transposed)
     spatial = x.shape[2:]
+    if any(n == 0 for n in spatial):
+        raise ValueError(f"{op}: expected input with non-zero spatial sizes, got shape "
+                         f"{x.shape}")
     if transposed:
         if padding_mode != "zeros":
             raise ValueError(f"{op}: only padding_mode='zeros' is supported for transposed "

@@ -65,6 +65,10 @@ def choose_transpose(x, w, groups):
     return "im2col"
 
 
+def _all_finite(*arrays):
+    return all(np.isfinite(a).all() for a in arrays)
+
+
 def _bias_or_zeros(bias, channels, dtype):
     return np.zeros(channels, dtype) if bias is None else bias
 
@@ -83,7 +87,14 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
     if algorithm == "auto":
         algorithm = choose_forward(x, w, groups)
     if algorithm == "fft":
-        return _fft.conv_forward(x, w, bias, out, stride, pad, dilation, groups)
+        if _all_finite(x, w):
+            return _fft.conv_forward(x, w, bias, out, stride, pad, dilation, groups)
+        algorithm = "direct"        # one NaN would spread over the whole FFT result
+    if algorithm == "direct" and any(pad) and not np.isfinite(w).all():
+        # The direct kernel skips taps over zero padding; PyTorch multiplies them,
+        # and 0 * inf = NaN must show up as it does there.
+        x = _zero_pad(x, w, out, pad, dilation, stride)
+        pad = (0, 0, 0)
     nt = _threads_for(out.size * w[0].size)
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":
@@ -118,13 +129,14 @@ def _use_shifted(x, w, out, stride, pad):
     return grid <= _SHIFTED_MAX_WASTE * do * ho * wo
 
 
-def _zero_pad(x, w, out, pad, dilation):
-    """x zero-padded to exactly the extent a stride-1 convolution into ``out`` reads."""
-    extent = [o + d * (k - 1) for o, d, k in zip(out.shape[2:], dilation, w.shape[2:])]
+def _zero_pad(x, w, out, pad, dilation, stride=(1, 1, 1)):
+    """x zero-padded to exactly the extent a convolution into ``out`` reads."""
+    extent = [(o - 1) * s + d * (k - 1) + 1
+              for o, s, d, k in zip(out.shape[2:], stride, dilation, w.shape[2:])]
     if pad == (0, 0, 0) and list(x.shape[2:]) == extent:
         return x
     xp = np.zeros(x.shape[:2] + tuple(extent), x.dtype)
-    src = tuple(slice(0, min(n, e - p)) for n, e, p in zip(x.shape[2:], extent, pad))
+    src = tuple(slice(0, max(0, min(n, e - p))) for n, e, p in zip(x.shape[2:], extent, pad))
     dst = tuple(slice(p, p + s.stop) for p, s in zip(pad, src))
     xp[(slice(None), slice(None)) + dst] = x[(slice(None), slice(None)) + src]
     return xp
@@ -140,7 +152,9 @@ def transpose_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm=
     if algorithm == "auto":
         algorithm = choose_transpose(x, w, groups)
     if algorithm == "fft":
-        return _fft.transpose_forward(x, w, bias, out, stride, pad, dilation, groups)
+        if _all_finite(x, w):
+            return _fft.transpose_forward(x, w, bias, out, stride, pad, dilation, groups)
+        algorithm = "direct"
     nt = _threads_for(x.size * w[0].size)
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":

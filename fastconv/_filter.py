@@ -25,15 +25,21 @@ def choose(padded_shape, kernel_shape):
     return "direct" if direct <= fft else "fft"
 
 
-def correlate_valid(padded, kernel, method="auto"):
-    """'valid' cross-correlation of two arrays of the same ndim (1 to 3) and dtype."""
-    nd = padded.ndim
-    x = np.ascontiguousarray(padded).reshape((1, 1) + (1,) * (3 - nd) + padded.shape)
+def correlate_valid(padded, kernel, method="auto", batched=False):
+    """'valid' cross-correlation of arrays of 1 to 3 dims and one dtype.
+
+    With ``batched=True`` the first axis of ``padded`` is a batch of
+    independent arrays (one kernel call for all of them).
+    """
+    batch = padded.shape[0] if batched else 1
+    spatial = padded.shape[1:] if batched else padded.shape
+    nd = len(spatial)
+    x = np.ascontiguousarray(padded).reshape((batch, 1) + (1,) * (3 - nd) + spatial)
     w = np.ascontiguousarray(kernel).reshape((1, 1) + (1,) * (3 - nd) + kernel.shape)
-    out_shape = tuple(p - k + 1 for p, k in zip(padded.shape, kernel.shape))
-    out = np.empty((1, 1) + (1,) * (3 - nd) + out_shape, padded.dtype)
+    out_shape = tuple(p - k + 1 for p, k in zip(spatial, kernel.shape))
+    out = np.empty((batch, 1) + (1,) * (3 - nd) + out_shape, padded.dtype)
     if method == "auto":
-        method = choose(padded.shape, kernel.shape)
+        method = choose(spatial, kernel.shape)
     algorithm = "fft" if method == "fft" else "direct"
     _engine.conv_forward(x, w, None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, algorithm)
-    return out.reshape(out_shape)
+    return out.reshape(((batch,) if batched else ()) + out_shape)

@@ -7,6 +7,8 @@ to one thread while a kernel runs, so OpenMP x BLAS threads never multiply.
 import os
 import threading
 
+import numpy as np
+
 from . import _runtime
 
 _user_threads = None
@@ -19,7 +21,6 @@ _forked_after_openmp = False
 _lock = threading.Lock()
 _blas_depth = 0
 _blas_limiter = None
-_controller = None
 
 
 def get_num_threads():
@@ -58,24 +59,63 @@ def set_num_threads(n):
         Number of threads, >= 1.
     """
     global _user_threads
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: expected n to be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: expected n >= 1, got {n}")
-    _user_threads = n
-    _runtime.set_threads(n)
+    _user_threads = int(n)
+    _runtime.set_threads(int(n))
 
 
-def _get_controller():
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-        _controller = ThreadpoolController()
-    return _controller
+def _scipy_blas_threads_api():
+    """(get, set) of the OpenBLAS that scipy.linalg.cython_blas calls, or None.
+
+    Its thread count is process-wide, so setting it from any Python thread
+    holds every concurrent GEMM to one thread.
+    """
+    import ctypes
+
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+    from threadpoolctl import threadpool_info
+
+    for info in threadpool_info():
+        if info["internal_api"] != "openblas" or "scipy.libs" not in info["filepath"]:
+            continue
+        lib = ctypes.CDLL(info["filepath"])
+        for prefix in (info.get("prefix") or "", "scipy_openblas", "openblas"):
+            get = getattr(lib, f"{prefix}_get_num_threads", None)
+            put = getattr(lib, f"{prefix}_set_num_threads", None)
+            if get is not None and put is not None:
+                put.argtypes = [ctypes.c_int]
+                return get, put
+    return None
+
+
+class _Limiter:
+    """Hold the kernels' BLAS to one thread; threadpoolctl when the library is unknown."""
+
+    def __init__(self):
+        self._api = _scipy_blas_threads_api()
+        self._saved = None
+
+    def enter(self):
+        if self._api is not None:
+            get, put = self._api
+            self._saved = get()
+            put(1)
+        else:
+            from threadpoolctl import threadpool_limits
+            self._saved = threadpool_limits(limits=1, user_api="blas")
+
+    def exit(self):
+        if self._api is not None:
+            self._api[1](self._saved)
+        else:
+            self._saved.restore_original_limits()
 
 
 class single_threaded_blas:
-    """Context manager holding every BLAS library to one thread.
+    """Context manager holding the kernels' BLAS to one thread.
 
     Reference-counted across Python threads: the first caller in sets the
     limit, the last one out restores the previous setting.
@@ -84,16 +124,17 @@ class single_threaded_blas:
     def __enter__(self):
         global _blas_depth, _blas_limiter
         with _lock:
+            if _blas_limiter is None:
+                _blas_limiter = _Limiter()
             if _blas_depth == 0:
-                _blas_limiter = _get_controller().limit(limits=1, user_api="blas")
+                _blas_limiter.enter()
             _blas_depth += 1
         return self
 
     def __exit__(self, *exc):
-        global _blas_depth, _blas_limiter
+        global _blas_depth
         with _lock:
             _blas_depth -= 1
             if _blas_depth == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+                _blas_limiter.exit()
         return False

@@ -18,10 +18,12 @@ __all__ = [f"{kind}{nd}d_{part}" for kind in ("conv", "conv_transpose")
 
 
 def _shape(value, name, op):
-    try:
-        shape = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{op}: expected {name} to be a tuple of ints, got {value!r}") from None
+    """A shape argument: a tuple or list of non-negative ints (as torch.Size)."""
+    if not isinstance(value, (tuple, list)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+            for v in value):
+        raise TypeError(f"{op}: expected {name} to be a tuple of ints, got {value!r}")
+    shape = tuple(int(v) for v in value)
     if any(v < 0 for v in shape):
         raise ValueError(f"{op}: expected {name} with non-negative sizes, got {shape}")
     return shape
@@ -63,12 +65,31 @@ def _conv_input(nd, input_shape, weight, grad_output, stride, padding, dilation,
         grad = np.empty(x_shape[:2] + tuple(n + l + r for n, (l, r)
                                              in zip(x_shape[2:], prob.pads)), dtype)
         pad_left = (0,) * nd
-    _engine.transpose_forward(to_5d(g, nd), to_5d(w, nd), None, to_5d(grad, nd),
-                              pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
-                              pad3(prob.dilation, nd, 1), prob.groups)
+    _input_gradient(g, w, grad, prob.stride, pad_left, prob.dilation, prob.groups, nd)
     if prob.padding_mode != "zeros":
         grad = pad_adjoint(grad, prob.pads, prob.padding_mode)
     return grad if prob.batched else grad[0]
+
+
+def _input_gradient(g, w, grad, stride, pad_left, dilation, groups, nd):
+    """grad (filled) = transposed convolution of g with w, cropped to grad's shape.
+
+    With stride 1 this is a plain convolution with the flipped, channel-swapped
+    kernel and padding d*(k-1) - p, which runs on the (faster) forward kernels.
+    """
+    kernel = w.shape[2:]
+    flipped_pad = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, pad_left)]
+    if all(s == 1 for s in stride) and all(p >= 0 for p in flipped_pad):
+        cout, cig = w.shape[:2]
+        swapped = (w.reshape((groups, cout // groups, cig) + kernel).swapaxes(1, 2)
+                   .reshape((cig * groups, cout // groups) + kernel))
+        flipped = np.ascontiguousarray(swapped[(Ellipsis,) + (slice(None, None, -1),) * nd])
+        _engine.conv_forward(to_5d(g, nd), to_5d(flipped, nd), None, to_5d(grad, nd),
+                             (1, 1, 1), pad3(flipped_pad, nd, 0), pad3(dilation, nd, 1), groups)
+    else:
+        _engine.transpose_forward(to_5d(g, nd), to_5d(w, nd), None, to_5d(grad, nd),
+                                  pad3(stride, nd, 1), pad3(pad_left, nd, 0),
+                                  pad3(dilation, nd, 1), groups)
 
 
 def _conv_weight(nd, input, weight_shape, grad_output, stride, padding, dilation, groups,

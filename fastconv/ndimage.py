@@ -36,6 +36,32 @@ def _per_axis(value, nd, name, op):
     return value
 
 
+def _dyadic_grid(a):
+    """2**m if every value is a multiple of 2**-m (m <= 30), else None."""
+    if a.dtype.kind in "iub":
+        return 1.0
+    if a.dtype.kind != "f":
+        return None
+    for m in range(31):
+        scaled = a * 2.0 ** m
+        if np.array_equal(scaled, np.round(scaled)):
+            return 2.0 ** m
+    return None
+
+
+def _sum_grid(x, w):
+    """Grid on which every correlation sum of x and w lies exactly, or None.
+
+    Only when the sums stay far inside float64's exact range, so that any
+    rounding of the FFT path can be undone by rounding to the grid.
+    """
+    gx, gw = _dyadic_grid(x), _dyadic_grid(w)
+    if gx is None or gw is None or x.size == 0:
+        return None
+    bound = float(np.abs(x).max()) * float(np.abs(w).sum()) * gx * gw
+    return gx * gw if bound < 2.0 ** 40 else None
+
+
 def _output(output, input, weights, shape, op):
     """The array to return and the dtype to compute in (SciPy's rules)."""
     complex_result = np.iscomplexobj(input) or np.iscomplexobj(weights)
@@ -132,18 +158,28 @@ def _filter(op, input, weights, output, mode, cval, origin, axes, flip):
         return result
     xw = x.astype(work, copy=False)
     ww = w.astype(work, copy=False)
-    # Move the filtered axes last; the others become a loop of independent filters.
+    # Filtered axes last, the others flattened into one batch of independent filters.
     rest = [a for a in range(x.ndim) if a not in axes]
-    xt = np.moveaxis(xw, list(axes), list(range(x.ndim - len(axes), x.ndim)))
-    pads = [(k // 2 + o, k - 1 - (k // 2 + o)) for k, o in zip(w.shape, origins)]
+    xt = np.moveaxis(xw, list(axes), list(range(len(rest), x.ndim)))
+    batch_shape = xt.shape[:len(rest)]
+    xt = xt.reshape((-1,) + xt.shape[len(rest):])
+    pads = [(0, 0)] + [(k // 2 + o, k - 1 - (k // 2 + o)) for k, o in zip(w.shape, origins)]
     np_mode = _MODES[mode]
     kwargs = {"constant_values": cval} if np_mode == "constant" else {}
-    out = np.empty(xt.shape, work)
-    for index in np.ndindex(*xt.shape[:len(rest)]):
-        padded = np.pad(xt[index], pads, mode=np_mode, **kwargs)
-        out[index] = correlate_valid(padded, ww)
-    out = np.moveaxis(out, list(range(x.ndim - len(axes), x.ndim)), list(axes))
+    padded = np.pad(xt, pads, mode=np_mode, **kwargs)
+    method = "auto"
+    grid = _sum_grid(xw, ww) if result.dtype.kind in "iub" else None
+    if result.dtype.kind in "iub" and grid is None:
+        method = "direct"   # truncation must see SciPy's direct sums, not FFT round-off
+    out = correlate_valid(padded, ww, method, batched=True)
+    out = out.reshape(batch_shape + out.shape[1:])
+    out = np.moveaxis(out, list(range(len(rest), x.ndim)), list(axes))
     if result.dtype.kind in "iub":
-        np.trunc(out, out=out) if out.dtype.kind == "f" else None
+        # Data and weights on grids of 2**-m: the exact sum lies on the product
+        # grid, so round away any FFT round-off first; then truncate like SciPy.
+        out = out.real if out.dtype.kind == "c" else out
+        if grid is not None:
+            out = np.rint(out * grid) / grid
+        out = np.trunc(out)
     result[...] = out if result.dtype.kind == "c" else out.real
     return result

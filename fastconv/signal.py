@@ -40,13 +40,25 @@ def _swap_needed(mode, s1, s2):
                      f"every dimension, got shapes {s1} and {s2}")
 
 
-def _convolve(a, b, mode, method):
-    """Linear convolution of two same-ndim arrays, cropped to ``mode``."""
+def _fft_dtype(dtype):
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _convolve(a, b, mode, method, integer_result=True):
+    """Linear convolution of two same-ndim arrays, cropped to ``mode``.
+
+    Integer inputs give an integer result (``convolve``/``correlate``) or a
+    float64 one (``fftconvolve``, ``integer_result=False``), as in SciPy.
+    """
     if a.size == 0 or b.size == 0:
         return np.zeros((0,) * a.ndim, np.result_type(a, b))
     if _swap_needed(mode, a.shape, b.shape):
         a, b = b, a
     result_dtype = np.result_type(a, b)
+    if not integer_result:      # what scipy.fft computes each input in
+        result_dtype = np.result_type(_fft_dtype(a.dtype), _fft_dtype(b.dtype))
     if result_dtype.kind in "biu":
         work = np.float64
     elif result_dtype == np.float16:
@@ -108,7 +120,7 @@ def correlate(in1, in2, mode="full", method="auto"):
 def fftconvolve(in1, in2, mode="full"):
     """Convolve two N-D arrays with FFTs, as ``scipy.signal.fftconvolve`` (no ``axes``)."""
     a, b = _check(in1, in2, mode, "fft", "fftconvolve")
-    return _convolve(a, b, mode, "fft")
+    return _convolve(a, b, mode, "fft", integer_result=False)
 
 
 def choose_conv_method(in1, in2, mode="full"):
