@@ -7,8 +7,9 @@ bit-identical for any thread count and any batch size.  Zero padding lives in
 the index math (no padded copy); the innermost loop runs along the contiguous
 W axis so the compiler vectorises it.
 """
-from cpython.exc cimport PyErr_CheckSignals
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
+
+from _interrupt cimport fc_monotonic, fc_poll_signals, fc_stopped, reraise
 
 from _fused cimport conv_t
 from _geometry cimport Geometry, ceil_div, make_geometry, strided_range
@@ -210,12 +211,6 @@ cdef void transpose_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
                                 orow[iw * g.sw + off] = orow[iw * g.sw + off] + wv * xrow[iw]
 
 
-cdef inline Py_ssize_t signal_step(Py_ssize_t njobs) noexcept:
-    """Jobs per parallel region: at most ~64 regions per call, and Python checks
-    for Ctrl-C between them, so a long call stops within a fraction of itself."""
-    return max(64, (njobs + 63) // 64)
-
-
 cdef Py_ssize_t count_jobs(const Geometry* g) noexcept nogil:
     cdef Py_ssize_t bh, bw, nbh, nbw
     tile_shape(g, &bh, &bw, &nbh, &nbw)
@@ -230,16 +225,19 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t job, njobs = count_jobs(&g)
-    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
-    while start < njobs:
-        stop = min(njobs, start + step)
-        with nogil:
-            for job in prange(start, stop, num_threads=num_threads, schedule="dynamic",
-                              chunksize=1):
+    if njobs == 0:
+        return
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil:
+        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if not fc_stopped(&stop):
                 conv_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
                           &out[0, 0, 0, 0, 0], &g, job)
-        PyErr_CheckSignals()
-        start = stop
+    if stop:
+        reraise()
 
 
 def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
@@ -250,13 +248,16 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t job, njobs = count_jobs(&g)
-    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
-    while start < njobs:
-        stop = min(njobs, start + step)
-        with nogil:
-            for job in prange(start, stop, num_threads=num_threads, schedule="dynamic",
-                              chunksize=1):
+    if njobs == 0:
+        return
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil:
+        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if not fc_stopped(&stop):
                 transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
                                &out[0, 0, 0, 0, 0], &g, job)
-        PyErr_CheckSignals()
-        start = stop
+    if stop:
+        reraise()

@@ -14,18 +14,13 @@ out_g^T (P x cog) = col^T (P x K) @ W_g^T (K x cog).
 """
 from libc.stdlib cimport free, malloc
 from libc.limits cimport INT_MAX
-from cpython.exc cimport PyErr_CheckSignals
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
+
+from _interrupt cimport fc_monotonic, fc_poll_signals, fc_stopped, reraise
 
 from _blas cimport gemm
 from _fused cimport conv_t
 from _geometry cimport Geometry, ceil_div, make_geometry, strided_range
-
-
-cdef inline Py_ssize_t signal_step(Py_ssize_t njobs) noexcept:
-    """Jobs per parallel region: at most ~64 regions per call, and Python checks
-    for Ctrl-C between them, so a long call stops within a fraction of itself."""
-    return max(64, (njobs + 63) // 64)
 
 
 cdef void im2col_tile(const conv_t* xg, conv_t* col, const Geometry* g,
@@ -196,26 +191,29 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
     cdef conv_t* cbuf
     if njobs == 0:
         return
-    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
-    while start < njobs and not failed:
-        stop = min(njobs, start + step)
-        with nogil, parallel(num_threads=num_threads):
-            col = NULL
-            cbuf = NULL
-            if not pointwise:
-                col = <conv_t*> malloc(K * tile * sizeof(conv_t))
-            if big:
-                cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
-            for job in prange(start, stop, schedule="dynamic", chunksize=1):
-                if (col == NULL and not pointwise) or (cbuf == NULL and big):
-                    failed += 1
-                else:
-                    forward_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0], has_bias,
-                                &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
-            free(col)
-            free(cbuf)
-        PyErr_CheckSignals()
-        start = stop
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil, parallel(num_threads=num_threads):
+        col = NULL
+        cbuf = NULL
+        if not pointwise:
+            col = <conv_t*> malloc(K * tile * sizeof(conv_t))
+        if big:
+            cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if fc_stopped(&stop):
+                pass
+            elif (col == NULL and not pointwise) or (cbuf == NULL and big):
+                failed += 1
+            else:
+                forward_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0], has_bias,
+                            &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
+        free(col)
+        free(cbuf)
+    if stop:
+        reraise()
     if failed:
         raise MemoryError("fastconv: could not allocate the im2col buffer")
 
@@ -277,24 +275,27 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     cdef conv_t* xbuf
     if njobs == 0:
         return
-    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
-    while start < njobs and not failed:
-        stop = min(njobs, start + step)
-        with nogil, parallel(num_threads=num_threads):
-            col = <conv_t*> malloc(cblock * kvol * tile * sizeof(conv_t))
-            xbuf = NULL
-            if big:
-                xbuf = <conv_t*> malloc(cig * tile * sizeof(conv_t))
-            for job in prange(start, stop, schedule="dynamic", chunksize=1):
-                if col == NULL or (big and xbuf == NULL):
-                    failed += 1
-                else:
-                    transpose_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
-                                  &out[0, 0, 0, 0, 0], &g, tile, cblock, job, col, xbuf)
-            free(col)
-            free(xbuf)
-        PyErr_CheckSignals()
-        start = stop
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil, parallel(num_threads=num_threads):
+        col = <conv_t*> malloc(cblock * kvol * tile * sizeof(conv_t))
+        xbuf = NULL
+        if big:
+            xbuf = <conv_t*> malloc(cig * tile * sizeof(conv_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if fc_stopped(&stop):
+                pass
+            elif col == NULL or (big and xbuf == NULL):
+                failed += 1
+            else:
+                transpose_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
+                              &out[0, 0, 0, 0, 0], &g, tile, cblock, job, col, xbuf)
+        free(col)
+        free(xbuf)
+    if stop:
+        reraise()
     if failed:
         raise MemoryError("fastconv: could not allocate the col2im buffer")
 
@@ -353,24 +354,27 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     cdef conv_t* gbuf
     if njobs == 0:
         return
-    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
-    while start < njobs and not failed:
-        stop = min(njobs, start + step)
-        with nogil, parallel(num_threads=num_threads):
-            col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
-            gbuf = NULL
-            if big:
-                gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
-            for job in prange(start, stop, schedule="dynamic", chunksize=1):
-                if col == NULL or (big and gbuf == NULL):
-                    failed += 1
-                else:
-                    weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
-                                    &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf)
-            free(col)
-            free(gbuf)
-        PyErr_CheckSignals()
-        start = stop
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil, parallel(num_threads=num_threads):
+        col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
+        gbuf = NULL
+        if big:
+            gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if fc_stopped(&stop):
+                pass
+            elif col == NULL or (big and gbuf == NULL):
+                failed += 1
+            else:
+                weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
+                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf)
+        free(col)
+        free(gbuf)
+    if stop:
+        reraise()
     if failed:
         raise MemoryError("fastconv: could not allocate the im2col buffer")
 
@@ -457,21 +461,24 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
     cdef conv_t* cbuf
     if njobs == 0:
         return
-    cdef Py_ssize_t start = 0, stop, step = signal_step(njobs)
-    while start < njobs and not failed:
-        stop = min(njobs, start + step)
-        with nogil, parallel(num_threads=num_threads):
-            col = <conv_t*> malloc(K * tile * sizeof(conv_t))
-            cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
-            for job in prange(start, stop, schedule="dynamic", chunksize=1):
-                if col == NULL or cbuf == NULL:
-                    failed += 1
-                else:
-                    shifted_forward_job(&xp[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0], has_bias,
-                                        &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
-            free(col)
-            free(cbuf)
-        PyErr_CheckSignals()
-        start = stop
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil, parallel(num_threads=num_threads):
+        col = <conv_t*> malloc(K * tile * sizeof(conv_t))
+        cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if fc_stopped(&stop):
+                pass
+            elif col == NULL or cbuf == NULL:
+                failed += 1
+            else:
+                shifted_forward_job(&xp[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0], has_bias,
+                                    &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
+        free(col)
+        free(cbuf)
+    if stop:
+        reraise()
     if failed:
         raise MemoryError("fastconv: could not allocate the im2col buffer")
