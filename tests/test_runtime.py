@@ -13,6 +13,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import fastconv as fc
 from conftest import random_array
 
+# Subprocesses start in tests/: "python -c" puts its working directory on
+# sys.path, and from the repository root that would import the uncompiled
+# source tree instead of the installed package.
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
 CONV = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
 
 
@@ -79,7 +84,7 @@ def test_omp_num_threads_is_honoured(value):
     env = dict(os.environ, OMP_NUM_THREADS=value)
     result = subprocess.run(
         [sys.executable, "-c", "import fastconv; print(fastconv.get_num_threads())"],
-        env=env, capture_output=True, text=True, timeout=120, check=True)
+        env=env, capture_output=True, text=True, timeout=120, check=True, cwd=TESTS_DIR)
     assert result.stdout.strip() == value
 
 
@@ -227,7 +232,7 @@ print(json.dumps(report))
 
 def _run_in_fresh_interpreter(*args, timeout=240):
     result = subprocess.run([sys.executable, "-c", CONCURRENCY_SCRIPT, *map(str, args)],
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout, cwd=TESTS_DIR)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
