@@ -18,6 +18,8 @@ _KERNEL_NAMES = {1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}
 
 def as_array(value, name, op):
     """``np.asarray(value)`` with a numeric dtype, else TypeError naming ``name``."""
+    if type(value) is np.ndarray and value.dtype.kind in "fc":      # fast path
+        return value
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -44,11 +46,15 @@ def result_dtype(op, *arrays):
 
 
 def _is_int(v):
+    if type(v) is int:          # the common case, without the slower ABC check
+        return True
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def expand(value, nd, name, op, minimum):
     """An int, or a sequence of 1 or ``nd`` ints, as a tuple of ``nd`` ints >= minimum."""
+    if type(value) is int and minimum <= value <= _MAX_INDEX:     # fast path
+        return (value,) * nd
     if _is_int(value):
         values = (int(value),) * nd
     elif isinstance(value, (tuple, list, np.ndarray)) and all(_is_int(v) for v in value):

@@ -183,6 +183,14 @@ def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups):
     k = dw[0].size
     _check_blas_dims(cog, k)
     rblock = max(1, _ceil_div(k, _ceil_div(_MIN_JOBS, groups))) if groups < _MIN_JOBS else k
+    if _use_shifted(x, dw, grad_out, stride, pad):
+        xp = _zero_pad(x, dw, grad_out, pad, dilation)
+        grid = ((grad_out.shape[2] - 1) * xp.shape[3] + grad_out.shape[3] - 1) * xp.shape[4] \
+            + grad_out.shape[4]
+        tile = _gemm_tile(rblock + cog, grid, _MIN_JOBS, x.itemsize)
+        with single_threaded_blas():
+            _gemm.conv_weight_grad_shifted(xp, grad_out, dw, dilation, groups, nt, tile, rblock)
+        return dw
     tile = _gemm_tile(rblock, grad_out[0, 0].size, _MIN_JOBS, x.itemsize)
     with single_threaded_blas():
         _gemm.conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups, nt, tile, rblock)

@@ -44,6 +44,21 @@ cdef inline void four_taps(conv_t* orow, const conv_t* xrow, Py_ssize_t dw,
             + w3 * xrow[j + 3 * dw]
 
 
+cdef inline void three_taps(conv_t* orow, const conv_t* xrow, Py_ssize_t dw,
+                            conv_t w0, conv_t w1, conv_t w2,
+                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        orow[j] = orow[j] + w0 * xrow[j] + w1 * xrow[j + dw] + w2 * xrow[j + 2 * dw]
+
+
+cdef inline void two_taps(conv_t* orow, const conv_t* xrow, Py_ssize_t dw,
+                          conv_t w0, conv_t w1, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        orow[j] = orow[j] + w0 * xrow[j] + w1 * xrow[j + dw]
+
+
 cdef inline void edge_taps(conv_t* orow, const conv_t* xrow, conv_t wv,
                            Py_ssize_t ow0, Py_ssize_t ow1, Py_ssize_t lo, Py_ssize_t hi,
                            Py_ssize_t off, Py_ssize_t W) noexcept nogil:
@@ -83,7 +98,7 @@ cdef void conv_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
     cdef const conv_t* xc
     cdef const conv_t* xrow
     cdef conv_t wv, b = bias[co]
-    cdef Py_ssize_t ci, kd, kh, kw, oh, ow, id_, ih, hlo, hhi, wlo, whi, alo, ahi, off, tap
+    cdef Py_ssize_t ci, kd, kh, kw, oh, ow, id_, ih, hlo, hhi, wlo, whi, alo, ahi, off, tap, ntaps
     cdef const conv_t* wk
 
     for oh in range(oh0, oh1):
@@ -102,29 +117,36 @@ cdef void conv_tile(const conv_t* x, const conv_t* w, const conv_t* bias,
                 wk = w + (co * cig + ci) * kvol + (kd * g.KH + kh) * g.KW
                 kw = 0
                 if g.sw == 1:
-                    # Four taps per pass: one read-modify-write of the output row
-                    # instead of four.  Cells where one of the four taps falls in the
-                    # padding are done tap by tap.
-                    while kw + 4 <= g.KW:
+                    # Up to four taps per pass: one read-modify-write of the output
+                    # row instead of one per tap.  Cells where one of the taps falls
+                    # in the padding are done tap by tap.
+                    while g.KW - kw >= 2:
+                        ntaps = min(4, g.KW - kw)
                         off = kw * g.dw - g.pw
                         strided_range(off, 1, g.W, ow0, ow1, &wlo, &whi)
-                        strided_range(off + 3 * g.dw, 1, g.W, ow0, ow1, &alo, &ahi)
+                        strided_range(off + (ntaps - 1) * g.dw, 1, g.W, ow0, ow1, &alo, &ahi)
                         if ahi < whi:
                             whi = ahi
                         if alo > wlo:
                             wlo = alo
-                        if whi < wlo:       # no cell has all four taps inside
+                        if whi < wlo:       # no cell has all taps inside
                             whi = wlo
                         for oh in range(hlo, hhi):
                             ih = oh * g.sh + kh * g.dh - g.ph
                             xrow = xc + (id_ * g.H + ih) * g.W + off
                             orow = oplane + oh * g.Wo
-                            for tap in range(4):
+                            for tap in range(ntaps):
                                 edge_taps(orow, xrow + tap * g.dw, wk[kw + tap], ow0, ow1,
                                           wlo, whi, off + tap * g.dw, g.W)
-                            four_taps(orow, xrow, g.dw, wk[kw], wk[kw + 1], wk[kw + 2],
-                                      wk[kw + 3], wlo, whi)
-                        kw += 4
+                            if ntaps == 4:
+                                four_taps(orow, xrow, g.dw, wk[kw], wk[kw + 1], wk[kw + 2],
+                                          wk[kw + 3], wlo, whi)
+                            elif ntaps == 3:
+                                three_taps(orow, xrow, g.dw, wk[kw], wk[kw + 1], wk[kw + 2],
+                                           wlo, whi)
+                            else:
+                                two_taps(orow, xrow, g.dw, wk[kw], wk[kw + 1], wlo, whi)
+                        kw += ntaps
                 for kw in range(kw, g.KW):
                     off = kw * g.dw - g.pw
                     strided_range(off, g.sw, g.W, ow0, ow1, &wlo, &whi)

@@ -482,3 +482,101 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
         reraise()
     if failed:
         raise MemoryError("fastconv: could not allocate the im2col buffer")
+
+
+cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* dw,
+                                  const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
+                                  Py_ssize_t job, conv_t* col, conv_t* gbuf) noexcept nogil:
+    """Stride-1 weight gradient on a padded input, over the padded-width grid.
+
+    Column rows are contiguous slices of xp (as in the forward); grad_output is
+    laid onto the same grid with zeros in the cells that are not outputs.
+    """
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
+    cdef Py_ssize_t nblocks = ceil_div(K, rblock)
+    cdef Py_ssize_t ib = job % nblocks
+    cdef Py_ssize_t grp = job // nblocks
+    cdef Py_ssize_t r0 = ib * rblock, r1 = min(K, ib * rblock + rblock)
+    cdef Py_ssize_t plane = g.D * g.H * g.W, oplane = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t Q = ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
+    cdef Py_ssize_t n, q0, q1, m, r, t, ci, kd, kh, kw, shift, co, q, ow, oh, od, seg, j, hi
+    cdef const conv_t* xg
+    cdef const conv_t* grow
+    cdef conv_t* dst
+    cdef conv_t beta = 0
+    for n in range(g.N):
+        xg = xp + (n * g.C + grp * cig) * plane
+        q0 = 0
+        while q0 < Q:
+            q1 = min(Q, q0 + tile)
+            m = q1 - q0
+            for r in range(r0, r1):
+                kw = r % g.KW
+                t = r // g.KW
+                kh = t % g.KH
+                t = t // g.KH
+                kd = t % g.KD
+                ci = t // g.KD
+                shift = (kd * g.dd * g.H + kh * g.dh) * g.W + kw * g.dw
+                memcpy(col + (r - r0) * m, xg + ci * plane + q0 + shift, m * sizeof(conv_t))
+            # gbuf (cog x m): grad_output on the grid, zero where oh >= Ho or ow >= Wo
+            q = q0
+            while q < q1:
+                ow = q % g.W
+                t = q // g.W
+                oh = t % g.H
+                od = t // g.H
+                seg = min(g.W - ow, q1 - q)
+                hi = min(ow + seg, g.Wo) if oh < g.Ho else ow
+                for co in range(cog):
+                    dst = gbuf + co * m + (q - q0) - ow
+                    grow = gout + ((n * g.Co + grp * cog + co) * g.Do + od) * g.Ho * g.Wo \
+                        + oh * g.Wo
+                    for j in range(ow, hi):
+                        dst[j] = grow[j]
+                    for j in range(max(ow, hi), ow + seg):
+                        dst[j] = 0
+                q += seg
+            gemm(c'C', c'N', <int>(r1 - r0), <int>cog, <int>m, 1, col, <int>m,
+                 gbuf, <int>m, beta, dw + grp * cog * K + r0, <int>K)
+            beta = 1
+            q0 = q1
+
+
+def conv_weight_grad_shifted(const conv_t[:, :, :, :, ::1] xp,
+                             const conv_t[:, :, :, :, ::1] gout,
+                             conv_t[:, :, :, :, ::1] dw, tuple dilation, Py_ssize_t groups,
+                             int num_threads, Py_ssize_t tile, Py_ssize_t rblock):
+    """Stride-1 weight gradient of an already padded input (see conv_weight_grad)."""
+    cdef Geometry g = make_geometry(&xp.shape[0], &gout.shape[0], &dw.shape[0],
+                                    (1, 1, 1), (0, 0, 0), dilation, groups)
+    cdef Py_ssize_t cog = g.Co // groups
+    cdef Py_ssize_t K = (g.C // groups) * g.KD * g.KH * g.KW
+    cdef Py_ssize_t njobs = groups * ceil_div(K, rblock), job
+    cdef int failed = 0
+    cdef conv_t* col
+    cdef conv_t* gbuf
+    if njobs == 0:
+        return
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil, parallel(num_threads=num_threads):
+        col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
+        gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if fc_stopped(&stop):
+                pass
+            elif col == NULL or gbuf == NULL:
+                failed += 1
+            else:
+                shifted_weight_grad_job(&xp[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
+                                        &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf)
+        free(col)
+        free(gbuf)
+    if stop:
+        reraise()
+    if failed:
+        raise MemoryError("fastconv: could not allocate the im2col buffer")
