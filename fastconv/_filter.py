@@ -1,27 +1,18 @@
 """Single-array correlation shared by ``ndimage`` and ``signal``.
 
 ``correlate_valid`` correlates an already padded 1-D/2-D/3-D array with a
-kernel ('valid' output), choosing the direct kernel or FFT per call from a
-cost model calibrated on a 2-core Zen 4 (see ``choose``).
+kernel ('valid' output), choosing the direct kernel or FFT per call from the
+cost model in ``_engine`` (calibrated on a 2-core Zen 4).
 """
 import numpy as np
 
 from . import _engine
 
-# Seconds per multiply-add of the direct kernel and per FFT "n log2 n" unit,
-# measured with 2 threads on float32 volumes (benchmarks/): the direct kernel
-# streams ~8 GMAC/s per core on single-channel filters; scipy.fft does a
-# float32 rfftn+irfftn pair at roughly 1.5 ns per n*log2(n) point.
-_DIRECT_SECONDS_PER_MAC = 1.0 / 14e9
-_FFT_SECONDS_PER_NLOGN = 1.0 / 1.2e9
-
-
 def choose(padded_shape, kernel_shape):
-    """'direct' or 'fft', whichever the cost model predicts is faster."""
+    """'direct' or 'fft', whichever ``_engine``'s cost model predicts is faster."""
     out = np.prod([p - k + 1 for p, k in zip(padded_shape, kernel_shape)], dtype=float)
-    direct = out * np.prod(kernel_shape, dtype=float) * _DIRECT_SECONDS_PER_MAC
-    n = np.prod(padded_shape, dtype=float)
-    fft = 3 * n * np.log2(max(n, 2)) * _FFT_SECONDS_PER_NLOGN     # forward x, kernel, inverse
+    direct = _engine.direct_cost(out * np.prod(kernel_shape, dtype=float))
+    fft = _engine.fft_cost(float(np.prod(padded_shape, dtype=float)), 3)
     return "direct" if direct <= fft else "fft"
 
 
