@@ -42,6 +42,22 @@ def _gemm_tile(rows, length, outer_jobs, itemsize):
     return max(1, min(tile, _INT_MAX))
 
 
+#: Stride-1 float32/float64 convolutions run on fastconv's own micro-kernel
+#: (no second packing of the column matrix); False falls back to BLAS.
+USE_MICROKERNEL = True
+_PANEL_BUFFER_BYTES = 1 << 19
+
+
+def _panel_tile(rows, length, outer_jobs, dtype):
+    """Grid positions per micro-kernel job: whole panels, a bounded buffer."""
+    width = _gemm.panel_widths()[0 if dtype == np.float32 else 1]
+    tile = max(width, _PANEL_BUFFER_BYTES // max(1, rows * dtype.itemsize))
+    tile = min(tile, length)
+    if outer_jobs * _ceil_div(length, tile) < _MIN_JOBS:
+        tile = _ceil_div(length, _ceil_div(_MIN_JOBS, outer_jobs))
+    return max(width, _ceil_div(tile, width) * width)
+
+
 def _check_blas_dims(*dims):
     if max(dims) > _INT_MAX:
         raise ValueError(f"fastconv: a GEMM dimension {max(dims)} exceeds BLAS's 32-bit limit; "
@@ -129,6 +145,11 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
     if _use_shifted(x, w, out, stride, pad):
         xp = _zero_pad(x, w, out, pad, dilation)
         grid = ((out.shape[2] - 1) * xp.shape[3] + out.shape[3] - 1) * xp.shape[4] + out.shape[4]
+        if USE_MICROKERNEL and x.dtype.kind == "f":
+            tile = _panel_tile(k, grid, x.shape[0] * groups, x.dtype)
+            _gemm.conv_forward_packed(xp, w, b, bias is not None, out, dilation, groups, nt,
+                                      tile)
+            return out
         tile = _gemm_tile(k, grid, x.shape[0] * groups, x.itemsize)
         with single_threaded_blas():
             _gemm.conv_forward_shifted(xp, w, b, bias is not None, out, dilation, groups, nt, tile)

@@ -1,0 +1,66 @@
+/* Register-blocked GEMM micro-kernels for the stride-1 convolution path.
+ *
+ * C[MR x NR] (+)= A[MR x K] * B[K x NR], where A is a packed block of MR
+ * output channels' weights (A[k*MR + i]) and B a packed panel of NR output
+ * positions (B[k*NR + j]), built by im2col directly in this layout so that no
+ * BLAS has to pack it again.  NR is one vector register of the ISA this file
+ * is compiled for; MR accumulators stay in registers.
+ */
+#ifndef FASTCONV_MICROKERNEL_H
+#define FASTCONV_MICROKERNEL_H
+#include <stddef.h>
+#include <string.h>
+
+/* MR accumulators + the B vector (+ a broadcast temporary) must fit the
+ * register file: 32 zmm with AVX-512, 16 ymm/xmm otherwise.  MR = 16 also
+ * divides the common channel counts (16, 32, 64, ...) with no idle rows. */
+#if defined(__AVX512F__)
+#define FC_VBYTES 64
+#define FC_MR 16
+#elif defined(__AVX2__) || defined(__AVX__)
+#define FC_VBYTES 32
+#define FC_MR 12
+#else
+#define FC_VBYTES 16
+#define FC_MR 12
+#endif
+#define FC_NR_F (FC_VBYTES / 4)
+#define FC_NR_D (FC_VBYTES / 8)
+
+typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
+typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
+
+#define FC_DEFINE_KERNEL(NAME, T, V, NR)                                          \
+static void NAME(ptrdiff_t K, const T *A, const T *B, T *C, ptrdiff_t ldc,         \
+                 int rows, int cols, int accumulate) {                            \
+    V c[FC_MR];                                                                   \
+    for (int i = 0; i < FC_MR; i++) c[i] = (V){0};                                \
+    for (ptrdiff_t k = 0; k < K; k++) {                                           \
+        V b = *(const V *)(B + k * NR);                                           \
+        const T *a = A + k * FC_MR;                                               \
+        for (int i = 0; i < FC_MR; i++)   /* unrolled: MR FMAs per B load */      \
+            c[i] += a[i] * b;                                                     \
+    }                                                                             \
+    for (int i = 0; i < rows; i++) {                                              \
+        T tmp[NR];                                                                \
+        memcpy(tmp, &c[i], sizeof(tmp));                                          \
+        T *dst = C + i * ldc;                                                     \
+        if (accumulate)                                                           \
+            for (int j = 0; j < cols; j++) dst[j] += tmp[j];                      \
+        else                                                                      \
+            for (int j = 0; j < cols; j++) dst[j] = tmp[j];                       \
+    }                                                                             \
+}
+
+/* One panel row: a fixed-size copy the compiler turns into vector moves. */
+static inline void fc_panel_copy_f(float *dst, const float *src) {
+    memcpy(dst, src, FC_NR_F * sizeof(float));
+}
+static inline void fc_panel_copy_d(double *dst, const double *src) {
+    memcpy(dst, src, FC_NR_D * sizeof(double));
+}
+
+FC_DEFINE_KERNEL(fc_kernel_f, float, fc_vf, FC_NR_F)
+FC_DEFINE_KERNEL(fc_kernel_d, double, fc_vd, FC_NR_D)
+
+#endif
