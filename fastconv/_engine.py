@@ -164,8 +164,14 @@ _SHIFTED_MAX_WASTE = 1.3     # grid cells computed per real output cell
 
 
 def _use_shifted(x, w, out, stride, pad):
-    """Stride 1, a kernel wider than 1x1x1, and little work wasted on the padded grid."""
-    if stride != (1, 1, 1) or w[0, 0].size == 1:
+    """Stride 1, and little work wasted on the padded grid.
+
+    A 1x1x1 kernel qualifies only for the micro-kernel (float32/float64): for
+    BLAS the plain pointwise GEMM on the input itself is better.
+    """
+    if stride != (1, 1, 1):
+        return False
+    if w[0, 0].size == 1 and not (USE_MICROKERNEL and x.dtype.kind == "f"):
         return False
     _, _, do, ho, wo = out.shape
     hp, wp = x.shape[3] + 2 * pad[1], x.shape[4] + 2 * pad[2]
