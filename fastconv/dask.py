@@ -1,0 +1,646 @@
+"""Chunked convolution of Dask arrays with fastconv's kernels.
+
+``fastconv.dask`` runs fastconv on the existing Dask engine: the functions
+take a ``dask.array.Array`` (anything else is wrapped with
+``dask.array.asarray``) and return a lazy ``dask.array.Array`` with known
+chunks that computes to the in-memory fastconv result:
+
+* :func:`correlate` / :func:`convolve` -- ``scipy.ndimage`` semantics, as
+  :func:`fastconv.ndimage.correlate` / :func:`fastconv.ndimage.convolve`, on
+  1-D to 3-D arrays chunked any way; the output has the input's chunks.
+* :func:`conv1d` / :func:`conv2d` / :func:`conv3d` -- ``torch.nn.functional``
+  semantics, as :func:`fastconv.conv1d` etc., on ``(N, C, *spatial)`` (or
+  unbatched ``(C, *spatial)``) inputs chunked along the batch and spatial
+  axes; the channel axis is made whole (one chunk), the output channels are
+  one chunk.
+
+Halos
+-----
+The graph is built with explicit halos (one task per output block, fed by
+slices of the input blocks), not with ``dask.array.map_overlap``.  Along each
+axis the output block ``[o0, o1)`` reads the padded-input range
+``[o0 * s, (o1 - 1) * s + d * (k - 1) + 1)`` -- kernel size ``k``, dilation
+``d``, stride ``s``, the padding (or, for the ndimage functions, ``k // 2 +
+origin`` on the left) shifting padded to input coordinates.  Every padded
+position is mapped to the input cell it copies, exactly as ``np.pad`` /
+fastconv pad the whole array ('reflect', 'mirror', 'nearest', 'wrap',
+'grid-*', PyTorch's 'reflect', 'replicate', 'circular'), or to the fill value
+('constant' + ``cval``, 'zeros').  The task gathers exactly those cells from
+whichever input blocks hold them, so
+
+* halos wider than the neighbouring chunks (chunks smaller than the halo,
+  the case of dask issue #6688) simply read from several blocks -- no
+  rechunking is needed and the input chunking is kept;
+* 'wrap' / 'circular' read the far end of the array, across any number of
+  chunk edges (the bug of dask-image issue #242 cannot occur);
+* stride is exact: output chunk boundaries are placed where the centre of
+  the receptive field crosses an input chunk boundary, and each output block
+  is computed from its own receptive field, so nothing is re-chunked.
+
+Where the in-memory call (``algorithm='auto'``) would use the direct kernel,
+every block uses it too and the results are bitwise identical to the
+in-memory ones.  Where it would use FFT or im2col (GEMM), each block picks
+its own algorithm and the results agree to floating-point tolerance (the
+spec's promise for any two algorithms; GEMM tiling depends on the block
+shape).
+
+Threads
+-------
+Dask runs several tasks at once and every fastconv call is itself
+parallelised with OpenMP.  So that Dask's threads times OpenMP threads never
+exceed the cores, every task runs fastconv under
+``threadpoolctl.threadpool_limits(n, user_api='openmp')`` with::
+
+    n = max(1, min(T, cores // tasks))
+
+* ``cores`` -- :data:`dask.system.CPU_COUNT` (CPU affinity and cgroup
+  quotas taken into account);
+* ``tasks`` -- how many tasks Dask can run at once in the task's process:
+  the size of the thread pool of the threaded scheduler (``CPU_COUNT`` by
+  default, or ``num_workers``), the ``nthreads`` of a ``dask.distributed``
+  worker, 1 for the synchronous scheduler in the main thread; ``cores``
+  (hence ``n = 1``) when it cannot be told;
+* ``T`` -- :func:`fastconv.get_num_threads` in the task's thread before
+  limiting, so ``OMP_NUM_THREADS`` and :func:`fastconv.set_num_threads` are
+  never exceeded.  Note that ``dask.distributed``'s nanny starts worker
+  processes with ``OMP_NUM_THREADS=1`` (config
+  ``distributed.nanny.pre-spawn-environ``), so distributed workers run
+  fastconv single-threaded unless that setting is changed.
+
+The ``threads=`` argument of every function overrides ``n``.  Only the
+OpenMP limit is set: fastconv already holds BLAS to one thread inside its
+kernels.
+
+Processes
+---------
+GNU libgomp cannot start threads in a child forked after the parent used
+its thread pool; fastconv detects such a child and runs single-threaded in
+it (correct, never hanging).  ``dask.distributed`` starts its worker
+processes with the 'spawn' method (config
+``distributed.worker.multiprocessing-method``), where fastconv is fully
+parallel.  Dask's own threaded scheduler is not fork-safe either: in a child
+forked after the parent used it, ``compute()`` with the default threaded
+scheduler hangs whatever the graph (a Dask matter, not fastconv's); use
+``scheduler='sync'`` there, or the 'spawn' / 'forkserver' start methods.
+"""
+import functools
+import itertools
+import multiprocessing
+import operator
+import sys
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+try:
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+    from dask.system import CPU_COUNT
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("fastconv.dask needs Dask: pip install 'dask[array]' "
+                      "(and 'dask[distributed]' for clusters)") from exc
+
+from . import functional as _functional
+from . import ndimage as _ndimage
+from . import _engine
+from ._args import check_choice, pad3, parse_conv, to_5d
+from ._filter import choose as _choose_method, correlate_valid as _correlate_valid
+from ._threads import get_num_threads
+
+__all__ = ["correlate", "convolve", "conv1d", "conv2d", "conv3d", "threads_per_task"]
+
+
+# --------------------------------------------------------------------------
+# Threads
+# --------------------------------------------------------------------------
+
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def _get_controller():
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController()
+        return _controller
+
+
+def _concurrent_tasks():
+    """How many Dask tasks may run at once in this process (see the module notes)."""
+    worker = None
+    distributed = sys.modules.get("distributed")     # loaded in any distributed worker
+    if distributed is not None:
+        try:
+            worker = distributed.get_worker()
+        except (ValueError, AttributeError):
+            worker = None
+    if worker is not None:
+        state = getattr(worker, "state", worker)
+        return max(1, int(getattr(state, "nthreads", CPU_COUNT)))
+    thread = threading.current_thread()
+    pool = _executor_of(thread)
+    if pool is not None:
+        return max(1, int(pool._max_workers))
+    if thread is threading.main_thread() and multiprocessing.parent_process() is None:
+        return 1                   # the synchronous scheduler, in the main thread
+    return max(1, CPU_COUNT)       # unknown: assume the cores are all in use
+
+
+def _executor_of(thread):
+    """The ``concurrent.futures.ThreadPoolExecutor`` running ``thread``, if any.
+
+    Dask's threaded scheduler runs tasks in such a pool.  A pool thread holds a
+    weak reference to its executor (CPython's ``_worker`` arguments); the
+    executor's ``_threads`` set is the fallback (a thread is added to it only
+    after it has started, so the first tasks could miss it).
+    """
+    args = getattr(thread, "_args", None)
+    if args:
+        ref = args[0]
+        if isinstance(ref, weakref.ReferenceType):
+            pool = ref()
+            if isinstance(pool, ThreadPoolExecutor):
+                return pool
+    try:
+        from dask import threaded
+        pools = [threaded.default_pool]
+        pools += [p for by_size in list(threaded.pools.values()) for p in list(by_size.values())]
+        for pool in pools:
+            if isinstance(pool, ThreadPoolExecutor) and thread in list(pool._threads):
+                return pool
+    except Exception:  # pragma: no cover - dask internals changed
+        pass
+    return None
+
+
+def threads_per_task():
+    """OpenMP threads a fastconv task gets in the calling thread.
+
+    ``max(1, min(T, cores // tasks))``: see the module docstring.
+
+    Returns
+    -------
+    int
+    """
+    return max(1, min(get_num_threads(), CPU_COUNT // _concurrent_tasks()))
+
+
+def _limited(threads, func, *args):
+    n = threads_per_task() if threads is None else threads
+    with _get_controller().limit(limits=n, user_api="openmp"):
+        return func(*args)
+
+
+def _check_threads(threads, op):
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"{op}: expected threads to be None or an int >= 1, got {threads!r}")
+    return int(threads)
+
+
+# --------------------------------------------------------------------------
+# Halo plans and the graph
+# --------------------------------------------------------------------------
+
+def _source_map(length, left, right, np_mode):
+    """Input cell copied to each padded position (-1: the fill value)."""
+    index = np.arange(length, dtype=np.intp)
+    if np_mode == "constant":
+        return np.pad(index, (left, right), mode="constant", constant_values=-1)
+    return np.pad(index, (left, right), mode=np_mode)
+
+
+def _axis_plan(src, chunks, windows):
+    """For each padded window ``[p0, p1)``: the input pieces it reads and how to gather.
+
+    Returns a list of ``(pieces, gather)``: ``pieces`` is a list of
+    ``(chunk, lo, hi)`` (a slice of one input chunk; the window's data is the
+    concatenation of the pieces), ``gather`` is None (the concatenation as
+    is), a slice of it, or an index array into it with -1 for the fill value.
+    """
+    bounds = np.concatenate([[0], np.cumsum(chunks)]).astype(np.intp)
+    plans = []
+    for p0, p1 in windows:
+        need = src[p0:p1]
+        valid = need >= 0
+        local = np.full(need.shape, -1, dtype=np.intp)
+        pieces = []
+        if not valid.any():
+            # Nothing but fill: read one cell anyway, for the other axes' shapes.
+            first = int(np.flatnonzero(np.asarray(chunks) > 0)[0])
+            plans.append(([(first, 0, 1)], local))
+            continue
+        v = need[valid]
+        owner = np.searchsorted(bounds, v, side="right") - 1
+        lv = np.empty_like(v)
+        offset = 0
+        for c in np.unique(owner):
+            sel = owner == c
+            cells = v[sel] - bounds[c]
+            lo, hi = int(cells.min()), int(cells.max()) + 1
+            pieces.append((int(c), lo, hi))
+            lv[sel] = offset + cells - lo
+            offset += hi - lo
+        local[valid] = lv
+        if valid.all() and np.array_equal(local, np.arange(local[0], local[0] + local.size)):
+            start = int(local[0])
+            gather = None if (start, start + local.size) == (0, offset) else \
+                slice(start, start + local.size)
+        else:
+            gather = local
+        plans.append((pieces, gather))
+    return plans
+
+
+def _passthrough_plan(chunks):
+    """Output block i is input block i, whole."""
+    return [([(i, 0, n)], None) for i, n in enumerate(chunks)]
+
+
+def _assemble(nested, depth):
+    """The concatenation of a nested list (depth ``depth``) of blocks."""
+    if depth == 0:
+        return nested
+    flat = nested
+    for _ in range(depth):
+        if len(flat) != 1:
+            return np.block(nested)
+        flat = flat[0]
+    return flat
+
+
+def _run_block(kernel, gathers, work, fill, threads, pieces, *operands):
+    """One output block: gather its padded window, then run the kernel on it."""
+    win = _assemble(pieces, len(gathers))
+    fills = []
+    for axis, g in enumerate(gathers):
+        if g is None:
+            continue
+        if isinstance(g, slice):
+            win = win[(slice(None),) * axis + (g,)]
+        else:
+            missing = g < 0
+            win = np.take(win, np.where(missing, 0, g), axis=axis)
+            if missing.any():
+                fills.append((axis, missing))
+    if fills:
+        win = np.array(win, dtype=work, order="C")          # a copy we own
+        for axis, missing in fills:
+            win[(slice(None),) * axis + (missing,)] = fill
+    else:
+        win = np.ascontiguousarray(win, dtype=work)
+    return _limited(threads, kernel, win, *operands)
+
+
+def _build(op, x, plans, out_chunks, dtype, kernel, work, fill, threads, operands, token):
+    """A dask Array whose block ``idx`` is ``kernel(window(idx), *operands)``."""
+    name = f"fastconv-{op}-{token}"
+    piece_name = f"fastconv-{op}-halo-{token}"
+    dsk = {}
+    operand_keys = []
+    for i, value in enumerate(operands):
+        if value is None:
+            operand_keys.append(None)
+        else:
+            key = (f"fastconv-{op}-operand-{token}", i)
+            dsk[key] = value
+            operand_keys.append(key)
+    piece_keys = {}
+
+    def piece_key(block, cuts):
+        if all(lo == 0 and hi == x.chunks[a][block[a]] for a, (lo, hi) in enumerate(cuts)):
+            return (x.name,) + block
+        k = (block, cuts)
+        if k not in piece_keys:
+            key = (piece_name, len(piece_keys))
+            dsk[key] = (operator.getitem, (x.name,) + block,
+                        tuple(slice(lo, hi) for lo, hi in cuts))
+            piece_keys[k] = key
+        return piece_keys[k]
+
+    def nested(per_axis, block, cuts):
+        axis = len(block)
+        if axis == len(per_axis):
+            return piece_key(block, cuts)
+        return [nested(per_axis, block + (c,), cuts + ((lo, hi),))
+                for c, lo, hi in per_axis[axis]]
+
+    for idx in itertools.product(*[range(len(p)) for p in plans]):
+        chosen = [plans[a][i] for a, i in enumerate(idx)]
+        pieces = nested([p for p, _ in chosen], (), ())
+        gathers = tuple(g for _, g in chosen)
+        dsk[(name,) + idx] = (functools.partial(_run_block, kernel, gathers, work, fill,
+                                                threads), pieces, *operand_keys)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    meta = np.empty((0,) * len(out_chunks), dtype=dtype)
+    return da.Array(graph, name, out_chunks, meta=meta)
+
+
+def _as_dask(x, op):
+    if not isinstance(x, da.Array):
+        x = da.asarray(x)
+    if any(np.isnan(c) for cs in x.chunks for c in cs):
+        raise ValueError(f"{op}: expected an input with known chunk sizes, got unknown "
+                         f"(nan) chunks; call x.compute_chunk_sizes() first")
+    return x
+
+
+# --------------------------------------------------------------------------
+# scipy.ndimage semantics
+# --------------------------------------------------------------------------
+
+def _ndimage_kernel(win, weights, method, result_dtype):
+    out = _correlate_valid(win, weights, method=method)
+    if result_dtype.kind in "iub" and out.dtype.kind == "f":
+        np.trunc(out, out=out)
+    if result_dtype.kind != "c":
+        out = out.real
+    return out.astype(result_dtype, copy=False)
+
+
+def _filter(op, x, weights, mode, cval, origin, threads, flip):
+    x = _as_dask(x, op)
+    w = np.asarray(weights)
+    threads = _check_threads(threads, op)
+    # Validate exactly as the in-memory call does (same errors), on a 1-cell input.
+    in_memory = _ndimage.convolve if flip else _ndimage.correlate
+    in_memory(np.zeros((1,) * x.ndim, x.dtype), w, mode=mode, cval=cval, origin=origin)
+    nd = x.ndim
+    origins = _ndimage._per_axis(origin, nd, "origin", op)
+    if not flip and np.iscomplexobj(w):
+        w = w.conj()
+    if flip:
+        w = w[(slice(None, None, -1),) * nd]
+        origins = [-o - (1 - k % 2) for o, k in zip(origins, w.shape)]
+    result, work = _ndimage._output(None, np.empty((0,) * nd, x.dtype), w, (0,) * nd, op)
+    result_dtype = result.dtype
+    if x.size == 0:
+        return da.zeros(x.shape, dtype=result_dtype, chunks=x.chunks)
+    ww = np.ascontiguousarray(w, dtype=work)
+    pads = [(k // 2 + o, k - 1 - (k // 2 + o)) for k, o in zip(w.shape, origins)]
+    np_mode = _ndimage._MODES[mode]
+    whole = tuple(n + left + right for n, (left, right) in zip(x.shape, pads))
+    # Bitwise equality with the whole-array call: use its 'direct' kernel when it
+    # would; where it would use FFT, let each block choose (tolerance only).
+    method = "direct" if _choose_method(whole, w.shape) == "direct" else "auto"
+    plans = []
+    for n, chunks, k, (left, right) in zip(x.shape, x.chunks, w.shape, pads):
+        src = _source_map(n, left, right, np_mode)
+        starts = np.concatenate([[0], np.cumsum(chunks)])
+        windows = [(int(a), int(b) + k - 1) for a, b in zip(starts[:-1], starts[1:])]
+        plans.append(_axis_plan(src, chunks, windows))
+    kernel = functools.partial(_ndimage_kernel, method=method, result_dtype=result_dtype)
+    fill = np.asarray(cval).astype(work) if np_mode == "constant" else None
+    token = tokenize(x, ww, mode, cval, pads, method, str(result_dtype), threads, op)
+    return _build(op, x, plans, x.chunks, result_dtype, kernel, work, fill, threads, [ww],
+                  token)
+
+
+def correlate(x, weights, mode="reflect", cval=0.0, origin=0, *, threads=None):
+    """Multidimensional correlation of a Dask array, as :func:`fastconv.ndimage.correlate`.
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like, 1-D to 3-D
+        Chunked any way (chunks smaller than the kernel's halo included);
+        other array-likes are wrapped with ``dask.array.asarray``.
+    weights : array_like
+        Kernel with ``x.ndim`` dims (a NumPy array; it is embedded in the graph
+        once).  Complex weights are conjugated, as in SciPy.
+    mode : {'reflect', 'constant', 'nearest', 'mirror', 'wrap', 'grid-mirror', \
+'grid-constant', 'grid-wrap'}, default 'reflect'
+        Boundary mode, with :mod:`scipy.ndimage`'s meaning, applied at the
+        edges of the whole array, never at chunk edges.
+    cval : scalar, default 0.0
+        Fill value for 'constant' / 'grid-constant'.
+    origin : int or sequence of ints, default 0
+        Kernel shift, ``-(k // 2) <= origin <= (k - 1) // 2``.
+    threads : int, optional
+        OpenMP threads per task; default: the rule in the module docstring.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, with the chunks of ``x`` and the dtype SciPy gives (the input's;
+        complex if the weights are).  ``.compute()`` equals
+        ``fastconv.ndimage.correlate(x.compute(), weights, mode=mode, cval=cval,
+        origin=origin)``.
+
+    Raises
+    ------
+    ValueError, TypeError, RuntimeError
+        As :func:`fastconv.ndimage.correlate`, raised when the graph is built.
+
+    See Also
+    --------
+    convolve, fastconv.ndimage.correlate
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastconv.dask as fcd
+    >>> x = da.random.random((64, 64, 64), chunks=16)
+    >>> y = fcd.correlate(x, np.ones((5, 5, 5)) / 125, mode="wrap")
+    >>> y.chunks == x.chunks
+    True
+    """
+    return _filter("correlate", x, weights, mode, cval, origin, threads, flip=False)
+
+
+def convolve(x, weights, mode="reflect", cval=0.0, origin=0, *, threads=None):
+    """Multidimensional convolution of a Dask array, as :func:`fastconv.ndimage.convolve`.
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like, 1-D to 3-D
+    weights : array_like
+        Kernel with ``x.ndim`` dims; flipped, as convolution does.
+    mode : str, default 'reflect'
+        As in :func:`correlate`.
+    cval : scalar, default 0.0
+    origin : int or sequence of ints, default 0
+    threads : int, optional
+        OpenMP threads per task; default: the rule in the module docstring.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, chunked as ``x``; computes to
+        ``fastconv.ndimage.convolve(x.compute(), weights, ...)``.
+
+    See Also
+    --------
+    correlate, fastconv.ndimage.convolve
+    """
+    return _filter("convolve", x, weights, mode, cval, origin, threads, flip=True)
+
+
+# --------------------------------------------------------------------------
+# torch.nn.functional semantics
+# --------------------------------------------------------------------------
+
+_NP_PADDING = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+               "circular": "wrap"}
+
+
+def _conv_kernel(win, weight, bias, nd, stride, dilation, groups, algorithm):
+    conv = {1: _functional.conv1d, 2: _functional.conv2d, 3: _functional.conv3d}[nd]
+    return conv(win, weight, bias, stride=stride, padding=0, dilation=dilation,
+                groups=groups, algorithm=algorithm)
+
+
+def _whole_array_choice(prob, nd, shape):
+    """The algorithm ``algorithm='auto'`` picks for the whole array in memory.
+
+    Only shapes matter, so zero-strided stand-ins are passed (no memory).
+    """
+    def stand_in(s):
+        return np.broadcast_to(np.zeros((), prob.dtype), tuple(s[:2]) + (1,) * (3 - nd)
+                               + tuple(s[2:]))
+
+    return _engine.choose_forward(stand_in(shape), to_5d(np.asarray(prob.w), nd), prob.groups,
+                                  stand_in(prob.out_shape), pad3(prob.stride, nd, 1))
+
+
+def _output_chunks(chunks, out_len, stride, left, span):
+    """Output chunks: a new block where the receptive field's centre enters an input block."""
+    half = span // 2
+    bounds = [0]
+    start = 0
+    for c in chunks[:-1]:
+        start += c
+        # first o with o * stride - left + half >= start
+        o = -(-(start + left - half) // stride)
+        bounds.append(min(max(o, bounds[-1]), out_len))
+    bounds.append(out_len)
+    sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return tuple(sizes) or (out_len,)
+
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+          threads):
+    op = f"conv{nd}d"
+    x = _as_dask(x, op)
+    threads = _check_threads(threads, op)
+    w = np.asarray(weight)
+    b = None if bias is None else np.asarray(bias)
+    # Validate exactly as the in-memory call does, on a zero-copy stand-in for x.
+    fake = np.broadcast_to(np.zeros((), dtype=x.dtype), x.shape)
+    prob = parse_conv(op, nd, fake, w, b, stride, padding, dilation, groups, padding_mode)
+    check_choice(algorithm, ("auto",) + _functional.ALGORITHMS, "algorithm", op)
+    batched = prob.batched
+    if not batched:
+        x = x[None]
+    x = x.rechunk({1: -1})                              # channels whole
+    dtype = prob.dtype
+    w = np.ascontiguousarray(w, dtype=dtype)
+    b = None if b is None else np.ascontiguousarray(b, dtype=dtype)
+    plans = [_passthrough_plan(x.chunks[0]), _passthrough_plan(x.chunks[1])]
+    out_chunks = [x.chunks[0], (prob.out_shape[1],)]
+    for n, chunks, k, (left, right), s, d, o_len in zip(
+            x.shape[2:], x.chunks[2:], w.shape[2:], prob.pads, prob.stride, prob.dilation,
+            prob.out_shape[2:]):
+        span = d * (k - 1)
+        ochunks = _output_chunks(chunks, o_len, s, left, span)
+        starts = np.concatenate([[0], np.cumsum(ochunks)])
+        windows = [(int(o0) * s, (int(o1) - 1) * s + span + 1)
+                   for o0, o1 in zip(starts[:-1], starts[1:])]
+        src = _source_map(n, left, right, _NP_PADDING[prob.padding_mode])
+        plans.append(_axis_plan(src, chunks, windows))
+        out_chunks.append(ochunks)
+    if prob.out_shape[0] == 0 or x.size == 0:
+        out = da.zeros(prob.out_shape, dtype=dtype,
+                       chunks=tuple(out_chunks)) + (0 if b is None else b.reshape(
+                           (-1,) + (1,) * nd))
+        return out if batched else out[0]
+    if algorithm == "auto" and _whole_array_choice(prob, nd, x.shape) == "direct":
+        algorithm = "direct"           # as the in-memory call: bit for bit
+    kernel = functools.partial(_conv_kernel, nd=nd, stride=prob.stride,
+                               dilation=prob.dilation, groups=prob.groups, algorithm=algorithm)
+    token = tokenize(x, w, b, prob.stride, prob.pads, prob.dilation, prob.groups,
+                     prob.padding_mode, algorithm, threads, op)
+    out = _build(op, x, plans, tuple(out_chunks), dtype, kernel, dtype, dtype.type(0), threads,
+                 [w, b], token)
+    return out if batched else out[0]
+
+
+_CONV_DOC = """{nd}-D convolution of a Dask array, as :func:`fastconv.conv{nd}d`.
+
+Deep-learning semantics (``torch.nn.functional.conv{nd}d``: cross-correlation,
+PyTorch's padding modes, stride, dilation, groups).
+
+Parameters
+----------
+x : dask.array.Array or array_like, shape (N, C_in, {sp}) or (C_in, {sp})
+    Chunked along the batch and spatial axes in any way (chunks smaller than
+    the halo included); the channel axis is rechunked to one chunk.
+weight : array_like, shape (C_out, C_in / groups, {k})
+    A NumPy array (embedded in the graph once).
+bias : array_like, shape (C_out,), optional
+stride, dilation : int or tuple of {nd} ints, default 1
+padding : int, tuple of {nd} ints, 'valid' or 'same', default 0
+groups : int, default 1
+padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}, default 'zeros'
+    Applied at the edges of the whole array, never at chunk edges.
+algorithm : {{'auto', 'direct', 'im2col', 'fft'}}, default 'auto'
+    Passed to each block's :func:`fastconv.conv{nd}d` call.
+threads : int, optional
+    OpenMP threads per task; default: the rule in the module docstring.
+
+Returns
+-------
+dask.array.Array, shape (N, C_out, {osp}) or (C_out, {osp})
+    Lazy, with known chunks: the batch chunks of ``x``, one chunk of output
+    channels, and per spatial axis about ``chunk / stride`` outputs per input
+    chunk (a block starts where the receptive field's centre enters an input
+    chunk).  dtype ``np.result_type(x, weight, bias)`` mapped as fastconv
+    maps it.  ``.compute()`` equals ``fastconv.conv{nd}d(x.compute(), weight,
+    bias, stride, padding, dilation, groups, padding_mode=padding_mode)``.
+
+Raises
+------
+ValueError, TypeError
+    As :func:`fastconv.conv{nd}d`, raised when the graph is built.
+
+Examples
+--------
+>>> import numpy as np, dask.array as da, fastconv.dask as fcd
+>>> x = da.ones((2, 3{shape}), chunks=(1, 3{chunks}))
+>>> y = fcd.conv{nd}d(x, np.ones((4, 3{kernel})), stride=2, padding=1,
+...                padding_mode="circular")
+>>> y.shape
+(2, 4{oshape})
+"""
+
+_NAMES = {1: ("L", "kL", "L_out"), 2: ("H, W", "kH, kW", "H_out, W_out"),
+          3: ("D, H, W", "kD, kH, kW", "D_out, H_out, W_out")}
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto", threads=None):
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 algorithm, threads)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto", threads=None):
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 algorithm, threads)
+
+
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto", threads=None):
+    return _conv(3, x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 algorithm, threads)
+
+
+for _nd, _f in ((1, conv1d), (2, conv2d), (3, conv3d)):
+    _sp, _k, _osp = _NAMES[_nd]
+    _f.__doc__ = _CONV_DOC.format(nd=_nd, sp=_sp, k=_k, osp=_osp, shape=", 16" * _nd,
+                                  chunks=", 5" * _nd, kernel=", 3" * _nd, oshape=", 8" * _nd)
+del _nd, _f, _sp, _k, _osp
