@@ -1,10 +1,11 @@
 """The ``fastconv`` command line: ``info``, ``bench`` and ``filter``.
 
-``fastconv filter`` streams a volume of any size through memory: the input
-is memory-mapped, filtered in slabs along the first axis (each slab read
-with the halo the kernel needs, boundary rows taken by the mode's index
-rule), and written to a memory-mapped temporary file that is renamed to
-OUT only when complete.
+``fastconv filter`` streams a volume of any size through bounded memory: the
+input is read slab by slab along the first axis with positioned reads (no
+memory map, so neither address space nor resident memory grows with the
+file), each slab with the halo the kernel needs and its boundary rows taken
+by the mode's index rule, and written with positioned writes into a temporary
+.npy file that is renamed to OUT only when complete.
 """
 import argparse
 import errno
@@ -101,14 +102,14 @@ def filter_volume(src, dst, kernel, mode="reflect", cval=0.0, slab=None, progres
     kernel = kernel.astype(work)
     if slab is None:
         row_bytes = math.prod(src.shape[1:]) * np.dtype(work).itemsize
-        slab = max(1, min(n0, (256 << 20) // max(1, row_bytes)))
+        slab = max(1, min(n0, (128 << 20) // max(1, row_bytes)))
     np_mode = _NP_MODES[mode]
     pads = [(0, 0)] + [(k // 2, k - 1 - k // 2) for k in kernel.shape[1:]]
     kwargs = {"constant_values": cval} if np_mode == "constant" else {}
     for z0 in range(0, n0, slab):
         z1 = min(n0, z0 + slab)
         rows = source_rows(np.arange(z0 - left, z1 + k0 - 1 - left), n0, mode)
-        block = np.empty((len(rows),) + src.shape[1:], work)
+        block = np.empty((len(rows),) + tuple(src.shape[1:]), work)
         inside = rows >= 0
         block[inside] = src[rows[inside]]
         block[~inside] = cval
@@ -116,7 +117,7 @@ def filter_volume(src, dst, kernel, mode="reflect", cval=0.0, slab=None, progres
         result = correlate_valid(block, kernel)
         if dst.dtype.kind in "iu":
             np.trunc(result, out=result)
-        dst[z0:z1] = result
+        dst[slice(z0, z1)] = result
         if progress:
             progress(z1, n0)
 
@@ -134,37 +135,110 @@ class _Progress:
         self.stream.flush()
 
 
+class NpyRows:
+    """Rows (along axis 0) of a C-ordered .npy file, read without mapping it."""
+
+    def __init__(self, path):
+        self.file = open(path, "rb")
+        try:
+            version = np.lib.format.read_magic(self.file)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            self.shape, fortran, self.dtype = read_header(self.file)
+        except Exception:
+            self.file.close()
+            raise
+        if fortran and len(self.shape) > 1:
+            self.file.close()
+            raise ValueError("Fortran-ordered arrays are not supported; save with C order")
+        self.offset = self.file.tell()
+        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, rows):
+        """Rows ``rows`` (an int array of valid indices) as a new array."""
+        out = np.empty((len(rows),) + tuple(self.shape[1:]), self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        start = 0
+        while start < len(rows):           # one read per run of consecutive rows
+            stop = start + 1
+            while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
+                stop += 1
+            nbytes = (stop - start) * self.row_bytes
+            data = os.pread(self.file.fileno(), nbytes, self.offset + int(rows[start]) * self.row_bytes)
+            if len(data) != nbytes:
+                raise ValueError("the input file is truncated")
+            flat[start:stop] = np.frombuffer(data, np.uint8).reshape(stop - start, -1)
+            start = stop
+        return out
+
+    def close(self):
+        self.file.close()
+
+
+class NpyWriter:
+    """A C-ordered .npy file of known shape, written slab by slab along axis 0."""
+
+    def __init__(self, path, shape, dtype):
+        self.dtype = np.dtype(dtype)
+        self.file = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": tuple(shape)}
+        np.lib.format.write_array_header_2_0(self.file, header)
+        self.offset = self.file.tell()
+        self.row_bytes = math.prod(shape[1:]) * self.dtype.itemsize
+        self.file.truncate(self.offset + shape[0] * self.row_bytes)
+
+    def __setitem__(self, rows, values):
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        os.pwrite(self.file.fileno(), data.tobytes(), self.offset + rows.start * self.row_bytes)
+
+    def close(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
 def run_filter(args):
     if not os.path.exists(args.input):
         raise CLIError(f"input file not found: {args.input}")
     try:
-        src = np.load(args.input, mmap_mode="r")
+        src = NpyRows(args.input)
     except (ValueError, OSError) as exc:
         raise CLIError(f"cannot read {args.input} as a .npy array: {exc}") from None
-    if not 1 <= src.ndim <= 3:
-        raise CLIError(f"expected a 1-D, 2-D or 3-D array in {args.input}, got shape {src.shape}")
-    if args.mode not in _NP_MODES:
-        raise CLIError(f"unknown mode {args.mode!r}; expected one of {', '.join(_NP_MODES)}")
-    kernel = parse_kernel(args.kernel, src.ndim)
-    dtype = np.dtype(args.dtype) if args.dtype else src.dtype
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    fd, tmp = tempfile.mkstemp(prefix=".fastconv-", suffix=".npy.partial", dir=out_dir)
-    os.close(fd)
     try:
-        dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=src.shape)
-        progress = None if args.quiet else _Progress(sys.stderr, "filter")
-        filter_volume(src, dst, kernel, args.mode, args.cval, args.chunks, progress)
-        dst.flush()
-        del dst
-        os.replace(tmp, args.output)            # OUT appears only when complete
-    except OSError as exc:
-        _remove(tmp)
-        if exc.errno == errno.ENOSPC:
-            raise CLIError(f"disk full while writing {args.output}; nothing was written") from None
-        raise
-    except BaseException:
-        _remove(tmp)
-        raise
+        if not 1 <= src.ndim <= 3:
+            raise CLIError(f"expected a 1-D, 2-D or 3-D array in {args.input}, got shape "
+                           f"{src.shape}")
+        if args.mode not in _NP_MODES:
+            raise CLIError(f"unknown mode {args.mode!r}; expected one of {', '.join(_NP_MODES)}")
+        kernel = parse_kernel(args.kernel, src.ndim)
+        dtype = np.dtype(args.dtype) if args.dtype else src.dtype
+        out_dir = os.path.dirname(os.path.abspath(args.output))
+        fd, tmp = tempfile.mkstemp(prefix=".fastconv-", suffix=".npy.partial", dir=out_dir)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp's 0600 would outlive the rename
+        try:
+            dst = NpyWriter(tmp, src.shape, dtype)
+            progress = None if args.quiet else _Progress(sys.stderr, "filter")
+            filter_volume(src, dst, kernel, args.mode, args.cval, args.chunks, progress)
+            dst.close()
+            os.replace(tmp, args.output)            # OUT appears only when complete
+        except OSError as exc:
+            _remove(tmp)
+            if exc.errno == errno.ENOSPC:
+                raise CLIError(f"disk full while writing {args.output}; nothing was "
+                               "written") from None
+            raise
+        except BaseException:
+            _remove(tmp)
+            raise
+    finally:
+        src.close()
     return 0
 
 
@@ -193,7 +267,7 @@ def _parser():
     f.add_argument("--mode", default="reflect", help="scipy.ndimage boundary mode")
     f.add_argument("--cval", type=float, default=0.0, help="fill value for mode=constant")
     f.add_argument("--chunks", type=int, default=None,
-                   help="slices per slab along axis 0 (default: ~256 MiB slabs)")
+                   help="slices per slab along axis 0 (default: ~128 MiB slabs)")
     f.add_argument("--dtype", default=None, help="output dtype (default: the input's)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
