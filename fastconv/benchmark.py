@@ -1002,6 +1002,9 @@ def _parser():
     p.add_argument("--threads", type=int, default=None,
                    help="threads for fastconv, torch, BLAS and scipy.fft (default: all cores)")
     p.add_argument("--json", metavar="FILE", help="write raw results (every sample) as JSON")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="bar chart of the speed-ups (needs matplotlib: pip install "
+                        "'fastconv[plot]')")
     p.add_argument("--markdown", metavar="FILE", help="write the results table as Markdown")
     p.add_argument("--min-sample-ms", type=float, default=20.0,
                    help="repeat each call so one sample lasts at least this long (default 20)")
@@ -1125,7 +1128,40 @@ def main(argv=None):
     print()
     print(render_markdown(meta, results, tuple(fc.ALGORITHMS)))
     print(f"elapsed {meta['elapsed_s']:.0f} s")
+    if args.plot:
+        plot_speedups(results, args.plot, meta)
+        print(f"speed-up chart written to {args.plot}")
     return 0
+
+
+def plot_speedups(rows, path, meta):
+    """Horizontal bars: each contender's time over fastconv's, per workload (log scale)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'fastconv[plot]'") from None
+    contenders = [n for n in ("torch", "ndimage", "fftconvolve", "oaconvolve", "numpy")
+                  if any(r.get("derived", {}).get(f"{n}_ratio") for r in rows)]
+    names = [r["workload"]["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) * max(1, len(contenders)) + 1.5))
+    height = 0.8 / max(1, len(contenders))
+    for i, n in enumerate(contenders):
+        values = [r.get("derived", {}).get(f"{n}_ratio") or 0 for r in rows]
+        ax.barh([y + i * height for y in range(len(rows))], values, height=height,
+                label=f"{n} time / fastconv time")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks([y + height * (len(contenders) - 1) / 2 for y in range(len(rows))])
+    ax.set_yticklabels(names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up of fastconv (> 1: fastconv faster)")
+    ax.set_title(f"fastconv speed-ups, {meta['machine']}, {meta['threads']} threads",
+                 fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
