@@ -30,11 +30,17 @@ cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 cdef inline void strided_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t length,
                                Py_ssize_t lo, Py_ssize_t hi,
                                Py_ssize_t* out_lo, Py_ssize_t* out_hi) noexcept nogil:
-    """Clip [lo, hi) to the j with 0 <= j * stride + offset < length."""
+    """Clip [lo, hi) to the j with 0 <= j * stride + offset < length.
+
+    The result always lies inside [lo, hi] (an empty range included): callers
+    fill [lo, out_lo) and [out_hi, hi) with zeros.
+    """
     cdef Py_ssize_t a = ceil_div(-offset, stride)
     cdef Py_ssize_t b = ceil_div(length - offset, stride)
     if a < lo:
         a = lo
+    if a > hi:
+        a = hi
     if b > hi:
         b = hi
     if b < a:
