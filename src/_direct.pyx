@@ -239,11 +239,11 @@ cdef Py_ssize_t count_jobs(const Geometry* g) noexcept nogil:
     return g.N * g.Co * g.Do * nbh * nbw
 
 
-def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
-                 const conv_t[::1] bias, conv_t[:, :, :, :, ::1] out,
-                 tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
-                 int num_threads):
-    """Direct convolution into ``out`` (IN: x, w, bias; OUT: out)."""
+cdef run_tiles(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
+               const conv_t[::1] bias, conv_t[:, :, :, :, ::1] out, tuple stride,
+               tuple pad, tuple dilation, Py_ssize_t groups, int num_threads,
+               bint transposed):
+    """Every output tile in parallel (one OpenMP region), polling for Ctrl-C."""
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t job, njobs = count_jobs(&g)
@@ -255,11 +255,24 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
         for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
             if threadid() == 0:
                 fc_poll_signals(&stop, &last)
-            if not fc_stopped(&stop):
+            if fc_stopped(&stop):
+                pass
+            elif transposed:
+                transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
+                               &out[0, 0, 0, 0, 0], &g, job)
+            else:
                 conv_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
                           &out[0, 0, 0, 0, 0], &g, job)
     if stop:
         reraise()
+
+
+def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
+                 const conv_t[::1] bias, conv_t[:, :, :, :, ::1] out,
+                 tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
+                 int num_threads):
+    """Direct convolution into ``out`` (IN: x, w, bias; OUT: out)."""
+    run_tiles(x, w, bias, out, stride, pad, dilation, groups, num_threads, False)
 
 
 def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
@@ -267,19 +280,4 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
                       tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
                       int num_threads):
     """Direct (gather) transposed convolution into ``out``."""
-    cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
-                                    stride, pad, dilation, groups)
-    cdef Py_ssize_t job, njobs = count_jobs(&g)
-    if njobs == 0:
-        return
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil:
-        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if not fc_stopped(&stop):
-                transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
-                               &out[0, 0, 0, 0, 0], &g, job)
-    if stop:
-        reraise()
+    run_tiles(x, w, bias, out, stride, pad, dilation, groups, num_threads, True)

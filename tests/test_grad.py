@@ -10,7 +10,6 @@
 * a hypothesis property test of random conv3d configurations;
 * argument errors.
 """
-import contextlib
 import os
 import sys
 import zlib
@@ -22,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import torch_single_threaded
 import fastconv as fc
 import reference
 from fastconv import grad
@@ -37,20 +37,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
 
-@contextlib.contextmanager
-def torch_one_thread():
-    """Run PyTorch on one thread for these tiny problems, then restore it.
-
-    PyTorch's thread pool only adds latency here, and PyTorch shares the
-    OpenMP runtime with fastconv, so the setting must not leak into
-    fastconv's calls (they keep their usual thread count).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+torch_one_thread = torch_single_threaded     # from conftest
 
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]

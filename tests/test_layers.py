@@ -8,7 +8,6 @@ output_padding); gradient accumulation and ``zero_grad``; what ``forward``
 keeps for ``backward``; state_dict / parameters / pickling; constructor
 validation; and a finite-difference check of ``backward`` that needs no torch.
 """
-import contextlib
 import copy
 import math
 import os
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import torch_single_threaded
 import fastconv as fc
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -98,20 +98,7 @@ def make_pair(cls, in_channels, out_channels, dtype=np.float32, **kwargs):
     return ours, theirs
 
 
-@contextlib.contextmanager
-def torch_on_one_thread():
-    """Run the torch oracle single-threaded, then restore its thread count.
-
-    On these tiny problems torch's thread pool only adds latency, and torch
-    shares the OpenMP runtime with fastconv, so the setting is restored at
-    once: fastconv's own calls keep their default thread count.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+torch_on_one_thread = torch_single_threaded     # from conftest
 
 
 def check_against_torch(ours, theirs, x, seed=1):

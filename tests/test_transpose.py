@@ -7,7 +7,6 @@ batched/unbatched x algorithm x bias.  Also: argument errors, bit-exact
 determinism (run to run and across thread counts) and conv -> conv_transpose
 shape round trips.
 """
-import contextlib
 import inspect
 import itertools
 import os
@@ -19,6 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np
 import pytest
 
+from conftest import torch_single_threaded
 import fastconv as fc
 import reference
 
@@ -31,20 +31,7 @@ except ImportError:  # pragma: no cover - torch is optional
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
 
-@contextlib.contextmanager
-def torch_one_thread():
-    """Run PyTorch on one thread for these tiny problems, then restore it.
-
-    PyTorch's thread pool only adds latency here, and PyTorch shares the
-    OpenMP runtime with fastconv, so the setting must not leak into
-    fastconv's calls (they keep their usual thread count).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+torch_one_thread = torch_single_threaded     # from conftest
 
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
