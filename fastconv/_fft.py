@@ -69,6 +69,15 @@ def _contract(X, Wf, groups, transposed):
     else:                                 # Wf: (C_out, C_in/groups, ...)
         cog = Wf.shape[0] // groups
         Wg = Wf.reshape(groups, cog, cig, nfreq).transpose(0, 3, 2, 1)   # (g, F, cig, cog)
+    if cig * cog <= 16:
+        # Few channels: a broadcast multiply-add per input channel streams the
+        # spectra once; matmul over millions of tiny matrices would crawl.
+        Xs = X.reshape(n, groups, 1, cig, nfreq)
+        Ws = Wg.transpose(0, 3, 2, 1)[np.newaxis]                         # (1, g, cog, cig, F)
+        Y = Xs[:, :, :, 0] * Ws[:, :, :, 0]
+        for ci in range(1, cig):
+            Y += Xs[:, :, :, ci] * Ws[:, :, :, ci]
+        return Y.reshape((n, groups * cog) + spatial)
     Xg = X.reshape(n, groups, cig, nfreq).transpose(1, 3, 0, 2)           # (g, F, N, cig)
     Y = np.matmul(Xg, Wg)                                                 # (g, F, N, cog)
     return Y.transpose(2, 0, 3, 1).reshape((n, groups * cog) + spatial)
