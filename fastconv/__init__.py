@@ -1,4 +1,13 @@
 """fastconv: PyTorch-exact 1-D/2-D/3-D convolution for NumPy on Cython/OpenMP kernels."""
+import os as _os
+
+# Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise;
+# libgomp reads this once, when it loads with the first kernel module below).
+# Spinning threads steal the time slice of the thread that still has work when
+# another process shares the cores: measured 2 threads 30 ms vs 1 thread 19 ms
+# with a spinning wait, 17 ms vs 15 ms with a sleeping one.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 from . import grad, ndimage, signal
