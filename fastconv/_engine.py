@@ -236,6 +236,11 @@ def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups):
         return dw
     nt = _threads_for(grad_out.size * dw[0].size)
     cog = dw.shape[0] // groups
+    if cog <= 2 and grad_out.shape[1] >= 2 * nt:
+        # Thin (depthwise, single-channel): dot products per (out, in) channel
+        # pair beat hundreds of tiny GEMMs.
+        _direct.conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups, nt)
+        return dw
     k = dw[0].size
     _check_blas_dims(cog, k)
     rblock = max(1, _ceil_div(k, _ceil_div(_MIN_JOBS, groups))) if groups < _MIN_JOBS else k

@@ -281,3 +281,85 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
                       int num_threads):
     """Direct (gather) transposed convolution into ``out``."""
     run_tiles(x, w, bias, out, stride, pad, dilation, groups, num_threads, True)
+
+
+cdef inline conv_t conj_of(conv_t v) noexcept nogil:
+    if conv_t is float or conv_t is double:
+        return v
+    else:
+        return v.conjugate()
+
+
+cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
+                           const Geometry* g, Py_ssize_t job) noexcept nogil:
+    """dw[co, ci, taps] = sum over samples and outputs of gout * conj(x at the tap).
+
+    One job per (co, ci) pair owns its taps; rows are summed in a fixed order
+    (sample, depth, row, tap), four partial sums per dot product.
+    """
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t co = job // cig, ci = job % cig
+    cdef Py_ssize_t c = (co // cog) * cig + ci
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
+    cdef Py_ssize_t plane = g.D * g.H * g.W, oplane = g.Do * g.Ho * g.Wo
+    cdef conv_t* taps = dw + (co * cig + ci) * kvol
+    cdef Py_ssize_t n, od, oh, kd, kh, kw, id_, ih, off, lo, hi, j, t
+    cdef const conv_t* grow
+    cdef const conv_t* xrow
+    cdef conv_t s0, s1, s2, s3
+    for t in range(kvol):
+        taps[t] = 0
+    for n in range(g.N):
+        for od in range(g.Do):
+            for oh in range(g.Ho):
+                grow = gout + (n * g.Co + co) * oplane + (od * g.Ho + oh) * g.Wo
+                for kd in range(g.KD):
+                    id_ = od * g.sd + kd * g.dd - g.pd
+                    if id_ < 0 or id_ >= g.D:
+                        continue
+                    for kh in range(g.KH):
+                        ih = oh * g.sh + kh * g.dh - g.ph
+                        if ih < 0 or ih >= g.H:
+                            continue
+                        xrow = x + (n * g.C + c) * plane + (id_ * g.H + ih) * g.W
+                        for kw in range(g.KW):
+                            off = kw * g.dw - g.pw
+                            strided_range(off, g.sw, g.W, 0, g.Wo, &lo, &hi)
+                            s0 = 0
+                            s1 = 0
+                            s2 = 0
+                            s3 = 0
+                            j = lo
+                            while j + 4 <= hi:
+                                s0 = s0 + grow[j] * conj_of(xrow[j * g.sw + off])
+                                s1 = s1 + grow[j + 1] * conj_of(xrow[(j + 1) * g.sw + off])
+                                s2 = s2 + grow[j + 2] * conj_of(xrow[(j + 2) * g.sw + off])
+                                s3 = s3 + grow[j + 3] * conj_of(xrow[(j + 3) * g.sw + off])
+                                j += 4
+                            while j < hi:
+                                s0 = s0 + grow[j] * conj_of(xrow[j * g.sw + off])
+                                j += 1
+                            t = (kd * g.KH + kh) * g.KW + kw
+                            taps[t] = taps[t] + ((s0 + s1) + (s2 + s3))
+
+
+def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] gout,
+                     conv_t[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
+                     Py_ssize_t groups, int num_threads):
+    """Direct weight gradient (thin problems: few output channels per group)."""
+    cdef Geometry g = make_geometry(&x.shape[0], &gout.shape[0], &dw.shape[0],
+                                    stride, pad, dilation, groups)
+    cdef Py_ssize_t job, njobs = g.Co * (g.C // groups)
+    if njobs == 0:
+        return
+    cdef int stop = 0
+    cdef double last = fc_monotonic()
+    with nogil:
+        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
+            if threadid() == 0:
+                fc_poll_signals(&stop, &last)
+            if not fc_stopped(&stop):
+                weight_grad_pair(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
+                                 &g, job)
+    if stop:
+        reraise()
