@@ -34,7 +34,11 @@ def _ceil_div(a, b):
 
 
 def _gemm_tile(rows, length, outer_jobs, itemsize):
-    """Columns per GEMM tile: a bounded buffer, and enough jobs to share."""
+    """Columns per GEMM tile: a bounded buffer, and enough jobs to share.
+
+    Callers pass ``outer_jobs`` without the batch size: tiles (and so every
+    output's order of operations) depend on one sample's shape only.
+    """
     tile = max(64, _COL_BUFFER_BYTES // max(1, rows * itemsize))
     tile = min(length, tile)
     if outer_jobs * _ceil_div(length, tile) < _MIN_JOBS:
@@ -110,6 +114,24 @@ def choose_transpose(x, w, groups):
     return "im2col"
 
 
+def _nan_where_padding_meets_nonfinite(out, w, x_shape, stride, pad, dilation, groups):
+    """NaN where a non-finite weight tap reads zero padding (0 * inf = NaN).
+
+    The direct kernel skips padding taps; PyTorch multiplies them.  Only the
+    outputs concerned are touched, so no padded copy of the input is needed.
+    """
+    nan = np.array(np.nan, out.dtype) if out.dtype.kind == "f" else np.array(
+        complex(np.nan, np.nan), out.dtype)
+    for co, _, *tap in np.argwhere(~np.isfinite(w)):
+        inside = [(0 <= np.arange(o) * s + t * d - p) & (np.arange(o) * s + t * d - p < n)
+                  for o, s, t, d, p, n in zip(out.shape[2:], stride, tap, dilation, pad,
+                                              x_shape[2:])]
+        reads_padding = ~(inside[0][:, None, None] & inside[1][None, :, None]
+                          & inside[2][None, None, :])
+        if reads_padding.any():
+            out[:, co][:, reads_padding] = nan
+
+
 def _all_finite(*arrays):
     return all(np.isfinite(a).all() for a in arrays)
 
@@ -135,32 +157,30 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
         if _all_finite(x, w):
             return _fft.conv_forward(x, w, bias, out, stride, pad, dilation, groups)
         algorithm = "direct"        # one NaN would spread over the whole FFT result
-    if algorithm == "direct" and any(pad) and not np.isfinite(w).all():
-        # The direct kernel skips taps over zero padding; PyTorch multiplies them,
-        # and 0 * inf = NaN must show up as it does there.
-        x = _zero_pad(x, w, out, pad, dilation, stride)
-        pad = (0, 0, 0)
+    poison = algorithm == "direct" and any(pad) and not np.isfinite(w).all()
     nt = _threads_for(out.size * w[0].size)
     b = _bias_or_zeros(bias, out.shape[1], out.dtype)
     if algorithm == "direct":
         _direct.conv_forward(x, w, b, out, stride, pad, dilation, groups, nt)
+        if poison:
+            _nan_where_padding_meets_nonfinite(out, w, x.shape, stride, pad, dilation, groups)
         return out
     cog = w.shape[0] // groups
     k = w[0].size
     _check_blas_dims(cog, k)
-    if _use_shifted(x, w, out, stride, pad):
+    if _use_shifted(x, w, out, stride, dilation):
         xp = _zero_pad(x, w, out, pad, dilation)
         grid = ((out.shape[2] - 1) * xp.shape[3] + out.shape[3] - 1) * xp.shape[4] + out.shape[4]
         if USE_MICROKERNEL and x.dtype.kind == "f":
-            tile = _panel_tile(k, grid, x.shape[0] * groups, x.dtype)
+            tile = _panel_tile(k, grid, groups, x.dtype)
             _gemm.conv_forward_packed(xp, w, b, bias is not None, out, dilation, groups, nt,
                                       tile)
             return out
-        tile = _gemm_tile(k, grid, x.shape[0] * groups, x.itemsize)
+        tile = _gemm_tile(k, grid, groups, x.itemsize)
         with single_threaded_blas():
             _gemm.conv_forward_shifted(xp, w, b, bias is not None, out, dilation, groups, nt, tile)
         return out
-    tile = _gemm_tile(k, out[0, 0].size, x.shape[0] * groups, x.itemsize)
+    tile = _gemm_tile(k, out[0, 0].size, groups, x.itemsize)
     with single_threaded_blas():
         _gemm.conv_forward(x, w, b, bias is not None, out, stride, pad, dilation, groups, nt, tile)
     return out
@@ -169,18 +189,22 @@ def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto
 _SHIFTED_MAX_WASTE = 1.3     # grid cells computed per real output cell
 
 
-def _use_shifted(x, w, out, stride, pad):
-    """Stride 1, and little work wasted on the padded grid.
+def _use_shifted(x, w, out, stride, dilation):
+    """Stride 1, a padded copy of the order of the data, little work wasted on the grid.
 
     A 1x1x1 kernel qualifies only for the micro-kernel (float32/float64): for
-    BLAS the plain pointwise GEMM on the input itself is better.
+    BLAS the plain pointwise GEMM on the input itself is better.  Huge padding
+    or dilation with a small output goes the classic way instead of padding a
+    copy of the input to its full extent.
     """
     if stride != (1, 1, 1):
         return False
     if w[0, 0].size == 1 and not (USE_MICROKERNEL and x.dtype.kind == "f"):
         return False
     _, _, do, ho, wo = out.shape
-    hp, wp = x.shape[3] + 2 * pad[1], x.shape[4] + 2 * pad[2]
+    dp, hp, wp = (o + d * (k - 1) for o, d, k in zip(out.shape[2:], dilation, w.shape[2:]))
+    if dp * hp * wp > 4 * (x[0, 0].size + out[0, 0].size) + 4096:
+        return False
     grid = ((do - 1) * hp + ho - 1) * wp + wo
     return grid <= _SHIFTED_MAX_WASTE * do * ho * wo
 
@@ -219,8 +243,9 @@ def transpose_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm=
     cig, cog = w.shape[0] // groups, w.shape[1]
     kvol = w[0, 0].size
     _check_blas_dims(cig, cog * kvol)
-    outer = x.shape[0] * groups
-    cblock = max(1, _ceil_div(cog, _ceil_div(_MIN_JOBS, outer))) if outer < _MIN_JOBS else cog
+    # Channel blocks from the group count only: a sample's bits must not depend
+    # on the batch it shares.
+    cblock = max(1, _ceil_div(cog, _ceil_div(_MIN_JOBS, groups))) if groups < _MIN_JOBS else cog
     tile = _gemm_tile(cblock * kvol, x[0, 0].size, _MIN_JOBS, x.itemsize)
     with single_threaded_blas():
         _gemm.transpose_forward(x, w, b, out, stride, pad, dilation, groups, nt, tile, cblock)
@@ -244,7 +269,7 @@ def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups):
     k = dw[0].size
     _check_blas_dims(cog, k)
     rblock = max(1, _ceil_div(k, _ceil_div(_MIN_JOBS, groups))) if groups < _MIN_JOBS else k
-    if _use_shifted(x, dw, grad_out, stride, pad):
+    if _use_shifted(x, dw, grad_out, stride, dilation):
         xp = _zero_pad(x, dw, grad_out, pad, dilation)
         grid = ((grad_out.shape[2] - 1) * xp.shape[3] + grad_out.shape[3] - 1) * xp.shape[4] \
             + grad_out.shape[4]

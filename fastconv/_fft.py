@@ -78,9 +78,13 @@ def _contract(X, Wf, groups, transposed):
         for ci in range(1, cig):
             Y += Xs[:, :, :, ci] * Ws[:, :, :, ci]
         return Y.reshape((n, groups * cog) + spatial)
-    Xg = X.reshape(n, groups, cig, nfreq).transpose(1, 3, 0, 2)           # (g, F, N, cig)
-    Y = np.matmul(Xg, Wg)                                                 # (g, F, N, cog)
-    return Y.transpose(2, 0, 3, 1).reshape((n, groups * cog) + spatial)
+    # One sample at a time: a batched matmul's blocking (and so its rounding)
+    # would depend on how many samples share the call.
+    Y = np.empty((n, groups * cog) + spatial, np.result_type(X, Wf))
+    for i in range(n):
+        Xg = X[i].reshape(groups, cig, nfreq).transpose(0, 2, 1)[:, :, np.newaxis]  # (g,F,1,cig)
+        Y[i] = np.matmul(Xg, Wg)[:, :, 0].transpose(0, 2, 1).reshape((groups * cog,) + spatial)
+    return Y
 
 
 def _transforms(real):

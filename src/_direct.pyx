@@ -249,6 +249,8 @@ cdef run_tiles(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
     cdef Py_ssize_t job, njobs = count_jobs(&g)
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil:
@@ -291,7 +293,8 @@ cdef inline conv_t conj_of(conv_t v) noexcept nogil:
 
 
 cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
-                           const Geometry* g, Py_ssize_t job) noexcept nogil:
+                           const Geometry* g, Py_ssize_t job,
+                           bint master, int* stop, double* last) noexcept nogil:
     """dw[co, ci, taps] = sum over samples and outputs of gout * conj(x at the tap).
 
     One job per (co, ci) pair owns its taps; rows are summed in a fixed order
@@ -310,6 +313,10 @@ cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
     for t in range(kvol):
         taps[t] = 0
     for n in range(g.N):
+        if master:                  # a job spans the whole batch: poll inside it
+            fc_poll_signals(stop, last)
+        if fc_stopped(stop):
+            return
         for od in range(g.Do):
             for oh in range(g.Ho):
                 grow = gout + (n * g.Co + co) * oplane + (od * g.Ho + oh) * g.Wo
@@ -352,6 +359,8 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     cdef Py_ssize_t job, njobs = g.Co * (g.C // groups)
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil:
@@ -360,6 +369,6 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
                 fc_poll_signals(&stop, &last)
             if not fc_stopped(&stop):
                 weight_grad_pair(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                 &g, job)
+                                 &g, job, threadid() == 0, &stop, &last)
     if stop:
         reraise()

@@ -191,6 +191,8 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
     cdef conv_t* cbuf
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil, parallel(num_threads=num_threads):
@@ -221,7 +223,8 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
 cdef void transpose_job(const conv_t* x, const conv_t* w, const conv_t* bias,
                         conv_t* out, const Geometry* g, Py_ssize_t tile,
                         Py_ssize_t cblock, Py_ssize_t job,
-                        conv_t* col, conv_t* xbuf) noexcept nogil:
+                        conv_t* col, conv_t* xbuf,
+                        bint master, int* stop, double* last) noexcept nogil:
     """Output channels [c0, c1) of one (sample, group): GEMM per input tile, col2im."""
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t nblocks = ceil_div(cog, cblock)
@@ -253,6 +256,10 @@ cdef void transpose_job(const conv_t* x, const conv_t* w, const conv_t* bias,
              w + grp * cig * cog * kvol + c0 * kvol, <int>(cog * kvol), 0, col, <int>m)
         col2im_tile(col, og, g, 0, (c1 - c0) * kvol, p0, p1)
         p0 = p1
+        if master:                  # a job spans all input tiles: poll inside it
+            fc_poll_signals(stop, last)
+        if fc_stopped(stop):
+            return
 
 
 def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
@@ -275,6 +282,8 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     cdef conv_t* xbuf
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil, parallel(num_threads=num_threads):
@@ -291,7 +300,8 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
                 failed += 1
             else:
                 transpose_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
-                              &out[0, 0, 0, 0, 0], &g, tile, cblock, job, col, xbuf)
+                              &out[0, 0, 0, 0, 0], &g, tile, cblock, job, col, xbuf,
+                              threadid() == 0, &stop, &last)
         free(col)
         free(xbuf)
     if stop:
@@ -302,7 +312,8 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
 
 cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
                           const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
-                          Py_ssize_t job, conv_t* col, conv_t* gbuf) noexcept nogil:
+                          Py_ssize_t job, conv_t* col, conv_t* gbuf,
+                          bint master, int* stop, double* last) noexcept nogil:
     """dW_g[:, r0:r1] = sum over samples and tiles of gout_g @ col^H, in fixed order."""
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
@@ -331,6 +342,10 @@ cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
                  b, <int>ldb, beta, dw + grp * cog * K + r0, <int>K)
             beta = 1
             p0 = p1
+            if master:              # a job spans the whole batch: poll inside it
+                fc_poll_signals(stop, last)
+            if fc_stopped(stop):
+                return
 
 
 def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] gout,
@@ -354,6 +369,8 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     cdef conv_t* gbuf
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil, parallel(num_threads=num_threads):
@@ -370,7 +387,8 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
                 failed += 1
             else:
                 weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
-                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf)
+                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf,
+                                threadid() == 0, &stop, &last)
         free(col)
         free(gbuf)
     if stop:
@@ -461,6 +479,8 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
     cdef conv_t* cbuf
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil, parallel(num_threads=num_threads):
@@ -486,7 +506,8 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
 
 cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* dw,
                                   const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
-                                  Py_ssize_t job, conv_t* col, conv_t* gbuf) noexcept nogil:
+                                  Py_ssize_t job, conv_t* col, conv_t* gbuf,
+                                  bint master, int* stop, double* last) noexcept nogil:
     """Stride-1 weight gradient on a padded input, over the padded-width grid.
 
     Column rows are contiguous slices of xp (as in the forward); grad_output is
@@ -542,6 +563,10 @@ cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* 
                  gbuf, <int>m, beta, dw + grp * cog * K + r0, <int>K)
             beta = 1
             q0 = q1
+            if master:
+                fc_poll_signals(stop, last)
+            if fc_stopped(stop):
+                return
 
 
 def conv_weight_grad_shifted(const conv_t[:, :, :, :, ::1] xp,
@@ -559,6 +584,8 @@ def conv_weight_grad_shifted(const conv_t[:, :, :, :, ::1] xp,
     cdef conv_t* gbuf
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     cdef int stop = 0
     cdef double last = fc_monotonic()
     with nogil, parallel(num_threads=num_threads):
@@ -573,7 +600,8 @@ def conv_weight_grad_shifted(const conv_t[:, :, :, :, ::1] xp,
                 failed += 1
             else:
                 shifted_weight_grad_job(&xp[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
-                                        &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf)
+                                        &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf,
+                                        threadid() == 0, &stop, &last)
         free(col)
         free(gbuf)
     if stop:
@@ -722,6 +750,8 @@ def conv_forward_packed(const real_t[:, :, :, :, ::1] xp, const real_t[:, :, :, 
     cdef real_t* cbuf
     if njobs == 0:
         return
+    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
+        num_threads = <int>njobs
     # Weights packed once: wp[((grp * nb + b) * K + k) * MR + i] = w[grp*cog + b*MR + i, k].
     cdef real_t* wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
     if wp == NULL:
