@@ -357,7 +357,10 @@ def test_lazy_with_known_chunks():
 
 def test_import_fastconv_does_not_import_dask():
     code = "import sys, fastconv; assert 'dask' not in sys.modules, 'dask imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    # From tests/: "python -c" puts its working directory on sys.path, and the
+    # repository root would import the uncompiled source tree.
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cores():
