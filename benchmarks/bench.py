@@ -1,5 +1,5 @@
-"""fastconv's benchmark suite; see benchmarks/README.md or ``--help``."""
-from fastconv.benchmark import main
+"""fastconv's full benchmark suite (``suite.py`` next to this file); see README.md or ``--help``."""
+from suite import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

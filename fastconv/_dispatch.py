@@ -19,9 +19,11 @@ one :class:`Implementation` to the table of its operation below.  The tests
 (``tests/test_registry.py``) and the sanitizer step walk these tables, so the
 new entry is covered without being listed anywhere else.
 """
+import contextlib
+import contextvars
+import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-import math
 
 import numpy as np
 
@@ -429,10 +431,15 @@ def select(p, algorithm="auto", implementation=None):
     candidates, applicable = [], []
     for impl in REGISTRY[p.op]:
         reason = _mismatch(impl, p.op, algorithm, implementation) or impl.applies(p)
+        if reason and impl.family == "lowering" and implementation is not None \
+                and not impl.applies(p):
+            # forcing a kernel of the lowered operation: the lowering that reaches it
+            reason = _reaches(impl, p, algorithm, implementation)
         if reason:
             candidates.append((impl, reason))
             continue
-        plan = impl.plan(p) if impl.family != "lowering" else _lowering_plan(impl, p, algorithm)
+        plan = impl.plan(p) if impl.family != "lowering" else \
+            _lowering_plan(impl, p, algorithm, implementation)
         seconds = impl.cost(p, plan)
         candidates.append((impl, seconds))
         applicable.append(Choice(impl, plan, seconds))
@@ -444,6 +451,14 @@ def select(p, algorithm="auto", implementation=None):
         raise ValueError(f"fastconv: no {p.op} kernel for {what} applies ({reasons})")
     best = min(applicable, key=lambda c: c.seconds)      # min keeps the first of ties
     return replace(best, candidates=tuple(candidates))
+
+
+def _reaches(lowering, p, algorithm, implementation):
+    try:
+        select(lower(lowering.name, p), algorithm, implementation)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 def _mismatch(impl, op, algorithm, implementation):
@@ -459,8 +474,9 @@ def lower(name, p):
     return {"as_forward": _lower_to_forward, "as_transpose": _lower_to_transpose}[name](p)
 
 
-def _lowering_plan(impl, p, algorithm):
-    return {"lowered": select(lower(impl.name, p), algorithm)}
+def _lowering_plan(impl, p, algorithm, implementation=None):
+    forced = implementation if implementation != impl.name else None
+    return {"lowered": select(lower(impl.name, p), algorithm, forced)}
 
 
 @dataclass
@@ -491,8 +507,27 @@ def _run_choice(choice, arrays, p):
     choice.impl.run(arrays, p, choice.plan, _nt(arrays.x.shape[0] * p.macs))
 
 
+_FORCED = contextvars.ContextVar("fastconv_forced_implementation", default=None)
+
+
+@contextlib.contextmanager
+def forced(implementation):
+    """Run every call inside the block with ``implementation`` (benchmarks, tests).
+
+    The calls whose operation has no such entry, or where it does not apply,
+    raise ValueError; gradients reach kernels of the operation they lower to.
+    """
+    token = _FORCED.set(implementation)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
 def run(p, arrays, algorithm="auto", implementation=None):
     """Select the implementation for ``p``, run it on ``arrays``; return the Choice."""
+    if implementation is None:
+        implementation = _FORCED.get()
     choice = select(p, algorithm, implementation)
     _run_choice(choice, arrays, p)
     return choice

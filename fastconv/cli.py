@@ -273,7 +273,7 @@ def _parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
-        from .benchmark import main as bench_main
+        from ._bench import main as bench_main
         return bench_main(argv[1:]) or 0
     args = _parser().parse_args(argv)
     try:

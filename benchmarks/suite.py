@@ -1,13 +1,16 @@
 """fastconv's performance suite: fastconv side by side with PyTorch and SciPy.
 
-Run it as ``python benchmarks/bench.py`` (or ``python -m fastconv.benchmark``);
-``--help`` lists the options and ``benchmarks/README.md`` explains each column.
+Run it as ``python benchmarks/bench.py``; ``--help`` lists the options and
+``benchmarks/README.md`` explains each column.  (``fastconv bench`` runs the
+small suite that ships with the package, ``fastconv/_bench.py``.)
 
 How a row is measured
 ---------------------
 * Every contender of a row (fastconv with ``algorithm='auto'``, fastconv with
-  each explicit algorithm, PyTorch, SciPy, optionally a NumPy im2col + matmul
-  baseline) runs in this one process on the same arrays.
+  each kernel of its registry that applies, forced with
+  ``fastconv._dispatch.forced``, PyTorch, SciPy, optionally a NumPy im2col +
+  matmul baseline) runs in this one process on the same arrays.  Which
+  kernels apply, and which one 'auto' picks, comes from ``fastconv.explain``.
 * Warm-up: one call each, whose result is also checked against fastconv's
   (the ``check`` column), then a calibration call.  Each contender repeats
   its call enough times that one *sample* takes at least ``--min-sample-ms``
@@ -270,7 +273,8 @@ def machine_description():
     elif "avx2" in flags:
         extras.append("AVX2")
     extra = f" ({', '.join(extras)})" if extras else ""
-    return f"{model}{extra}, {os.cpu_count()} cores"
+    from fastconv import _kernels
+    return f"{model}{extra}, {os.cpu_count()} cores, fastconv kernels: {_kernels.SIMD}"
 
 
 def _fastconv_build():
@@ -429,45 +433,47 @@ def _fastconv_call(wl, arrays, algorithm):
     raise ValueError(f"unknown op {wl.op!r}")
 
 
-class _ChooserHook:
-    """Wraps ``_engine.choose_forward`` / ``choose_transpose``.
-
-    With ``force=None`` it records what 'auto' picks; with ``force='direct'``
-    (etc.) it makes every 'auto' decision inside the call return that
-    algorithm -- the way to time the gradient functions, which have no
-    ``algorithm=`` argument, with each algorithm.  ``calls`` counts the
-    decisions, so a row whose code path never consults a chooser shows none.
-    """
-
-    NAMES = ("choose_forward", "choose_transpose")
-
-    def __init__(self, force=None):
-        from . import _engine
-        self.engine, self.force, self.calls, self.choices = _engine, force, 0, []
-        self.saved = {n: getattr(_engine, n) for n in self.NAMES if hasattr(_engine, n)}
-
-    def __enter__(self):
-        for name, original in self.saved.items():
-            setattr(self.engine, name, self._wrap(original))
-        return self
-
-    def _wrap(self, original):
-        def chooser(*args, **kwargs):
-            self.calls += 1
-            choice = self.force if self.force is not None else original(*args, **kwargs)
-            self.choices.append(choice)
-            return choice
-        return chooser
-
-    def __exit__(self, *exc):
-        for name, original in self.saved.items():
-            setattr(self.engine, name, original)
-        return False
+def _explain(wl, arrays):
+    """fastconv.explain for the row's call (gradients: the gradient op)."""
+    import fastconv as fc
+    s, p, d, op, _ = wl.geometry()
+    name = {"conv": f"conv{wl.nd}d", "conv_transpose": f"conv_transpose{wl.nd}d"}.get(wl.op)
+    if name is None:
+        name = f"{wl.forward_op}{wl.nd}d_{wl.op.rsplit('_', 1)[1]}"
+    kwargs = dict(stride=s, padding=p, dilation=d, groups=wl.groups)
+    if wl.transposed:
+        kwargs["output_padding"] = op
+    else:
+        kwargs["padding_mode"] = wl.padding_mode
+    return fc.explain(name, arrays["x"], arrays["w"], **kwargs)
 
 
-def _forced(call, algorithm):
+def _auto_choice(explanation):
+    """'im2col_packed', or 'as_forward>im2col_packed' for a lowered gradient."""
+    lowered = explanation.plan.get("lowered")
+    if lowered is not None:
+        return f"{explanation.implementation}>{_auto_choice(lowered)}"
+    return explanation.implementation
+
+
+def _kernels(explanation):
+    """(name, predicted seconds) of every kernel that applies, lowered ones included."""
+    lowered = explanation.plan.get("lowered")
+    if explanation.family == "lowering" or lowered is not None:
+        found = {}
+        for name, family, seconds, _ in explanation.candidates:
+            if seconds is not None and family == "lowering":
+                found[name] = seconds
+        return {**found, **(_kernels(lowered) if lowered is not None else {})}
+    return {name: seconds for name, _, seconds, _ in explanation.candidates
+            if seconds is not None}
+
+
+def _forced(call, implementation):
+    from fastconv._dispatch import forced
+
     def run():
-        with _ChooserHook(force=algorithm):
+        with forced(implementation):
             return call()
     return run
 
@@ -657,17 +663,15 @@ def _reference_shape(wl):
 
 
 def run_workload(wl, *, rounds=5, min_sample=0.02, budget=20.0, threads=None, torch=None,
-                 use_scipy=True, use_numpy=False, algorithms=None, seed=0, log=None):
+                 use_scipy=True, use_numpy=False, implementations="fast", seed=0, log=None):
     """Time one workload against its contenders; return a JSON-able dict.
 
-    ``algorithms``: explicit fastconv algorithms to time besides 'auto' (default:
-    every one in ``fastconv.ALGORITHMS``); the one 'auto' picks is always added.
+    ``implementations``: fastconv kernels to time forced, besides 'auto': 'all'
+    (every one that applies), 'fast' (those the cost model predicts within 4x
+    of auto's choice), or a tuple of names.
     """
     import fastconv as fc
     log = log or (lambda *a: None)
-    selected = tuple(fc.ALGORITHMS if algorithms is None else algorithms)
-    if wl.category == "volume" and "fft" not in selected:
-        selected += ("fft",)      # single-channel filtering: FFT is a real contender
     threads = threads or fc.get_num_threads()
     row = {"workload": asdict(wl), "describe": wl.describe(), "macs": wl.macs(),
            "flops": wl.flops(), "operand_bytes": wl.operand_bytes(), "contenders": {},
@@ -675,13 +679,19 @@ def run_workload(wl, *, rounds=5, min_sample=0.02, budget=20.0, threads=None, to
     arrays = _make_arrays(wl, seed)
 
     # Contenders in the order of each round.
+    explanation = _explain(wl, arrays)
+    row["auto_choice"] = _auto_choice(explanation)
+    row["explain"] = str(explanation)
     calls = {"fastconv": _fastconv_call(wl, arrays, "auto")}
-    forward = wl.op in ("conv", "conv_transpose")
-    raw = {}                  # gradient calls before forcing, for the warm-up's hook
-    for alg in fc.ALGORITHMS:
-        call = _fastconv_call(wl, arrays, alg)
-        raw[f"fc:{alg}"] = call
-        calls[f"fc:{alg}"] = call if forward else _forced(call, alg)
+    kernels = _kernels(explanation)
+    if implementations == "fast":
+        chosen = [n for n, t in kernels.items() if t <= 4 * explanation.seconds]
+    elif implementations == "all":
+        chosen = list(kernels)
+    else:
+        chosen = [n for n in implementations if n in kernels]
+    for name in chosen:
+        calls[f"fc:{name}"] = _forced(_fastconv_call(wl, arrays, "auto"), name)
     if torch is not None:
         call = _torch_call(wl, arrays, torch)
         if call is not None:
@@ -697,19 +707,12 @@ def run_workload(wl, *, rounds=5, min_sample=0.02, budget=20.0, threads=None, to
     ref = None
     live, first = {}, {}
     tol = _TOLERANCE[wl.dtype]
-    auto_choices, chooser_used = (), True
     for name, fn in calls.items():
-        if name.startswith("fc:") and (name[3:] not in selected and name[3:] not in auto_choices
-                                       or not (forward or chooser_used)):
-            continue      # not asked for, or a gradient with no algorithm choice to force
-        hook = _ChooserHook() if name == "fastconv" else (
-            _ChooserHook(force=name[3:]) if name.startswith("fc:") else None)
         _reset_peak_rss()
         try:
-            with hook if hook is not None else contextlib.nullcontext():
-                t0 = time.perf_counter()
-                out = raw.get(name, fn)()
-                first[name] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = fn()
+            first[name] = time.perf_counter() - t0
         except Exception as exc:
             row["errors"][name] = f"{type(exc).__name__}: {exc}"
             log(f"  !! {wl.name}: {name} raised {type(exc).__name__}: {exc}")
@@ -721,12 +724,7 @@ def run_workload(wl, *, rounds=5, min_sample=0.02, budget=20.0, threads=None, to
         if (row["peak_rss"][name] or 0) > ROW_MEMORY_LIMIT:
             log(f"  !! {wl.name}: {name} peaked at {row['peak_rss'][name] / 2**30:.1f} GiB RSS")
         if name == "fastconv":
-            auto_choices = choices = sorted(set(hook.choices))
-            chooser_used = hook.calls > 0
-            row["auto_choice"] = "+".join(choices) if choices else "fixed"
             ref = _as_numpy(out).reshape(_reference_shape(wl))
-        elif name.startswith("fc:") and not forward and hook.calls == 0:
-            continue      # forcing did not reach a chooser: nothing different was timed
         if ref is not None and name != "fastconv":
             err, problem = _check(ref, out, wl.dtype)
             row["checks"][name] = err
@@ -813,7 +811,7 @@ def derive(row, peak):
         explicit = {n[3:]: ms(n) for n in c if n.startswith("fc:")}
         if explicit:
             best = min(explicit, key=explicit.get)
-            d["best_algorithm"] = best
+            d["best_implementation"] = best
             d["auto_over_best"] = fc_ms / explicit[best]
     if ms("torch"):
         d["torch_gflops"] = row["flops"] / (ms("torch") * 1e6)
@@ -861,9 +859,9 @@ def _fmt(v, spec=".2f"):
     return "—" if v is None else format(v, spec)
 
 
-def _columns(rows, algorithms):
+def _columns(rows):
     has = lambda n: any(n in r["contenders"] or n in r.get("errors", {}) for r in rows)
-    algorithms = [a for a in algorithms if has(f"fc:{a}")]
+    algorithms = sorted({n[3:] for r in rows for n in r["contenders"] if n.startswith("fc:")})
     cols = ["workload", "shape", "dtype", "GFLOP", "auto", "fastconv ms"]
     cols += [f"{a} ms" for a in algorithms]
     extra = [n for n in ("torch", "ndimage", "fftconvolve", "oaconvolve", "numpy") if has(n)]
@@ -911,8 +909,8 @@ def _cells(row, algorithms, extra, full_rounds):
     return cells
 
 
-def markdown_table(rows, algorithms, full_rounds):
-    cols, extra, algorithms = _columns(rows, algorithms)
+def markdown_table(rows, full_rounds):
+    cols, extra, algorithms = _columns(rows)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_cells(row, algorithms, extra, full_rounds)) + " |")
@@ -929,7 +927,7 @@ def summary_table(summary):
     return "\n".join(lines)
 
 
-def _console_line(row, algorithms):
+def _console_line(row):
     wl, c, d = row["workload"], row["contenders"], row.get("derived", {})
     parts = [f"{wl['name']:<36}"]
     for name, e in c.items():
@@ -956,8 +954,8 @@ def _header(meta):
              f"- Versions: {vers}",
              f"- Threads: {meta['threads']} (fastconv, torch.set_num_threads, BLAS for the "
              f"peak); suite: {meta['suite']}, {meta['rounds']} interleaved rounds, median, "
-             f"samples >= {meta['min_sample_ms']:g} ms; explicit algorithms timed: "
-             f"{', '.join(meta['algorithms'])} (+ whatever 'auto' picked)",
+             f"samples >= {meta['min_sample_ms']:g} ms; kernels timed besides 'auto': "
+             f"{meta['implementations']}",
              f"- GEMM peak (NumPy matmul, GFLOP/s): {pk}",
              f"- Load average at start / end: {meta['load_start']} / {meta.get('load_end', '?')}"]
     if meta.get("note"):
@@ -965,16 +963,17 @@ def _header(meta):
     lines += ["- Times in ms per call; latency rows: median µs per call (mean per call, "
               "stalls included, in parentheses); `*` = fewer rounds (slow "
               "contender, time budget); ratios > 1 mean fastconv is faster; `auto/best` = "
-              "fastconv 'auto' time over the fastest explicit algorithm; `load` = 1-minute load "
+              "fastconv 'auto' time over the fastest forced kernel; `auto` = the kernel "
+              "'auto' ran (fastconv.explain); `load` = 1-minute load "
               "average after the row (> threads means other processes competed for the cores).",
               ""]
     return "\n".join(lines)
 
 
-def render_markdown(meta, rows, algorithms):
+def render_markdown(meta, rows):
     parts = [_header(meta), "## Summary (targets of issue 5)", "",
              summary_table(summarize(rows)), "", "## All rows", "",
-             markdown_table(rows, algorithms, meta["rounds"]), ""]
+             markdown_table(rows, meta["rounds"]), ""]
     errors = [(r["workload"]["name"], n, e) for r in rows
               for n, e in r.get("errors", {}).items() if n != "traceback"]
     if errors:
@@ -1015,10 +1014,10 @@ def _parser():
     p.add_argument("--budget", type=float, default=None,
                    help="seconds per contender per row before rounds are cut "
                         "(default 20; 4 with --quick)")
-    p.add_argument("--algorithms", default="direct,im2col", metavar="LIST",
-                   help="explicit fastconv algorithms to time besides 'auto', comma-separated, "
-                        "or 'all' for every one in fastconv.ALGORITHMS (default direct,im2col; "
-                        "the algorithm 'auto' picks is always timed too)")
+    p.add_argument("--implementations", default="fast", metavar="LIST",
+                   help="fastconv kernels to time forced besides 'auto': 'fast' (those the "
+                        "cost model predicts within 4x of auto's, the default), 'all' (every "
+                        "registry entry that applies), 'none', or comma-separated names")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--no-scipy", action="store_true", help="do not time SciPy")
     p.add_argument("--numpy", action="store_true",
@@ -1059,14 +1058,16 @@ def main(argv=None):
     use_numpy = args.numpy or torch is None
     if torch is not None:
         torch.set_num_threads(threads)
-    if args.algorithms.strip() == "all":
-        algorithms = tuple(fc.ALGORITHMS)
-    else:
-        algorithms = tuple(a for a in (v.strip() for v in args.algorithms.split(",")) if a)
-        unknown = [a for a in algorithms if a not in fc.ALGORITHMS]
+    implementations = args.implementations.strip()
+    if implementations == "none":
+        implementations = ()
+    elif implementations not in ("fast", "all"):
+        from fastconv._dispatch import REGISTRY
+        known = {impl.name for table in REGISTRY.values() for impl in table}
+        implementations = tuple(v.strip() for v in implementations.split(",") if v.strip())
+        unknown = sorted(set(implementations) - known)
         if unknown:
-            raise SystemExit(f"--algorithms: unknown {unknown}; fastconv.ALGORITHMS = "
-                             f"{tuple(fc.ALGORITHMS)}")
+            raise SystemExit(f"--implementations: unknown {unknown}; registered: {sorted(known)}")
 
     t_start = time.perf_counter()
     build = _fastconv_build()
@@ -1076,7 +1077,7 @@ def main(argv=None):
             "suite": "quick" if args.quick else "full" + (f" (filter {filters})" if filters else ""),
             "rounds": rounds, "min_sample_ms": args.min_sample_ms, "budget_s": budget,
             "load_start": " ".join(f"{v:.2f}" for v in os.getloadavg()), "note": args.note,
-            "algorithms": list(algorithms), "argv": sys.argv if argv is None else list(argv),
+            "implementations": implementations, "argv": sys.argv if argv is None else list(argv),
             "fastconv_build": build}
     print(f"fastconv benchmarks: {meta['machine']}; {meta['versions']}; threads={threads}, "
           f"rounds={rounds}, load {meta['load_start']}", flush=True)
@@ -1092,7 +1093,7 @@ def main(argv=None):
                           indent=1, default=str)
         if args.markdown:
             with open(args.markdown, "w") as f:
-                f.write(render_markdown(meta, results, tuple(fc.ALGORITHMS)))
+                f.write(render_markdown(meta, results))
 
     no_grad = torch.no_grad() if torch is not None else contextlib.nullcontext()
     with _blas_threads(threads), no_grad:
@@ -1107,7 +1108,8 @@ def main(argv=None):
                 row = run_workload(wl, rounds=rounds, min_sample=args.min_sample_ms / 1e3,
                                    budget=budget, threads=threads, torch=torch,
                                    use_scipy=scipy is not None, use_numpy=use_numpy,
-                                   algorithms=algorithms, log=lambda m: print(m, flush=True))
+                                   implementations=implementations,
+                                   log=lambda m: print(m, flush=True))
             row["load_1min"] = os.getloadavg()[0]
             # One more matmul of the row's dtype: on a shared machine the quiet
             # moments come and go, and the peak is the best seen in the whole run.
@@ -1117,7 +1119,7 @@ def main(argv=None):
                 meta["peak"] = dict(meta["peak"], **{wl.dtype: probe})
             derive(row, meta["peak"])
             results.append(row)
-            print(_console_line(row, algorithms), flush=True)
+            print(_console_line(row), flush=True)
             save()
         # The peak again at the end; the best of both is the peak (a noisy machine
         # only ever makes it look lower).
@@ -1130,7 +1132,7 @@ def main(argv=None):
             derive(row, meta["peak"])
     save()
     print()
-    print(render_markdown(meta, results, tuple(fc.ALGORITHMS)))
+    print(render_markdown(meta, results))
     print(f"elapsed {meta['elapsed_s']:.0f} s")
     if args.plot:
         plot_speedups(results, args.plot, meta)
