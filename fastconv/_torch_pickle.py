@@ -226,25 +226,67 @@ class _RestrictedUnpickler(pickle.Unpickler):
 # Extension codes name globals through copyreg's process-wide registry and cache, which
 # a C unpickler may consult without calling find_class; torch.save never writes them.
 _REFUSED_OPCODES = {"EXT1", "EXT2", "EXT4"}
+# Hashing a tuple nested 10**5 deep overflows the C stack (a segfault, not an
+# exception), and a dict key or set item is hashed while unpickling.  A state dict
+# nests a handful of levels; the scan refuses anything deeper than this.
+MAX_DEPTH = 100
+_UPDATES = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
 
 
 def _scan(file, what):
-    """Walk the opcodes of one pickle without running it; refuse extension codes.
+    """Walk the opcodes of one pickle without running it, tracking nesting depth.
 
-    Also turns a truncated or malformed pickle into a clear error before any
-    object is built.  Returns the number of bytes the pickle spans.
+    Refuses extension-registry opcodes and objects nested deeper than
+    ``MAX_DEPTH``, and turns a truncated or malformed pickle into a clear
+    error before any object is built.  The stack is simulated with one depth
+    per entry, from each opcode's documented stack effect (``pickletools``).
     """
-    start = file.tell()
+    stack, marks, memo = [], [], {}
     try:
-        for opcode, _arg, _pos in pickletools.genops(file):
-            if opcode.name in _REFUSED_OPCODES:
-                raise RefusedGlobalError(f"{what}: refused pickle opcode {opcode.name} (a "
-                                         f"global named through copyreg's extension registry)")
+        for opcode, arg, _pos in pickletools.genops(file):
+            name = opcode.name
+            if name in _REFUSED_OPCODES:
+                raise RefusedGlobalError(f"{what}: refused pickle opcode {name} (a global "
+                                         f"named through copyreg's extension registry)")
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name in _MEMO_PUTS or name == "MEMOIZE":
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            elif name in _MEMO_GETS:
+                stack.append(memo[arg])
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "READONLY_BUFFER":
+                pass                         # flags the buffer on top: same object
+            else:
+                before = opcode.stack_before
+                popped = []
+                if pickletools.markobject in before:
+                    start = marks.pop()
+                    popped, stack[start:] = stack[start:], []
+                below = (before.index(pickletools.markobject) if pickletools.markobject in before
+                         else len(before))
+                if below:
+                    if len(stack) < below:
+                        raise IndexError("stack underflow")
+                    popped, stack[-below:] = stack[-below:] + popped, []
+                if opcode.stack_after:
+                    if name in _UPDATES:       # adds to the container below: no new level
+                        depth = max(popped[0], 1 + max(popped[1:], default=0))
+                    else:
+                        depth = 1 + max(popped) if popped else 0
+                    if depth > MAX_DEPTH:
+                        raise CheckpointError(f"{what}: objects nested more than {MAX_DEPTH} "
+                                              f"levels deep: refused (a state dict nests a "
+                                              f"few levels)")
+                    stack.append(depth)
     except CheckpointError:
         raise
-    except Exception as exc:  # genops raises ValueError for truncated or unknown opcodes
-        raise CheckpointError(f"{what} is truncated or not a pickle: {exc}") from None
-    return file.tell() - start
+    except Exception as exc:  # genops: truncated data, unknown opcodes; the stack: misuse
+        raise CheckpointError(f"{what} is truncated or not a valid pickle: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 def unpickle(file, load_storage, what):

@@ -14,6 +14,7 @@ import os
 import pickle
 import struct
 import subprocess
+import sys
 import tracemalloc
 import zipfile
 
@@ -423,6 +424,36 @@ def test_legacy_stream_refuses_payloads_in_every_pickle(tmp_path, name):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_deeply_nested_pickle_is_refused_before_it_can_crash(tmp_path, fmt):
+    # A dict key nested 10**6 tuples deep: plain pickle.loads hashes it and overflows
+    # the C stack (a segfault).  Run in a subprocess, so that a regression fails this
+    # test instead of killing the test run.
+    data = b"\x80\x02}N" + b"\x85" * 10**6 + b"K\x01s."
+    path = tmp_path / "deep.pt"
+    if fmt == "zip":
+        cf.write_zip(path, data)
+    else:
+        cf.write_legacy(path, data)
+    code = ("import fastconv as fc, sys\n"
+            "try:\n"
+            f"    fc.load_state_dict({str(path)!r})\n"
+            "except fc.CheckpointError as exc:\n"
+            "    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "objects nested more than 100 levels deep: refused" in result.stdout
+
+
+def test_nesting_of_real_state_dicts_is_far_below_the_limit(tmp_path):
+    inner = {f"k{i}": cf.tensor(cf.storage_id("FloatStorage", "0", 1), 0, (1,), (1,))
+             for i in range(3)}
+    data = cf.dumps(Build(cf.ordered_dict(inner), {"_metadata": {"": {"version": 1}}}))
+    out = load_zip_pickle(tmp_path, data, {"0": np.float32([7]).tobytes()})
+    assert [float(v[0]) for v in out.values()] == [7.0, 7.0, 7.0]
+
+
 def test_pickle_declaring_a_huge_string_is_refused_cheaply(tmp_path):
     # BINUNICODE8 claiming 2**40 bytes: the reader never asks for more than the file has.
     data = b"\x80\x04\x8d" + struct.pack("<Q", 2**40) + b"abc"
@@ -431,7 +462,7 @@ def test_pickle_declaring_a_huge_string_is_refused_cheaply(tmp_path):
     assert peak < 1 << 20
     legacy = tmp_path / "l.pt"
     cf.write_legacy(legacy, data)
-    with pytest.raises(fc.CheckpointError, match="truncated or not a pickle"):
+    with pytest.raises(fc.CheckpointError, match="truncated or not a valid pickle"):
         fc.load_state_dict(legacy)
-    with pytest.raises(fc.CheckpointError, match="truncated or not a pickle"):
+    with pytest.raises(fc.CheckpointError, match="truncated or not a valid pickle"):
         fc.load_state_dict(io.BytesIO(legacy.read_bytes()))
