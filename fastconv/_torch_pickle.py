@@ -149,7 +149,8 @@ def _tensor(storage, offset, size, stride, dtype):
                               f"got {type(storage).__name__}")
     shape, strides = _ints(size, "a tensor's size"), _ints(stride, "a tensor's stride")
     if len(shape) != len(strides):
-        raise CheckpointError(f"tensor size {shape} and stride {strides} differ in length")
+        raise CheckpointError(f"a tensor's size has {len(shape)} entries but its stride "
+                              f"{len(strides)}")
     return TensorRecord(storage, _int(offset, "a tensor's storage offset"), shape, strides,
                         dtype)
 

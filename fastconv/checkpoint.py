@@ -140,7 +140,11 @@ def _open(path):
 
 
 def _short(value, limit=60):
-    text = repr(value)
+    """repr for messages, cut to ``limit``; never fails (a 10**5000 int cannot be shown)."""
+    try:
+        text = repr(value)
+    except Exception:  # int too large for str(), recursion, ...
+        return f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -180,9 +184,9 @@ def _check_tensor(key, t, name):
                               f"are supported")
     if any(n < 0 or n > _MAX_SIZE for n in t.shape) or any(s < 0 for s in t.strides) \
             or t.offset < 0:
-        raise CheckpointError(f"{what} has an invalid shape {t.shape}, stride {t.strides} or "
-                              f"storage offset {t.offset} (sizes must be in 0..2**48, strides "
-                              f"and offset >= 0)")
+        raise CheckpointError(f"{what} has an invalid shape {_short(t.shape)}, stride "
+                              f"{_short(t.strides)} or storage offset {_short(t.offset)} (sizes "
+                              f"must be in 0..2**48, strides and offset >= 0)")
     itemsize = dtype.stored.itemsize
     if storage.nbytes % itemsize:
         raise CheckpointError(f"{what}: storage {_short(storage.key)} holds {storage.nbytes} "
@@ -193,9 +197,9 @@ def _check_tensor(key, t, name):
         last = t.offset + sum((n - 1) * s for n, s in zip(t.shape, t.strides))
         if last >= available:
             raise CheckpointError(
-                f"{what} of shape {t.shape}, stride {t.strides} and storage offset {t.offset} "
-                f"needs {last + 1} {dtype.name} elements, but its storage "
-                f"{_short(storage.key)} holds only {available}")
+                f"{what} of shape {t.shape}, stride {_short(t.strides)} and storage offset "
+                f"{_short(t.offset)} needs {_short(last + 1)} {dtype.name} elements, but its "
+                f"storage {_short(storage.key)} holds only {available}")
     return numel
 
 
@@ -215,10 +219,10 @@ def _materialise(reader, file_size, limit, name):
         users[t.storage.key] += 1
     stored = sum(s.nbytes for s, _ in storages.values())
     if stored > file_size:     # entries of a well-formed archive do not overlap
-        raise CheckpointError(f"{name}: its storages claim {stored} bytes in a file of "
+        raise CheckpointError(f"{name}: its storages claim {_short(stored)} bytes in a file of "
                               f"{file_size} bytes (overlapping zip entries?)")
     if out_bytes > limit:
-        raise CheckpointError(f"{name}: the tensors would take {out_bytes} bytes, more than "
+        raise CheckpointError(f"{name}: the tensors would take {_short(out_bytes)} bytes, more than "
                               f"max_bytes={limit}; pass a larger max_bytes to "
                               f"load_state_dict if the file is trusted")
 
@@ -403,7 +407,7 @@ class _ZipReader:
             return known
         info = self._entry(f"{self._prefix}data/{record.key}")
         if info.file_size != record.nbytes:
-            raise CheckpointError(f"storage {_short(record.key)} declares {record.nbytes} "
+            raise CheckpointError(f"storage {_short(record.key)} declares {_short(record.nbytes)} "
                                   f"bytes, but its record holds {info.file_size}")
         self._storages[record.key] = record
         return record
@@ -515,11 +519,11 @@ class _LegacyReader:
         itemsize = 1 if record.dtype is None else record.dtype.stored.itemsize
         if len(header) < 8 or int.from_bytes(header, "little") * itemsize != record.nbytes:
             raise CheckpointError(f"{what}: storage {_short(record.key)} should start with "
-                                  f"its size, {record.nbytes // itemsize} elements; found "
+                                  f"its size, {_short(record.nbytes // itemsize)} elements; found "
                                   f"{header!r} (truncated or corrupt file)")
         if record.nbytes > size - stream.tell():
             raise CheckpointError(f"{what}: storage {_short(record.key)} needs "
-                                  f"{record.nbytes} bytes, the file has "
+                                  f"{_short(record.nbytes)} bytes, the file has "
                                   f"{size - stream.tell()} left: truncated file")
         buf = np.empty(record.nbytes, np.uint8)
         if stream.readinto(buf) != record.nbytes:

@@ -60,7 +60,10 @@ def _emit(obj, out):
         out += b"\x88" if obj else b"\x89"
     elif isinstance(obj, int):
         raw = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
-        out += b"\x8a" + bytes([len(raw)]) + raw                       # LONG1
+        if len(raw) < 256:
+            out += b"\x8a" + bytes([len(raw)]) + raw                   # LONG1
+        else:
+            out += b"\x8b" + struct.pack("<I", len(raw)) + raw         # LONG4
     elif isinstance(obj, float):
         out += b"G" + struct.pack(">d", obj)                            # BINFLOAT
     elif isinstance(obj, str):

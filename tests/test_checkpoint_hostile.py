@@ -290,9 +290,12 @@ def test_storage_record_shorter_than_declared_is_refused(tmp_path):
     ((4,), (-1,), "invalid shape"),
     ((2**60, 0), (1, 1), "invalid shape"),
     ((1,) * 40, (1,) * 40, "40 dimensions, at most 32"),
+    ((2, 2), (10**5000, 1), "stride <a tuple too large to show>"),
+    ((2,), (1,), r"storage offset 1000+\.\.\. needs 1000+\.\.\. float32 elements"),
 ])
 def test_absurd_shapes_are_refused_before_allocating(tmp_path, shape, stride, message):
-    path = float_file(tmp_path, shape, stride, numel=4)
+    offset = 10**100 if "needs 1000" in message else 0
+    path = float_file(tmp_path, shape, stride, numel=4, offset=offset)
     with pytest.raises(fc.CheckpointError, match=message):
         fc.load_state_dict(path)
 
@@ -396,6 +399,20 @@ def test_corrupted_storage_bytes_fail_the_crc_check(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(fc.CheckpointError, match="zip entry 'archive/data/0' fails its CRC-32 "
                                                  "check"):
+        fc.load_state_dict(path)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_storage_declaring_an_absurd_size_is_refused(tmp_path, fmt):
+    pid = cf.storage_id("FloatStorage", "0", 10**5000, legacy=fmt == "legacy")
+    data = cf.dumps(cf.ordered_dict({"w": cf.tensor(pid, 0, (2,), (1,))}))
+    if fmt == "zip":
+        path = cf.write_zip(tmp_path / "m.pt", data, {"0": bytes(8)})
+        message = "storage '0' declares <a int too large to show> bytes"
+    else:
+        path = cf.write_legacy(tmp_path / "m.pt", data, [("0", 2, bytes(8))])
+        message = "should start with its size, <a int too large to show> elements"
+    with pytest.raises(fc.CheckpointError, match=message):
         fc.load_state_dict(path)
 
 
