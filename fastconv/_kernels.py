@@ -1,14 +1,14 @@
-"""Pick the compute-kernel build that matches this CPU.
+"""Load the compute-kernel build that matches this CPU.
 
-setup.py compiles ``_direct`` and ``_gemm`` for baseline x86-64 and, as
-``*_avx2`` / ``*_avx512``, with more instruction sets.  The best build the CPU
-supports is used; ``FASTCONV_SIMD=baseline|avx2|avx512`` forces one.
+setup.py compiles every module of ``_modules.COMPUTE_MODULES`` for baseline
+x86-64 and, as ``<module>_avx2`` / ``<module>_avx512``, with more
+instruction sets.  The best build the CPU supports (and that was built) is
+used; ``FASTCONV_SIMD=baseline|avx2|avx512`` forces one.
 """
 import importlib
 import os
 
-_REQUIRES = {"avx512": ("AVX512F", "AVX512DQ", "AVX512BW", "AVX512VL", "AVX2", "FMA3"),
-             "avx2": ("AVX2", "FMA3")}
+from ._modules import COMPUTE_MODULES, ISA_REQUIRES
 
 
 def cpu_features():
@@ -23,23 +23,27 @@ def cpu_features():
 def _candidates():
     forced = os.environ.get("FASTCONV_SIMD", "").strip().lower()
     if forced:
-        if forced not in ("baseline",) + tuple(_REQUIRES):
+        if forced not in ("baseline",) + tuple(ISA_REQUIRES):
             raise ImportError(f"FASTCONV_SIMD must be one of baseline, avx2, avx512; got {forced!r}")
         return [forced]
     features = cpu_features()
-    return [isa for isa, need in _REQUIRES.items() if all(features.get(f) for f in need)] + ["baseline"]
+    return [isa for isa, need in ISA_REQUIRES.items()
+            if all(features.get(f) for f in need)] + ["baseline"]
 
 
 def _load():
     for isa in _candidates():
         suffix = "" if isa == "baseline" else f"_{isa}"
         try:
-            direct = importlib.import_module(f"fastconv._direct{suffix}")
-            gemm = importlib.import_module(f"fastconv._gemm{suffix}")
+            modules = {name: importlib.import_module(f"fastconv.{module}{suffix}")
+                       for name, module in COMPUTE_MODULES.items()}
         except ImportError:
-            continue          # not built (FASTCONV_NATIVE=1, non-x86 machine)
-        return isa, direct, gemm
+            continue          # not built (FASTCONV_NATIVE=1, another CPU, non-x86 machine)
+        return isa, modules
     raise ImportError("fastconv: no kernel build could be imported")
 
 
-SIMD, direct, gemm = _load()
+SIMD, modules = _load()
+direct = modules["direct"]
+blas = modules["blas"]
+packed = modules["packed"]

@@ -6,14 +6,12 @@ math.  Both functions work on (N, C, *spatial) arrays and a tuple of
 """
 import numpy as np
 
+from ._boundary import TORCH_MODES, source_index
+
 
 def _source_index(j, length, mode):
     """Input cell that padded position j (relative to the first input cell) copies."""
-    if mode == "reflect":
-        return -j if j < 0 else 2 * (length - 1) - j
-    if mode == "replicate":
-        return 0 if j < 0 else length - 1
-    return j % length            # circular
+    return int(source_index(j, length, TORCH_MODES[mode]))
 
 
 def _border_positions(left, right, length):

@@ -17,9 +17,7 @@ import time
 
 import numpy as np
 
-_NP_MODES = {"reflect": "symmetric", "grid-mirror": "symmetric", "mirror": "reflect",
-             "nearest": "edge", "wrap": "wrap", "grid-wrap": "wrap", "constant": "constant",
-             "grid-constant": "constant"}
+from ._boundary import SCIPY_MODES as _NP_MODES, source_index
 
 
 class CLIError(Exception):
@@ -74,21 +72,7 @@ def _outer(vectors):
 
 def source_rows(positions, n, mode):
     """Input row feeding each (possibly out-of-range) position along an axis; -1 = cval."""
-    p = np.asarray(positions)
-    np_mode = _NP_MODES[mode]
-    if np_mode == "constant":
-        return np.where((p >= 0) & (p < n), p, -1)
-    if np_mode == "edge":
-        return np.clip(p, 0, n - 1)
-    if np_mode == "wrap":
-        return p % n
-    if np_mode == "symmetric":                     # d c b a | a b c d | d c b a
-        q = p % (2 * n)
-        return np.where(q < n, q, 2 * n - 1 - q)
-    if n == 1:                                     # mirror: d c b | a b c d | c b a
-        return np.zeros_like(p)
-    q = p % (2 * n - 2)
-    return np.where(q < n, q, 2 * n - 2 - q)
+    return source_index(positions, n, _NP_MODES[mode])
 
 
 def filter_volume(src, dst, kernel, mode="reflect", cval=0.0, slab=None, progress=None):
@@ -242,6 +226,19 @@ def run_filter(args):
     return 0
 
 
+def run_info():
+    """Build and runtime configuration, the kernel registry, and two example choices."""
+    from . import explain, show_config
+    from ._dispatch import describe
+    show_config()
+    print("\nkernel registry (algorithm='auto' takes the cheapest entry that applies):")
+    print(describe())
+    print("\nexamples (fastconv.explain):")
+    print(explain("conv2d", (8, 64, 56, 56), (64, 64, 3, 3), padding=1))
+    print(explain("conv3d", (1, 1, 128, 128, 128), (1, 1, 9, 9, 9), padding=4))
+    return 0
+
+
 def _remove(path):
     try:
         os.remove(path)
@@ -255,7 +252,7 @@ def _parser():
     parser = argparse.ArgumentParser(prog="fastconv", description=(
         "fastconv: PyTorch-exact convolution for NumPy on Cython/OpenMP kernels."))
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print the build and runtime configuration")
+    sub.add_parser("info", help="print the build and runtime configuration and kernel registry")
     bench = sub.add_parser("bench", help="side-by-side benchmark (PyTorch, SciPy if installed)",
                            add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -281,9 +278,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         if args.command == "info":
-            from . import show_config
-            show_config()
-            return 0
+            return run_info()
         if args.chunks is not None and args.chunks < 1:
             raise CLIError(f"--chunks must be >= 1, got {args.chunks}")
         if args.dtype is not None:

@@ -107,6 +107,7 @@ from . import functional as _functional
 from . import ndimage as _ndimage
 from . import _engine
 from ._args import check_choice, pad3, parse_conv, to_5d
+from ._boundary import SCIPY_MODES, TORCH_MODES, source_index
 from ._filter import choose as _choose_method, correlate_valid as _correlate_valid
 from ._threads import get_num_threads
 
@@ -210,10 +211,7 @@ def _check_threads(threads, op):
 
 def _source_map(length, left, right, np_mode):
     """Input cell copied to each padded position (-1: the fill value)."""
-    index = np.arange(length, dtype=np.intp)
-    if np_mode == "constant":
-        return np.pad(index, (left, right), mode="constant", constant_values=-1)
-    return np.pad(index, (left, right), mode=np_mode)
+    return source_index(np.arange(-left, length + right, dtype=np.intp), length, np_mode)
 
 
 def _axis_plan(src, chunks, windows):
@@ -384,7 +382,7 @@ def _filter(op, x, weights, mode, cval, origin, threads, flip):
         return da.zeros(x.shape, dtype=result_dtype, chunks=x.chunks)
     ww = np.ascontiguousarray(w, dtype=work)
     pads = [(k // 2 + o, k - 1 - (k // 2 + o)) for k, o in zip(w.shape, origins)]
-    np_mode = _ndimage._MODES[mode]
+    np_mode = SCIPY_MODES[mode]
     whole = tuple(n + left + right for n, (left, right) in zip(x.shape, pads))
     # Bitwise equality with the whole-array call: use its 'direct' kernel when it
     # would; where it would use FFT, let each block choose (tolerance only).
@@ -484,8 +482,6 @@ def convolve(x, weights, mode="reflect", cval=0.0, origin=0, *, threads=None):
 # torch.nn.functional semantics
 # --------------------------------------------------------------------------
 
-_NP_PADDING = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
-               "circular": "wrap"}
 
 
 def _conv_kernel(win, weight, bias, nd, stride, dilation, groups, algorithm):
@@ -495,16 +491,14 @@ def _conv_kernel(win, weight, bias, nd, stride, dilation, groups, algorithm):
 
 
 def _whole_array_choice(prob, nd, shape):
-    """The algorithm ``algorithm='auto'`` picks for the whole array in memory.
+    """The family ``algorithm='auto'`` picks for the whole array in memory (shapes only)."""
+    def as_5d(s):
+        return tuple(s[:2]) + (1,) * (3 - nd) + tuple(s[2:])
 
-    Only shapes matter, so zero-strided stand-ins are passed (no memory).
-    """
-    def stand_in(s):
-        return np.broadcast_to(np.zeros((), prob.dtype), tuple(s[:2]) + (1,) * (3 - nd)
-                               + tuple(s[2:]))
-
-    return _engine.choose_forward(stand_in(shape), to_5d(np.asarray(prob.w), nd), prob.groups,
-                                  stand_in(prob.out_shape), pad3(prob.stride, nd, 1))
+    return _engine.choose("forward", as_5d(shape), as_5d(np.shape(prob.w)),
+                          as_5d(prob.out_shape), prob.dtype, pad3(prob.stride, nd, 1),
+                          dilation=pad3(prob.dilation, nd, 1),
+                          groups=prob.groups).impl.family
 
 
 def _output_chunks(chunks, out_len, stride, left, span):
@@ -550,7 +544,7 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, padding_mode, 
         starts = np.concatenate([[0], np.cumsum(ochunks)])
         windows = [(int(o0) * s, (int(o1) - 1) * s + span + 1)
                    for o0, o1 in zip(starts[:-1], starts[1:])]
-        src = _source_map(n, left, right, _NP_PADDING[prob.padding_mode])
+        src = _source_map(n, left, right, TORCH_MODES[prob.padding_mode])
         plans.append(_axis_plan(src, chunks, windows))
         out_chunks.append(ochunks)
     if prob.out_shape[0] == 0 or x.size == 0:

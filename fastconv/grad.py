@@ -9,7 +9,7 @@ conj(weight))`` and ``grad_weight = sum(grad_output * conj(input))``.
 """
 import numpy as np
 
-from . import _engine
+from . import _docs, _engine
 from ._args import as_array, parse_conv, pad3, result_dtype, to_5d
 from ._padding import pad as _pad, pad_adjoint
 
@@ -65,31 +65,11 @@ def _conv_input(nd, input_shape, weight, grad_output, stride, padding, dilation,
         grad = np.empty(x_shape[:2] + tuple(n + l + r for n, (l, r)
                                              in zip(x_shape[2:], prob.pads)), dtype)
         pad_left = (0,) * nd
-    _input_gradient(g, w, grad, prob.stride, pad_left, prob.dilation, prob.groups, nd)
+    _engine.input_grad(to_5d(g, nd), to_5d(w, nd), to_5d(grad, nd), pad3(prob.stride, nd, 1),
+                       pad3(pad_left, nd, 0), pad3(prob.dilation, nd, 1), prob.groups)
     if prob.padding_mode != "zeros":
         grad = pad_adjoint(grad, prob.pads, prob.padding_mode)
     return grad if prob.batched else grad[0]
-
-
-def _input_gradient(g, w, grad, stride, pad_left, dilation, groups, nd):
-    """grad (filled) = transposed convolution of g with w, cropped to grad's shape.
-
-    With stride 1 this is a plain convolution with the flipped, channel-swapped
-    kernel and padding d*(k-1) - p, which runs on the (faster) forward kernels.
-    """
-    kernel = w.shape[2:]
-    flipped_pad = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, pad_left)]
-    if all(s == 1 for s in stride) and all(p >= 0 for p in flipped_pad):
-        cout, cig = w.shape[:2]
-        swapped = (w.reshape((groups, cout // groups, cig) + kernel).swapaxes(1, 2)
-                   .reshape((cig * groups, cout // groups) + kernel))
-        flipped = np.ascontiguousarray(swapped[(Ellipsis,) + (slice(None, None, -1),) * nd])
-        _engine.conv_forward(to_5d(g, nd), to_5d(flipped, nd), None, to_5d(grad, nd),
-                             (1, 1, 1), pad3(flipped_pad, nd, 0), pad3(dilation, nd, 1), groups)
-    else:
-        _engine.transpose_forward(to_5d(g, nd), to_5d(w, nd), None, to_5d(grad, nd),
-                                  pad3(stride, nd, 1), pad3(pad_left, nd, 0),
-                                  pad3(dilation, nd, 1), groups)
 
 
 def _conv_weight(nd, input, weight_shape, grad_output, stride, padding, dilation, groups,
@@ -147,10 +127,36 @@ def _transpose_weight(nd, input, weight_shape, grad_output, stride, padding, out
     dw = np.empty(weight_shape, dtype)
     # The weight gradient of the convolution that maps grad_output back to input,
     # conjugated: sum(x * conj(g)) -> sum(g * conj(x)).
+    pad_left = pad3([left for left, _ in prob.pads], nd, 0)
     _engine.conv_weight_grad(to_5d(g, nd), to_5d(x, nd), to_5d(dw, nd),
-                             pad3(prob.stride, nd, 1), pad3([l for l, _ in prob.pads], nd, 0),
-                             pad3(prob.dilation, nd, 1), prob.groups)
+                             pad3(prob.stride, nd, 1), pad_left, pad3(prob.dilation, nd, 1),
+                             prob.groups)
+    if not np.isfinite(x).all():
+        _nan_where_nonfinite_meets_crop(to_5d(dw, nd), to_5d(x, nd), to_5d(g, nd).shape,
+                                        pad3(prob.stride, nd, 1), pad_left,
+                                        pad3(prob.dilation, nd, 1), prob.groups)
     return _conj(dw)
+
+
+def _nan_where_nonfinite_meets_crop(dw, x, g_shape, stride, pad, dilation, groups):
+    """NaN in the taps where a non-finite input cell meets a cropped output position.
+
+    Input cell i of a transposed convolution reaches output i*s + k*d - p
+    through tap k; where that position is cropped away (padding), PyTorch
+    still multiplies the zero grad_output there by x[i]: 0 * inf = NaN in
+    dw[ci, :, k].  The kernels skip those products, so the NaNs are set here.
+    """
+    bad = ~np.isfinite(x).all(axis=0)                       # (C_in, D, H, W)
+    nan = np.array(np.nan if dw.dtype.kind == "f" else complex(np.nan, np.nan), dw.dtype)
+    reaches = [[(0 <= np.arange(n) * s + t * d - p) & (np.arange(n) * s + t * d - p < o)
+                for t in range(k)]
+               for n, s, d, p, o, k in zip(x.shape[2:], stride, dilation, pad, g_shape[2:],
+                                           dw.shape[2:])]
+    for tap in np.ndindex(*dw.shape[2:]):
+        inside = (reaches[0][tap[0]][:, None, None] & reaches[1][tap[1]][None, :, None]
+                  & reaches[2][tap[2]][None, None, :])
+        hit = (bad & ~inside).reshape(len(bad), -1).any(axis=1)
+        dw[(hit, slice(None)) + tap] = nan
 
 
 def conv_bias(grad_output, nd):
@@ -173,41 +179,85 @@ def conv_bias(grad_output, nd):
     return g.sum(axis=axes, dtype=result_dtype("conv_bias", g))
 
 
-def _make(nd):
-    def conv_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
-                   groups=1, *, padding_mode="zeros"):
-        return _conv_input(nd, input_shape, weight, grad_output, stride, padding, dilation,
-                           groups, padding_mode)
-
-    def conv_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
-                    groups=1, *, padding_mode="zeros"):
-        return _conv_weight(nd, input, weight_shape, grad_output, stride, padding, dilation,
-                            groups, padding_mode)
-
-    def transpose_input(input_shape, weight, grad_output, stride=1, padding=0,
-                        output_padding=0, groups=1, dilation=1):
-        return _transpose_input(nd, input_shape, weight, grad_output, stride, padding,
-                                output_padding, groups, dilation)
-
-    def transpose_weight(input, weight_shape, grad_output, stride=1, padding=0,
-                         output_padding=0, groups=1, dilation=1):
-        return _transpose_weight(nd, input, weight_shape, grad_output, stride, padding,
-                                 output_padding, groups, dilation)
-
-    conv_input.__doc__ = (f"Gradient of conv{nd}d with respect to its input, as "
-                          f"``torch.nn.grad.conv{nd}d_input``; ``padding_mode`` folds the "
-                          "gradient of the padded border back onto the input.")
-    conv_weight.__doc__ = (f"Gradient of conv{nd}d with respect to its weight, as "
-                           f"``torch.nn.grad.conv{nd}d_weight``.")
-    transpose_input.__doc__ = f"Gradient of conv_transpose{nd}d with respect to its input."
-    transpose_weight.__doc__ = f"Gradient of conv_transpose{nd}d with respect to its weight."
-    for f, name in ((conv_input, f"conv{nd}d_input"), (conv_weight, f"conv{nd}d_weight"),
-                    (transpose_input, f"conv_transpose{nd}d_input"),
-                    (transpose_weight, f"conv_transpose{nd}d_weight")):
-        f.__name__ = f.__qualname__ = name
-        globals()[name] = f
+def conv1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
+                 groups=1, *, padding_mode="zeros"):
+    return _conv_input(1, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                       padding_mode)
 
 
-for _nd in (1, 2, 3):
-    _make(_nd)
-del _nd
+def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
+                 groups=1, *, padding_mode="zeros"):
+    return _conv_input(2, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                       padding_mode)
+
+
+def conv3d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
+                 groups=1, *, padding_mode="zeros"):
+    return _conv_input(3, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                       padding_mode)
+
+
+def conv1d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                  groups=1, *, padding_mode="zeros"):
+    return _conv_weight(1, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode)
+
+
+def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                  groups=1, *, padding_mode="zeros"):
+    return _conv_weight(2, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode)
+
+
+def conv3d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                  groups=1, *, padding_mode="zeros"):
+    return _conv_weight(3, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode)
+
+
+def conv_transpose1d_input(input_shape, weight, grad_output, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1):
+    return _transpose_input(1, input_shape, weight, grad_output, stride, padding,
+                            output_padding, groups, dilation)
+
+
+def conv_transpose2d_input(input_shape, weight, grad_output, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1):
+    return _transpose_input(2, input_shape, weight, grad_output, stride, padding,
+                            output_padding, groups, dilation)
+
+
+def conv_transpose3d_input(input_shape, weight, grad_output, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1):
+    return _transpose_input(3, input_shape, weight, grad_output, stride, padding,
+                            output_padding, groups, dilation)
+
+
+def conv_transpose1d_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                            output_padding=0, groups=1, dilation=1):
+    return _transpose_weight(1, input, weight_shape, grad_output, stride, padding,
+                             output_padding, groups, dilation)
+
+
+def conv_transpose2d_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                            output_padding=0, groups=1, dilation=1):
+    return _transpose_weight(2, input, weight_shape, grad_output, stride, padding,
+                             output_padding, groups, dilation)
+
+
+def conv_transpose3d_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                            output_padding=0, groups=1, dilation=1):
+    return _transpose_weight(3, input, weight_shape, grad_output, stride, padding,
+                             output_padding, groups, dilation)
+
+
+_DOCS = {
+    "conv{nd}d_input": _docs.CONV_INPUT,
+    "conv{nd}d_weight": _docs.CONV_WEIGHT,
+    "conv_transpose{nd}d_input": _docs.TRANSPOSE_INPUT,
+    "conv_transpose{nd}d_weight": _docs.TRANSPOSE_WEIGHT,
+}
+for _name, _template in _DOCS.items():
+    for _nd in (1, 2, 3):
+        _docs.document(globals()[_name.format(nd=_nd)], _template, _nd)
+del _name, _template, _nd

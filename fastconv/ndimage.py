@@ -2,28 +2,17 @@
 
 Same arguments, modes, origins and output dtype rules as SciPy, on 1-D to
 3-D data, computed in parallel by fastconv's kernels (direct or FFT, chosen
-per call).  SciPy's boundary modes and PyTorch's padding modes:
-
-==================================  =================  =====================
-SciPy ``mode``                       NumPy ``np.pad``    PyTorch ``padding_mode``
-==================================  =================  =====================
-'reflect' / 'grid-mirror'            'symmetric'         (none: half-sample)
-'mirror'                             'reflect'           'reflect'
-'nearest'                            'edge'              'replicate'
-'wrap' / 'grid-wrap'                 'wrap'              'circular'
-'constant' / 'grid-constant' + cval  'constant'          'zeros' (cval = 0)
-==================================  =================  =====================
+per call).  SciPy's boundary modes and PyTorch's padding modes are listed
+in ``fastconv._boundary``.
 """
 import numpy as np
 
 from ._args import as_array
+from ._boundary import SCIPY_MODES as _MODES
 from ._filter import correlate_valid
 
 __all__ = ["correlate", "convolve"]
 
-_MODES = {"reflect": "symmetric", "grid-mirror": "symmetric", "mirror": "reflect",
-          "nearest": "edge", "wrap": "wrap", "grid-wrap": "wrap", "constant": "constant",
-          "grid-constant": "constant"}
 
 
 def _per_axis(value, nd, name, op):

@@ -7,9 +7,9 @@ bit-identical for any thread count and any batch size.  Zero padding lives in
 the index math (no padded copy); the innermost loop runs along the contiguous
 W axis so the compiler vectorises it.
 """
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange
 
-from _interrupt cimport fc_monotonic, fc_poll_signals, fc_stopped, reraise
+from _parallel cimport Driver, finish, interrupted, proceed, start
 
 from _fused cimport conv_t
 from _geometry cimport Geometry, ceil_div, make_geometry, strided_range
@@ -249,15 +249,10 @@ cdef run_tiles(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
     cdef Py_ssize_t job, njobs = count_jobs(&g)
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
+    cdef Driver d = start(njobs, num_threads)
     with nogil:
-        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
+        for job in prange(njobs, num_threads=d.threads, schedule="dynamic", chunksize=1):
+            if not proceed(&d, True):
                 pass
             elif transposed:
                 transpose_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
@@ -265,8 +260,7 @@ cdef run_tiles(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
             else:
                 conv_tile(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
                           &out[0, 0, 0, 0, 0], &g, job)
-    if stop:
-        reraise()
+    finish(&d, "")
 
 
 def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] w,
@@ -293,8 +287,7 @@ cdef inline conv_t conj_of(conv_t v) noexcept nogil:
 
 
 cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
-                           const Geometry* g, Py_ssize_t job,
-                           bint master, int* stop, double* last) noexcept nogil:
+                           const Geometry* g, Py_ssize_t job, Driver* d) noexcept nogil:
     """dw[co, ci, taps] = sum over samples and outputs of gout * conj(x at the tap).
 
     One job per (co, ci) pair owns its taps; rows are summed in a fixed order
@@ -313,9 +306,7 @@ cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
     for t in range(kvol):
         taps[t] = 0
     for n in range(g.N):
-        if master:                  # a job spans the whole batch: poll inside it
-            fc_poll_signals(stop, last)
-        if fc_stopped(stop):
+        if interrupted(d):          # a job spans the whole batch: poll inside it
             return
         for od in range(g.Do):
             for oh in range(g.Ho):
@@ -359,16 +350,10 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     cdef Py_ssize_t job, njobs = g.Co * (g.C // groups)
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
+    cdef Driver d = start(njobs, num_threads)
     with nogil:
-        for job in prange(njobs, num_threads=num_threads, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if not fc_stopped(&stop):
+        for job in prange(njobs, num_threads=d.threads, schedule="dynamic", chunksize=1):
+            if proceed(&d, True):
                 weight_grad_pair(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                 &g, job, threadid() == 0, &stop, &last)
-    if stop:
-        reraise()
+                                 &g, job, &d)
+    finish(&d, "")

@@ -62,3 +62,35 @@ cdef inline Geometry make_geometry(Py_ssize_t* x_shape, Py_ssize_t* out_shape,
     g.dd, g.dh, g.dw = dilation
     g.groups = groups
     return g
+
+
+cdef inline void decode_tap(Py_ssize_t r, const Geometry* g, Py_ssize_t* ci, Py_ssize_t* kd,
+                            Py_ssize_t* kh, Py_ssize_t* kw) noexcept nogil:
+    """Row r = ((ci * KD + kd) * KH + kh) * KW + kw of an im2col matrix, decoded."""
+    kw[0] = r % g.KW
+    r = r // g.KW
+    kh[0] = r % g.KH
+    r = r // g.KH
+    kd[0] = r % g.KD
+    ci[0] = r // g.KD
+
+
+cdef inline void decode_cell(Py_ssize_t q, Py_ssize_t H, Py_ssize_t W, Py_ssize_t* d,
+                             Py_ssize_t* h, Py_ssize_t* w) noexcept nogil:
+    """Flat index q = (d * H + h) * W + w of a (., H, W) grid, decoded."""
+    w[0] = q % W
+    q = q // W
+    h[0] = q % H
+    d[0] = q // H
+
+
+cdef inline Py_ssize_t grid_length(const Geometry* g) noexcept nogil:
+    """Cells of the padded-width grid of a stride-1 convolution on a padded input
+    (D, H, W): output (od, oh, ow) sits at (od * H + oh) * W + ow."""
+    return ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
+
+
+cdef inline Py_ssize_t tap_shift(const Geometry* g, Py_ssize_t kd, Py_ssize_t kh,
+                                 Py_ssize_t kw) noexcept nogil:
+    """Offset of tap (kd, kh, kw) on the padded grid: grid cell q reads q + shift."""
+    return (kd * g.dd * g.H + kh * g.dh) * g.W + kw * g.dw

@@ -30,4 +30,7 @@ static void fc_poll_signals(volatile int *stop, double *last) {
 }
 
 static int fc_stopped(volatile int *stop) { return *stop; }
+
+/* Set a flag shared by the threads of a region (any thread may set it). */
+static void fc_set_flag(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
 #endif

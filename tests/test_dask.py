@@ -267,7 +267,7 @@ def test_conv3d_algorithms(algorithm, c_out, rng):
     y = fcd.conv3d(da.from_array(x, chunks=(1, 3, 4, 3, 7)), w, **kwargs).compute()
     whole = algorithm
     if algorithm == "auto":                           # what the in-memory call picked
-        whole = fc._engine.choose_forward(x, w, 1, expected, (1, 1, 1))
+        whole = fc.explain("conv3d", x, w, **kwargs).family
     if whole == "direct":
         np.testing.assert_array_equal(y, expected)
     else:

@@ -810,3 +810,50 @@ def test_string_shapes_are_type_errors(nd):
         CONV_INPUT[nd]("12" + "4" * nd, w, G)
     with pytest.raises(TypeError, match=r"expected weight_shape to be a tuple of ints"):
         CONV_WEIGHT[nd](x, "22" + "2" * nd, G)
+
+
+NONFINITE_TRANSPOSE = [
+    (1, (2, 3, 9), (3, 2, 3), dict(stride=2, padding=1, output_padding=1)),
+    (2, (2, 3, 6, 7), (3, 2, 3, 3), dict(stride=1, padding=2)),
+    (2, (2, 4, 6, 7), (4, 1, 3, 2), dict(stride=(2, 1), padding=(0, 1), dilation=2, groups=2)),
+    (3, (1, 2, 4, 5, 3), (2, 2, 2, 3, 2), dict(stride=2, padding=1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128],
+                         ids=["float32", "float64", "complex128"])
+@pytest.mark.parametrize("case", range(len(NONFINITE_TRANSPOSE)))
+def test_transposed_weight_gradient_puts_nan_where_torch_does(case, dtype):
+    """inf/NaN input cells that meet cropped outputs: NaN taps, as PyTorch (0 * inf).
+
+    The pattern is PyTorch's double-precision one (its reference kernels
+    multiply every cropped position).  Its float32/complex64 oneDNN kernels
+    skip some of those products, so their NaNs depend on the backend's
+    blocking; float32 is compared with PyTorch's float64 result on the same data.
+    """
+    torch = pytest.importorskip("torch")
+    nd, xs, ws, kw = NONFINITE_TRANSPOSE[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    x.reshape(-1)[[0, x.size // 2 + 1]] = [np.inf, np.nan]
+    x.reshape(-1)[-1] = -np.inf
+    conv = getattr(torch.nn.functional, f"conv_transpose{nd}d")
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    wt = torch.tensor(w.astype(wide), requires_grad=True)
+    with torch_single_threaded():
+        y = conv(torch.tensor(x.astype(wide)), wt, **kw)
+        g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+        y.backward(torch.tensor(g.astype(wide)))
+    expected = wt.grad.numpy()
+    got = getattr(fc.grad, f"conv_transpose{nd}d_weight")(x, ws, g, **kw)
+    assert np.isnan(expected).any()                   # the case does reach cropped outputs
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
+    layer = getattr(fc, f"ConvTranspose{nd}d")(xs[1], ws[1] * kw.get("groups", 1), ws[2:],
+                                                dtype=dtype, bias=False, **kw)
+    layer.weight = w.copy()
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_array_equal(np.isnan(layer.weight_grad), np.isnan(expected))

@@ -269,88 +269,6 @@ def _small_ints(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def _pairs(padding, kernel, dilation, nd):
-    return reference._pairs(padding, kernel, reference._tuple(dilation, nd))
-
-
-def ref_conv_weight(x, w_shape, g, stride=1, padding=0, dilation=1, groups=1,
-                    padding_mode="zeros"):
-    """dW[o, c, tap] = sum over n, positions of g[n, o] * conj(padded x window)."""
-    x = reference._wide(x)
-    g = reference._wide(g)
-    nd = x.ndim - 2
-    kernel = w_shape[2:]
-    stride, dilation = reference._tuple(stride, nd), reference._tuple(dilation, nd)
-    pads = _pairs(padding, kernel, dilation, nd)
-    xp = np.pad(x, [(0, 0), (0, 0)] + pads, mode=reference._NP_PAD_MODE[padding_mode])
-    cin_g, cout_g = w_shape[1], w_shape[0] // groups
-    dw = np.zeros(w_shape, np.result_type(x, g))
-    for grp in range(groups):
-        xs = xp[:, grp * cin_g:(grp + 1) * cin_g]
-        gs = g[:, grp * cout_g:(grp + 1) * cout_g]
-        for tap in itertools.product(*[range(k) for k in kernel]):
-            window = tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
-                           for t, d, s, o in zip(tap, dilation, stride, g.shape[2:]))
-            patch = xs[(slice(None), slice(None)) + window]
-            sp = "xyz"[:nd]
-            dw[(slice(grp * cout_g, (grp + 1) * cout_g), slice(None)) + tap] = np.einsum(
-                f"no{sp},nc{sp}->oc", gs, np.conj(patch))
-    return dw
-
-
-def ref_conv_transpose_weight(x, w_shape, g, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1):
-    """dW[c, o, tap] = sum over n, i of conj(x[n, c, i]) * g[n, o, i*s + tap*d - p]."""
-    x = reference._wide(x)
-    g = reference._wide(g)
-    nd = x.ndim - 2
-    kernel = w_shape[2:]
-    stride, dilation = reference._tuple(stride, nd), reference._tuple(dilation, nd)
-    padding = reference._tuple(padding, nd)
-    # pad g back to the full (uncropped) transposed-convolution extent
-    gp = np.pad(g, [(0, 0), (0, 0)] + [(p, p + 1 + d * k) for p, d, k
-                                         in zip(padding, dilation, kernel)])
-    cin_g, cout_g = w_shape[0] // groups, w_shape[1]
-    dw = np.zeros(w_shape, np.result_type(x, g))
-    for grp in range(groups):
-        xs = x[:, grp * cin_g:(grp + 1) * cin_g]
-        gs = gp[:, grp * cout_g:(grp + 1) * cout_g]
-        for tap in itertools.product(*[range(k) for k in kernel]):
-            window = tuple(slice(t * d, t * d + s * (n - 1) + 1, s)
-                           for t, d, s, n in zip(tap, dilation, stride, x.shape[2:]))
-            sp = "xyz"[:nd]
-            dw[(slice(grp * cin_g, (grp + 1) * cin_g), slice(None)) + tap] = np.einsum(
-                f"nc{sp},no{sp}->co", np.conj(xs), gs[(slice(None), slice(None)) + window])
-    return dw
-
-
-def ref_conv_input(x_shape, w, g, stride=1, padding=0, dilation=1, groups=1):
-    """Zero-padding convolution's input gradient: a transposed conv of g, to x's size."""
-    nd = len(x_shape) - 2
-    kernel = w.shape[2:]
-    s, d = reference._tuple(stride, nd), reference._tuple(dilation, nd)
-    pads = _pairs(padding, kernel, d, nd)
-    # transposed conv of g with the left padding, enough right output_padding
-    full = reference.conv_transpose(g, np.conj(reference._wide(w)), None, s, 0, 0, groups, d)
-    crop = []
-    for (left, _), n in zip(pads, x_shape[2:]):
-        crop.append((left, n))
-    out = np.zeros(x_shape, full.dtype)
-    src, dst = [], []
-    for (left, n), f in zip(crop, full.shape[2:]):
-        take = min(n, f - left)
-        src.append(slice(left, left + take))
-        dst.append(slice(0, take))
-    out[(slice(None), slice(None)) + tuple(dst)] = full[(slice(None), slice(None)) + tuple(src)]
-    return out
-
-
-def ref_conv_transpose_input(x_shape, w, g, stride=1, padding=0, output_padding=0, groups=1,
-                             dilation=1):
-    y = reference.conv(g, np.conj(reference._wide(w)), None, stride, padding, dilation, groups)
-    return y[(slice(None), slice(None)) + tuple(slice(0, n) for n in x_shape[2:])]
-
-
 EXACT_CONV = [
     # (nd, input shape, weight shape, kwargs)
     (1, (3, 4, 37), (6, 2, 5), dict(stride=2, padding=3, dilation=2, groups=2)),
@@ -392,11 +310,11 @@ def test_convolution_and_its_gradients_are_exact_on_integer_data(case, dtype):
         _exact(y, expected, f"conv{nd}d {algorithm}")
     g = _small_ints(rng, expected.shape, dtype)
     _exact(getattr(fc.grad, f"conv{nd}d_weight")(x, ws, g, **kw),
-           ref_conv_weight(x, ws, g, **kw), f"conv{nd}d_weight")
+           reference.conv_weight(x, ws, g, **kw), f"conv{nd}d_weight")
     if kw.get("padding_mode", "zeros") == "zeros":
         kw0 = {k: v for k, v in kw.items() if k != "padding_mode"}
         _exact(getattr(fc.grad, f"conv{nd}d_input")(xs, w, g, **kw),
-               ref_conv_input(xs, w, g, **kw0), f"conv{nd}d_input")
+               reference.conv_input(xs, w, g, **kw0), f"conv{nd}d_input")
     else:   # other modes: the adjoint identity <conv(x), g> == <x, grad_input(g)>
         gi = getattr(fc.grad, f"conv{nd}d_input")(xs, w, g, **kw)
         lhs = np.vdot(g.astype(np.complex128), reference.conv(x, w, None, **kw))
@@ -423,11 +341,11 @@ def test_transposed_convolution_and_its_gradients_are_exact_on_integer_data(case
         _exact(y, expected, f"conv_transpose{nd}d {algorithm}")
     g = _small_ints(rng, expected.shape, dtype)
     _exact(getattr(fc.grad, f"conv_transpose{nd}d_input")(xs, w, g, **kw),
-           ref_conv_transpose_input(xs, w, g, **{k: v for k, v in kw.items()
+           reference.conv_transpose_input(xs, w, g, **{k: v for k, v in kw.items()
                                                  if k != "output_padding"}),
            f"conv_transpose{nd}d_input")
     _exact(getattr(fc.grad, f"conv_transpose{nd}d_weight")(x, ws, g, **kw),
-           ref_conv_transpose_weight(x, ws, g, **kw), f"conv_transpose{nd}d_weight")
+           reference.conv_transpose_weight(x, ws, g, **kw), f"conv_transpose{nd}d_weight")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -441,8 +359,8 @@ def test_layers_are_exact_on_integer_data(dtype):
     _exact(y, reference.conv(x, layer.weight, layer.bias, padding=1, groups=2), "Conv2d")
     g = _small_ints(rng, y.shape, dtype)
     gi = layer.backward(g)
-    _exact(gi, ref_conv_input(x.shape, layer.weight, g, padding=1, groups=2), "Conv2d grad_input")
-    _exact(layer.weight_grad, ref_conv_weight(x, layer.weight.shape, g, padding=1, groups=2),
+    _exact(gi, reference.conv_input(x.shape, layer.weight, g, padding=1, groups=2), "Conv2d grad_input")
+    _exact(layer.weight_grad, reference.conv_weight(x, layer.weight.shape, g, padding=1, groups=2),
            "Conv2d weight_grad")
     tlayer = fc.ConvTranspose3d(2, 4, 3, stride=2, padding=1, output_padding=1, dtype=dtype)
     tlayer.load_state_dict({"weight": _small_ints(rng, tlayer.weight.shape, dtype),
@@ -453,7 +371,7 @@ def test_layers_are_exact_on_integer_data(dtype):
                                        output_padding=1), "ConvTranspose3d")
     g = _small_ints(rng, y.shape, dtype)
     tlayer.backward(g)
-    _exact(tlayer.weight_grad, ref_conv_transpose_weight(x, tlayer.weight.shape, g, stride=2,
+    _exact(tlayer.weight_grad, reference.conv_transpose_weight(x, tlayer.weight.shape, g, stride=2,
                                                          padding=1, output_padding=1),
            "ConvTranspose3d weight_grad")
 

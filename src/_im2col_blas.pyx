@@ -1,4 +1,4 @@
-"""im2col / col2im + BLAS GEMM kernels.
+"""im2col / col2im + BLAS GEMM kernels (``scipy.linalg.cython_blas``).
 
 Work is split into jobs of (sample, group, tile); every OpenMP thread owns a
 column buffer of bounded size and calls a single-threaded GEMM, so OpenMP and
@@ -12,15 +12,16 @@ Row-major arrays are handed to column-major BLAS as their transposes:
 out_g (cog x P) = W_g (cog x K) @ col (K x P) becomes
 out_g^T (P x cog) = col^T (P x K) @ W_g^T (K x cog).
 """
-from libc.stdlib cimport free, malloc
 from libc.limits cimport INT_MAX
-from cython.parallel cimport parallel, prange, threadid
-
-from _interrupt cimport fc_monotonic, fc_poll_signals, fc_stopped, reraise
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+from cython.parallel cimport parallel, prange
 
 from _blas cimport gemm
 from _fused cimport conv_t
-from _geometry cimport Geometry, ceil_div, make_geometry, strided_range
+from _geometry cimport (Geometry, ceil_div, decode_cell, decode_tap, grid_length,
+                        make_geometry, strided_range, tap_shift)
+from _parallel cimport Driver, finish, interrupted, proceed, start
 
 
 cdef void im2col_tile(const conv_t* xg, conv_t* col, const Geometry* g,
@@ -36,20 +37,12 @@ cdef void im2col_tile(const conv_t* xg, conv_t* col, const Geometry* g,
     cdef conv_t* dst
     cdef const conv_t* xrow
     for r in range(r0, r1):
-        kw = r % g.KW
-        t = r // g.KW
-        kh = t % g.KH
-        t = t // g.KH
-        kd = t % g.KD
-        ci = t // g.KD
+        decode_tap(r, g, &ci, &kd, &kh, &kw)
         off = kw * g.dw - g.pw
         dst = col + (r - r0) * m
         p = p0
         while p < p1:
-            ow = p % g.Wo
-            t = p // g.Wo
-            oh = t % g.Ho
-            od = t // g.Ho
+            decode_cell(p, g.Ho, g.Wo, &od, &oh, &ow)
             seg = min(g.Wo - ow, p1 - p)
             id_ = od * g.sd + kd * g.dd - g.pd
             ih = oh * g.sh + kh * g.dh - g.ph
@@ -87,20 +80,12 @@ cdef void col2im_tile(const conv_t* col, conv_t* og, const Geometry* g,
     cdef const conv_t* src
     cdef conv_t* orow
     for r in range(r0, r1):
-        kw = r % g.KW
-        t = r // g.KW
-        kh = t % g.KH
-        t = t // g.KH
-        kd = t % g.KD
-        cl = t // g.KD
+        decode_tap(r, g, &cl, &kd, &kh, &kw)
         off = kw * g.dw - g.pw
         src = col + (r - r0) * m
         p = p0
         while p < p1:
-            iw = p % g.W
-            t = p // g.W
-            ih = t % g.H
-            id_ = t // g.H
+            decode_cell(p, g.H, g.W, &id_, &ih, &iw)
             seg = min(g.W - iw, p1 - p)
             od = id_ * g.sd + kd * g.dd - g.pd
             oh = ih * g.sh + kh * g.dh - g.ph
@@ -186,45 +171,33 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
                            and g.D == g.Do and g.H == g.Ho and g.W == g.Wo and P <= INT_MAX)
     cdef bint big = P > INT_MAX
     cdef Py_ssize_t njobs = g.N * groups * ceil_div(P, tile), job
-    cdef int failed = 0
     cdef conv_t* col
     cdef conv_t* cbuf
+    cdef bint scratch_ok
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil, parallel(num_threads=num_threads):
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
         col = NULL
         cbuf = NULL
         if not pointwise:
             col = <conv_t*> malloc(K * tile * sizeof(conv_t))
         if big:
             cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
+        scratch_ok = (col != NULL or pointwise) and (cbuf != NULL or not big)
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
-                pass
-            elif (col == NULL and not pointwise) or (cbuf == NULL and big):
-                failed += 1
-            else:
+            if proceed(&d, scratch_ok):
                 forward_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0], has_bias,
                             &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
         free(col)
         free(cbuf)
-    if stop:
-        reraise()
-    if failed:
-        raise MemoryError("fastconv: could not allocate the im2col buffer")
+    finish(&d, "im2col buffer")
 
 
 cdef void transpose_job(const conv_t* x, const conv_t* w, const conv_t* bias,
                         conv_t* out, const Geometry* g, Py_ssize_t tile,
                         Py_ssize_t cblock, Py_ssize_t job,
-                        conv_t* col, conv_t* xbuf,
-                        bint master, int* stop, double* last) noexcept nogil:
+                        conv_t* col, conv_t* xbuf, Driver* d) noexcept nogil:
     """Output channels [c0, c1) of one (sample, group): GEMM per input tile, col2im."""
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t nblocks = ceil_div(cog, cblock)
@@ -256,9 +229,7 @@ cdef void transpose_job(const conv_t* x, const conv_t* w, const conv_t* bias,
              w + grp * cig * cog * kvol + c0 * kvol, <int>(cog * kvol), 0, col, <int>m)
         col2im_tile(col, og, g, 0, (c1 - c0) * kvol, p0, p1)
         p0 = p1
-        if master:                  # a job spans all input tiles: poll inside it
-            fc_poll_signals(stop, last)
-        if fc_stopped(stop):
+        if interrupted(d):      # a job spans many tiles: poll inside it
             return
 
 
@@ -277,43 +248,28 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
     cdef bint big = g.D * g.H * g.W > INT_MAX
     cdef Py_ssize_t njobs = g.N * groups * ceil_div(cog, cblock), job
-    cdef int failed = 0
     cdef conv_t* col
     cdef conv_t* xbuf
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil, parallel(num_threads=num_threads):
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
         col = <conv_t*> malloc(cblock * kvol * tile * sizeof(conv_t))
         xbuf = NULL
         if big:
             xbuf = <conv_t*> malloc(cig * tile * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
-                pass
-            elif col == NULL or (big and xbuf == NULL):
-                failed += 1
-            else:
+            if proceed(&d, not (col == NULL or (big and xbuf == NULL))):
                 transpose_job(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0],
-                              &out[0, 0, 0, 0, 0], &g, tile, cblock, job, col, xbuf,
-                              threadid() == 0, &stop, &last)
+                              &out[0, 0, 0, 0, 0], &g, tile, cblock, job, col, xbuf, &d)
         free(col)
         free(xbuf)
-    if stop:
-        reraise()
-    if failed:
-        raise MemoryError("fastconv: could not allocate the col2im buffer")
+    finish(&d, "col2im buffer")
 
 
 cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
                           const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
-                          Py_ssize_t job, conv_t* col, conv_t* gbuf,
-                          bint master, int* stop, double* last) noexcept nogil:
+                          Py_ssize_t job, conv_t* col, conv_t* gbuf, Driver* d) noexcept nogil:
     """dW_g[:, r0:r1] = sum over samples and tiles of gout_g @ col^H, in fixed order."""
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
@@ -342,9 +298,7 @@ cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
                  b, <int>ldb, beta, dw + grp * cog * K + r0, <int>K)
             beta = 1
             p0 = p1
-            if master:              # a job spans the whole batch: poll inside it
-                fc_poll_signals(stop, last)
-            if fc_stopped(stop):
+            if interrupted(d):      # a job spans many tiles: poll inside it
                 return
 
 
@@ -364,37 +318,23 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef bint big = g.Do * g.Ho * g.Wo > INT_MAX
     cdef Py_ssize_t njobs = groups * ceil_div(K, rblock), job
-    cdef int failed = 0
     cdef conv_t* col
     cdef conv_t* gbuf
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil, parallel(num_threads=num_threads):
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
         col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
         gbuf = NULL
         if big:
             gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
-                pass
-            elif col == NULL or (big and gbuf == NULL):
-                failed += 1
-            else:
+            if proceed(&d, not (col == NULL or (big and gbuf == NULL))):
                 weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
-                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf,
-                                threadid() == 0, &stop, &last)
+                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf, &d)
         free(col)
         free(gbuf)
-    if stop:
-        reraise()
-    if failed:
-        raise MemoryError("fastconv: could not allocate the im2col buffer")
+    finish(&d, "im2col buffer")
 
 
 # ---------------------------------------------------------------------------
@@ -408,8 +348,6 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
 # with oh >= Ho or ow >= Wo, which are computed and then dropped.
 # ---------------------------------------------------------------------------
 
-from libc.string cimport memcpy
-
 
 cdef void shifted_forward_job(const conv_t* xp, const conv_t* w, const conv_t* bias,
                               bint has_bias, conv_t* out, const Geometry* g,
@@ -418,7 +356,7 @@ cdef void shifted_forward_job(const conv_t* xp, const conv_t* w, const conv_t* b
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
     cdef Py_ssize_t plane = g.D * g.H * g.W
-    cdef Py_ssize_t Q = ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
+    cdef Py_ssize_t Q = grid_length(g)
     cdef Py_ssize_t ntiles = ceil_div(Q, tile)
     cdef Py_ssize_t it = job % ntiles
     cdef Py_ssize_t grp = (job // ntiles) % g.groups
@@ -432,14 +370,9 @@ cdef void shifted_forward_job(const conv_t* xp, const conv_t* w, const conv_t* b
     cdef conv_t* orow
     cdef const conv_t* crow
     for r in range(K):
-        kw = r % g.KW
-        t = r // g.KW
-        kh = t % g.KH
-        t = t // g.KH
-        kd = t % g.KD
-        ci = t // g.KD
-        shift = (kd * g.dd * g.H + kh * g.dh) * g.W + kw * g.dw
-        memcpy(col + r * m, xg + ci * plane + q0 + shift, m * sizeof(conv_t))
+        decode_tap(r, g, &ci, &kd, &kh, &kw)
+        memcpy(col + r * m, xg + ci * plane + q0 + tap_shift(g, kd, kh, kw),
+               m * sizeof(conv_t))
     # cbuf (cog x m, column-major: channels fastest) = W_g @ col.  With the small
     # channel count as BLAS's M dimension, OpenBLAS packs faster (measured).
     gemm(c'T', c'T', <int>cog, <int>m, <int>K, 1, w + grp * cog * K, <int>K,
@@ -447,10 +380,7 @@ cdef void shifted_forward_job(const conv_t* xp, const conv_t* w, const conv_t* b
     # Keep the grid cells that are real outputs (oh < Ho, ow < Wo).
     q = q0
     while q < q1:
-        ow = q % g.W
-        t = q // g.W
-        oh = t % g.H
-        od = t // g.H
+        decode_cell(q, g.H, g.W, &od, &oh, &ow)
         seg = min(g.W - ow, q1 - q)
         if oh < g.Ho and ow < g.Wo:
             hi = min(ow + seg, g.Wo)
@@ -472,42 +402,28 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
                                     (1, 1, 1), (0, 0, 0), dilation, groups)
     cdef Py_ssize_t cog = g.Co // groups
     cdef Py_ssize_t K = (g.C // groups) * g.KD * g.KH * g.KW
-    cdef Py_ssize_t Q = ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
+    cdef Py_ssize_t Q = grid_length(&g)
     cdef Py_ssize_t njobs = g.N * groups * ceil_div(Q, tile), job
-    cdef int failed = 0
     cdef conv_t* col
     cdef conv_t* cbuf
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil, parallel(num_threads=num_threads):
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
         col = <conv_t*> malloc(K * tile * sizeof(conv_t))
         cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
-                pass
-            elif col == NULL or cbuf == NULL:
-                failed += 1
-            else:
+            if proceed(&d, not (col == NULL or cbuf == NULL)):
                 shifted_forward_job(&xp[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &bias[0], has_bias,
                                     &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
         free(col)
         free(cbuf)
-    if stop:
-        reraise()
-    if failed:
-        raise MemoryError("fastconv: could not allocate the im2col buffer")
+    finish(&d, "im2col buffer")
 
 
 cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* dw,
                                   const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
-                                  Py_ssize_t job, conv_t* col, conv_t* gbuf,
-                                  bint master, int* stop, double* last) noexcept nogil:
+                                  Py_ssize_t job, conv_t* col, conv_t* gbuf, Driver* d) noexcept nogil:
     """Stride-1 weight gradient on a padded input, over the padded-width grid.
 
     Column rows are contiguous slices of xp (as in the forward); grad_output is
@@ -520,7 +436,7 @@ cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* 
     cdef Py_ssize_t grp = job // nblocks
     cdef Py_ssize_t r0 = ib * rblock, r1 = min(K, ib * rblock + rblock)
     cdef Py_ssize_t plane = g.D * g.H * g.W, oplane = g.Do * g.Ho * g.Wo
-    cdef Py_ssize_t Q = ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
+    cdef Py_ssize_t Q = grid_length(g)
     cdef Py_ssize_t n, q0, q1, m, r, t, ci, kd, kh, kw, shift, co, q, ow, oh, od, seg, j, hi
     cdef const conv_t* xg
     cdef const conv_t* grow
@@ -533,21 +449,13 @@ cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* 
             q1 = min(Q, q0 + tile)
             m = q1 - q0
             for r in range(r0, r1):
-                kw = r % g.KW
-                t = r // g.KW
-                kh = t % g.KH
-                t = t // g.KH
-                kd = t % g.KD
-                ci = t // g.KD
-                shift = (kd * g.dd * g.H + kh * g.dh) * g.W + kw * g.dw
-                memcpy(col + (r - r0) * m, xg + ci * plane + q0 + shift, m * sizeof(conv_t))
+                decode_tap(r, g, &ci, &kd, &kh, &kw)
+                memcpy(col + (r - r0) * m, xg + ci * plane + q0 + tap_shift(g, kd, kh, kw),
+                       m * sizeof(conv_t))
             # gbuf (cog x m): grad_output on the grid, zero where oh >= Ho or ow >= Wo
             q = q0
             while q < q1:
-                ow = q % g.W
-                t = q // g.W
-                oh = t % g.H
-                od = t // g.H
+                decode_cell(q, g.H, g.W, &od, &oh, &ow)
                 seg = min(g.W - ow, q1 - q)
                 hi = min(ow + seg, g.Wo) if oh < g.Ho else ow
                 for co in range(cog):
@@ -563,9 +471,7 @@ cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* 
                  gbuf, <int>m, beta, dw + grp * cog * K + r0, <int>K)
             beta = 1
             q0 = q1
-            if master:
-                fc_poll_signals(stop, last)
-            if fc_stopped(stop):
+            if interrupted(d):      # a job spans many tiles: poll inside it
                 return
 
 
@@ -579,215 +485,20 @@ def conv_weight_grad_shifted(const conv_t[:, :, :, :, ::1] xp,
     cdef Py_ssize_t cog = g.Co // groups
     cdef Py_ssize_t K = (g.C // groups) * g.KD * g.KH * g.KW
     cdef Py_ssize_t njobs = groups * ceil_div(K, rblock), job
-    cdef int failed = 0
     cdef conv_t* col
     cdef conv_t* gbuf
     if njobs == 0:
         return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil, parallel(num_threads=num_threads):
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
         col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
         gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
-                pass
-            elif col == NULL or gbuf == NULL:
-                failed += 1
-            else:
+            if proceed(&d, not (col == NULL or gbuf == NULL)):
                 shifted_weight_grad_job(&xp[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
-                                        &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf,
-                                        threadid() == 0, &stop, &last)
+                                        &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf, &d)
         free(col)
         free(gbuf)
-    if stop:
-        reraise()
-    if failed:
-        raise MemoryError("fastconv: could not allocate the im2col buffer")
+    finish(&d, "im2col buffer")
 
 
-# ---------------------------------------------------------------------------
-# Stride-1 convolution with fastconv's own micro-kernel (float32 / float64).
-#
-# Same grid as conv_forward_shifted, but im2col writes the column matrix
-# directly as the micro-kernel's packed panels (each panel row is one
-# NR-element copy of the padded input), so no BLAS packs it a second time:
-# with few output channels that packing costs as much as the multiply.
-# ---------------------------------------------------------------------------
-
-cdef extern from "_microkernel.h":
-    int FC_MR
-    int FC_NR_F
-    int FC_NR_D
-    void fc_kernel_f(Py_ssize_t K, const float* A, const float* B, float* C, Py_ssize_t ldc,
-                     int rows, int cols, int accumulate) nogil
-    void fc_kernel_d(Py_ssize_t K, const double* A, const double* B, double* C,
-                     Py_ssize_t ldc, int rows, int cols, int accumulate) nogil
-    void fc_panel_copy_f(float* dst, const float* src) nogil
-    void fc_panel_copy_d(double* dst, const double* src) nogil
-
-ctypedef fused real_t:
-    float
-    double
-
-cdef enum:
-    KC = 256        # K block: one A block and one B panel slice stay in L1
-
-
-cdef inline int panel_width(real_t* dummy) noexcept nogil:
-    if real_t is float:
-        return FC_NR_F
-    return FC_NR_D
-
-
-cdef void packed_forward_job(const real_t* xp, const real_t* wp, const real_t* bias,
-                             bint has_bias, real_t* out, const Geometry* g,
-                             Py_ssize_t tile, Py_ssize_t job,
-                             real_t* col, real_t* cbuf) noexcept nogil:
-    cdef int NR = panel_width(<real_t*>NULL)
-    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
-    cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
-    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
-    cdef Py_ssize_t plane = g.D * g.H * g.W, oplane = g.Do * g.Ho * g.Wo
-    cdef Py_ssize_t Q = ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
-    cdef Py_ssize_t ntiles = ceil_div(Q, tile)
-    cdef Py_ssize_t it = job % ntiles
-    cdef Py_ssize_t grp = (job // ntiles) % g.groups
-    cdef Py_ssize_t n = job // (ntiles * g.groups)
-    cdef Py_ssize_t q0 = it * tile, q1 = min(Q, it * tile + tile), m = q1 - q0
-    cdef Py_ssize_t npan = ceil_div(m, NR)
-    cdef const real_t* xg = xp + (n * g.C + grp * cig) * plane
-    cdef real_t* og = out + (n * g.Co + grp * cog) * oplane
-    cdef const real_t* wg = wp + grp * nb * K * FC_MR
-    cdef Py_ssize_t r, t, ci, kd, kh, kw, shift, p, valid, j, k0, klen, b, co
-    cdef Py_ssize_t q, ow, oh, od, seg, hi
-    cdef const real_t* src
-    cdef real_t* dst
-    cdef real_t* orow
-    cdef const real_t* crow
-    cdef real_t bv
-    # im2col straight into panels: col[(p * K + r) * NR + j] = xg[... q0 + p*NR + j + shift(r)]
-    for r in range(K):
-        kw = r % g.KW
-        t = r // g.KW
-        kh = t % g.KH
-        t = t // g.KH
-        kd = t % g.KD
-        ci = t // g.KD
-        shift = (kd * g.dd * g.H + kh * g.dh) * g.W + kw * g.dw
-        src = xg + ci * plane + q0 + shift
-        for p in range(m // NR):
-            if real_t is float:
-                fc_panel_copy_f(col + (p * K + r) * NR, src + p * NR)
-            else:
-                fc_panel_copy_d(col + (p * K + r) * NR, src + p * NR)
-        if m % NR:                      # last, partial panel: zeros past the tile
-            p = m // NR
-            dst = col + (p * K + r) * NR
-            valid = m - p * NR
-            memcpy(dst, src + p * NR, valid * sizeof(real_t))
-            for j in range(valid, NR):
-                dst[j] = 0
-    # cbuf (cog x m, row-major) = W_g @ col, K blocked so both operands stay in L1.
-    k0 = 0
-    while k0 < K:
-        klen = min(KC, K - k0)
-        for p in range(npan):
-            for b in range(nb):
-                if real_t is float:
-                    fc_kernel_f(klen, wg + (b * K + k0) * FC_MR, col + (p * K + k0) * NR,
-                                cbuf + b * FC_MR * m + p * NR, m,
-                                <int>min(FC_MR, cog - b * FC_MR), <int>min(NR, m - p * NR),
-                                k0 > 0)
-                else:
-                    fc_kernel_d(klen, wg + (b * K + k0) * FC_MR, col + (p * K + k0) * NR,
-                                cbuf + b * FC_MR * m + p * NR, m,
-                                <int>min(FC_MR, cog - b * FC_MR), <int>min(NR, m - p * NR),
-                                k0 > 0)
-        k0 += klen
-    # Keep the grid cells that are real outputs, adding the bias.
-    q = q0
-    while q < q1:
-        ow = q % g.W
-        t = q // g.W
-        oh = t % g.H
-        od = t // g.H
-        seg = min(g.W - ow, q1 - q)
-        if oh < g.Ho and ow < g.Wo:
-            hi = min(ow + seg, g.Wo)
-            for co in range(cog):
-                orow = og + co * oplane + (od * g.Ho + oh) * g.Wo
-                crow = cbuf + co * m + (q - q0) - ow
-                bv = bias[grp * cog + co] if has_bias else 0
-                for j in range(ow, hi):
-                    orow[j] = crow[j] + bv
-        q += seg
-
-
-def conv_forward_packed(const real_t[:, :, :, :, ::1] xp, const real_t[:, :, :, :, ::1] w,
-                        const real_t[::1] bias, bint has_bias,
-                        real_t[:, :, :, :, ::1] out, tuple dilation, Py_ssize_t groups,
-                        int num_threads, Py_ssize_t tile):
-    """Stride-1 convolution of an already padded input on fastconv's micro-kernel.
-
-    ``tile`` (grid positions per job) must be a multiple of the panel width.
-    """
-    cdef Geometry g = make_geometry(&xp.shape[0], &out.shape[0], &w.shape[0],
-                                    (1, 1, 1), (0, 0, 0), dilation, groups)
-    cdef int NR = panel_width(<real_t*>NULL)
-    cdef Py_ssize_t cog = g.Co // groups
-    cdef Py_ssize_t K = (g.C // groups) * g.KD * g.KH * g.KW
-    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
-    cdef Py_ssize_t Q = ((g.Do - 1) * g.H + (g.Ho - 1)) * g.W + g.Wo
-    cdef Py_ssize_t njobs = g.N * groups * ceil_div(Q, tile), job
-    cdef Py_ssize_t grp, b, i, k, co
-    cdef int failed = 0
-    cdef real_t* col
-    cdef real_t* cbuf
-    if njobs == 0:
-        return
-    if num_threads > njobs:       # a lone job then runs on thread 0, which polls Ctrl-C
-        num_threads = <int>njobs
-    # Weights packed once: wp[((grp * nb + b) * K + k) * MR + i] = w[grp*cog + b*MR + i, k].
-    cdef real_t* wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
-    if wp == NULL:
-        raise MemoryError("fastconv: could not allocate the packed weights")
-    cdef const real_t* wflat = &w[0, 0, 0, 0, 0]
-    for grp in range(groups):
-        for b in range(nb):
-            for k in range(K):
-                for i in range(FC_MR):
-                    co = b * FC_MR + i
-                    wp[((grp * nb + b) * K + k) * FC_MR + i] = \
-                        wflat[(grp * cog + co) * K + k] if co < cog else 0
-    cdef int stop = 0
-    cdef double last = fc_monotonic()
-    with nogil, parallel(num_threads=num_threads):
-        col = <real_t*> malloc(K * tile * sizeof(real_t))
-        cbuf = <real_t*> malloc(nb * FC_MR * tile * sizeof(real_t))
-        for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if threadid() == 0:
-                fc_poll_signals(&stop, &last)
-            if fc_stopped(&stop):
-                pass
-            elif col == NULL or cbuf == NULL:
-                failed += 1
-            else:
-                packed_forward_job(&xp[0, 0, 0, 0, 0], wp, &bias[0], has_bias,
-                                   &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
-        free(col)
-        free(cbuf)
-    free(wp)
-    if stop:
-        reraise()
-    if failed:
-        raise MemoryError("fastconv: could not allocate the im2col buffer")
-
-
-def panel_widths():
-    """(float, double) panel widths of the micro-kernel in this build."""
-    return FC_NR_F, FC_NR_D

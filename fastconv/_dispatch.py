@@ -1,0 +1,516 @@
+"""The kernel registry: every implementation declared once, chosen by per-sample rules.
+
+Per operation (``'forward'``, ``'transpose'``, ``'input_grad'``,
+``'weight_grad'``, ``'filter'``) an ordered table of :class:`Implementation`
+entries.  Each entry says when it applies, how it tiles the work (its plan),
+what it costs and how it runs.  ``algorithm='direct'|'im2col'|'fft'`` picks a
+family; ``'auto'`` picks the cheapest entry that applies (the first of equal
+costs).  Like oneDNN's per-direction implementation lists, each entry decides
+for itself whether it can run a problem.
+
+Reproducibility by construction: the rules, plans and costs see a
+:class:`Problem`, which holds one sample's shapes, the dtype and the options
+only.  The batch size and the thread count are not in it, so neither can
+change which kernel runs or how it tiles, and a sample's bits never depend on
+the batch it shares or the number of threads.
+
+Adding a kernel: write it (one file in ``src/`` or a Python module), then add
+one :class:`Implementation` to the table of its operation below.  The tests
+(``tests/test_registry.py``) and the sanitizer step walk these tables, so the
+new entry is covered without being listed anywhere else.
+"""
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+import math
+
+import numpy as np
+
+from . import _costs, _fft
+from ._kernels import blas, direct, packed
+from ._threads import get_num_threads, single_threaded_blas
+
+#: Families that ``algorithm=`` accepts besides 'auto'.
+ALGORITHMS = ("direct", "im2col", "fft")
+OPS = ("forward", "transpose", "input_grad", "weight_grad", "filter")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a rule may read: one sample's shapes, the dtype and the options.
+
+    Shapes are 5-D-canonical (1-D and 2-D problems have leading unit spatial
+    dims) without the batch axis.  ``x`` and ``out`` are the kernel's input and
+    output: for ``'weight_grad'``, the forward input and ``grad_output``; for
+    ``'input_grad'``, ``grad_output`` and the gradient.  ``pad`` is the left
+    (zero) padding.
+    """
+
+    op: str
+    x: tuple                   # (C, D, H, W) of one sample
+    w: tuple                   # weight (5-D)
+    out: tuple                 # (C_out, Do, Ho, Wo) of one sample
+    dtype: np.dtype
+    stride: tuple = (1, 1, 1)
+    pad: tuple = (0, 0, 0)
+    dilation: tuple = (1, 1, 1)
+    groups: int = 1
+    finite_weight: bool = True
+
+    @property
+    def kernel(self):
+        return self.w[2:]
+
+    @property
+    def kvol(self):
+        return math.prod(self.w[2:])
+
+    @property
+    def macs(self):
+        """Multiply-adds of one sample."""
+        # Transposed forms scatter each input cell over w[1] channels x taps.
+        cells = self.x if self.op in ("transpose", "input_grad") else self.out
+        return math.prod(cells) * self.w[1] * self.kvol
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One kernel: a name, a family and four callables.
+
+    ``applies(p)`` returns ``''`` when the kernel can run ``p``, else the reason
+    it cannot; ``plan(p)`` returns its tiling (a dict); ``cost(p, plan)`` its
+    predicted seconds for one sample on one thread; ``run(arrays, p, plan,
+    threads)`` fills the output.
+    """
+
+    name: str
+    family: str
+    summary: str
+    applies: object
+    plan: object
+    cost: object
+    run: object
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A selected implementation with its plan and predicted one-sample cost."""
+
+    impl: Implementation
+    plan: dict
+    seconds: float
+    candidates: tuple = field(default=(), compare=False)   # (impl, seconds or reason)
+
+
+def _always(p):
+    return ""
+
+
+def _no_plan(p):
+    return {}
+
+
+# -- shared rules ------------------------------------------------------------------------
+
+def _blas_limit(p):
+    """BLAS takes 32-bit dimensions: the GEMM's channel and reduction sizes must fit."""
+    dims = (p.w[0] // p.groups, p.w[1] * p.kvol)
+    if max(dims) > _costs.INT_MAX:
+        return f"a GEMM dimension {max(dims)} exceeds BLAS's 32-bit limit"
+    return ""
+
+
+def _shifted_rule(p, pointwise_ok):
+    """Stride 1, and the padded-width grid neither huge nor wasteful.
+
+    The grid is the zero-padded input the output reads, so its size is the
+    padded copy this path allocates: it must stay within a few times the
+    sample's input plus output (huge padding or dilation with a small output
+    goes the classic im2col way instead of padding a copy to its full extent),
+    and at most 30 % of its cells may be dropped padding-width columns/rows.
+    """
+    if p.stride != (1, 1, 1):
+        return "needs stride 1"
+    if p.kvol == 1 and not pointwise_ok:
+        return "1x1 kernel: plain im2col reads the input in place"
+    padded = _costs.padded_extent(p)
+    if math.prod(padded) > _costs.PADDED_COPY_LIMIT * (math.prod(p.x[1:]) + math.prod(p.out[1:])) \
+            + _costs.PADDED_COPY_SLACK:
+        return "padded copy far larger than the input and output"
+    if _costs.grid_length(p) > _costs.SHIFTED_MAX_WASTE * math.prod(p.out[1:]):
+        return "more than 30 % of the padded-width grid would be wasted"
+    return ""
+
+
+def _real_float(p):
+    return "" if p.dtype in (np.float32, np.float64) else "float32/float64 only"
+
+
+def _first_reason(*reasons):
+    return next((r for r in reasons if r), "")
+
+
+def _nt(total_macs):
+    return _costs.threads_for(total_macs, get_num_threads())
+
+
+# -- forward ------------------------------------------------------------------------------
+
+def _run_direct_forward(a, p, plan, nt):
+    direct.conv_forward(a.x, a.w, a.bias_or_zeros, a.out, p.stride, p.pad, p.dilation,
+                        p.groups, nt)
+    if any(p.pad) and not p.finite_weight:
+        _nan_where_padding_meets_nonfinite(a.out, a.w, a.x.shape, p.stride, p.pad,
+                                           p.dilation)
+
+
+def _run_fft_forward(a, p, plan, nt):
+    _fft_per_sample(a, p, _fft.conv_forward, _run_direct_forward)
+
+
+def _fft_per_sample(a, p, fft, fallback):
+    """FFT on the samples that are finite; the direct kernel on the others.
+
+    One inf or NaN would spread over a whole FFT result, so a sample holding
+    one is computed directly, whatever batch it is in.
+    """
+    finite = np.isfinite(a.x.reshape(len(a.x), -1)).all(axis=1)
+    if finite.all():
+        fft(a.x, a.w, a.bias, a.out, p.stride, p.pad, p.dilation, p.groups)
+        return
+    for rows, run in ((finite, "fft"), (~finite, "direct")):
+        if not rows.any():
+            continue
+        sub = a.take(rows)
+        if run == "fft":
+            fft(sub.x, sub.w, sub.bias, sub.out, p.stride, p.pad, p.dilation, p.groups)
+        else:
+            fallback(sub, p, {}, _nt(sub.x.shape[0] * p.macs))
+        a.out[rows] = sub.out
+
+
+def _fft_applies(p):
+    return "" if p.finite_weight else \
+        "the weight holds inf/NaN, which an FFT would spread over every output"
+
+
+def _plan_packed(p):
+    return {"tile": _costs.panel_tile(p, packed.panel_widths()), "grid": _costs.grid_length(p)}
+
+
+def _run_packed_forward(a, p, plan, nt):
+    xp = _costs.zero_pad(a.x, p)
+    packed.conv_forward(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.dilation,
+                        p.groups, nt, plan["tile"])
+
+
+def _plan_shifted(p):
+    return {"tile": _costs.gemm_tile(p.w[1] * p.kvol, _costs.grid_length(p), p.groups,
+                                     p.dtype.itemsize),
+            "grid": _costs.grid_length(p)}
+
+
+def _run_shifted_forward(a, p, plan, nt):
+    xp = _costs.zero_pad(a.x, p)
+    with single_threaded_blas():
+        blas.conv_forward_shifted(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out,
+                                  p.dilation, p.groups, nt, plan["tile"])
+
+
+def _plan_im2col(p):
+    return {"tile": _costs.gemm_tile(p.w[1] * p.kvol, math.prod(p.out[1:]), p.groups,
+                                     p.dtype.itemsize)}
+
+
+def _run_im2col_forward(a, p, plan, nt):
+    with single_threaded_blas():
+        blas.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
+                          p.pad, p.dilation, p.groups, nt, plan["tile"])
+
+
+FORWARD_DIRECT = Implementation(
+    "direct", "direct", "loops over taps along W rows; zero padding in the index math",
+    _always, _no_plan, _costs.direct_cost, _run_direct_forward)
+FORWARD_FFT = Implementation(
+    "fft", "fft", "scipy.fft transforms, channels contracted per frequency",
+    _fft_applies, _no_plan, _costs.fft_forward_cost, _run_fft_forward)
+
+FORWARD = (
+    FORWARD_DIRECT,
+    Implementation(
+        "im2col_packed", "im2col",
+        "stride 1: shifted-slice im2col written as packed panels, fastconv's micro-kernel",
+        lambda p: _first_reason(_real_float(p), _shifted_rule(p, pointwise_ok=True)),
+        _plan_packed, _costs.packed_cost, _run_packed_forward),
+    Implementation(
+        "im2col_shifted", "im2col", "stride 1: shifted-slice im2col (one memcpy per row) + BLAS",
+        lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False), _blas_limit(p)),
+        _plan_shifted, _costs.shifted_cost, _run_shifted_forward),
+    Implementation(
+        "im2col", "im2col", "im2col tiles + BLAS GEMM (1x1: the input is the column matrix)",
+        _blas_limit, _plan_im2col, _costs.im2col_cost, _run_im2col_forward),
+    FORWARD_FFT,
+)
+
+
+# -- transposed forward ------------------------------------------------------------------
+
+def _run_direct_transpose(a, p, plan, nt):
+    direct.transpose_forward(a.x, a.w, a.bias_or_zeros, a.out, p.stride, p.pad, p.dilation,
+                             p.groups, nt)
+
+
+def _plan_col2im(p):
+    cig, cog = p.w[0] // p.groups, p.w[1]
+    # Channel blocks from the group count only: a sample's bits must not depend
+    # on the batch it shares.
+    if p.groups < _costs.MIN_JOBS:
+        cblock = max(1, -(-cog // -(-_costs.MIN_JOBS // p.groups)))
+    else:
+        cblock = cog
+    tile = _costs.gemm_tile(cblock * p.kvol, math.prod(p.x[1:]), _costs.MIN_JOBS,
+                            p.dtype.itemsize)
+    return {"tile": tile, "cblock": cblock}
+
+
+def _run_col2im_transpose(a, p, plan, nt):
+    with single_threaded_blas():
+        blas.transpose_forward(a.x, a.w, a.bias_or_zeros, a.out, p.stride, p.pad, p.dilation,
+                               p.groups, nt, plan["tile"], plan["cblock"])
+
+
+def _run_fft_transpose(a, p, plan, nt):
+    _fft_per_sample(a, p, _fft.transpose_forward, _run_direct_transpose)
+
+
+TRANSPOSE = (
+    Implementation("direct", "direct", "gather form: each output tile sums its taps",
+                   _always, _no_plan, _costs.direct_cost, _run_direct_transpose),
+    Implementation("col2im", "im2col", "BLAS GEMM per input tile, then col2im scatter-add",
+                   _blas_limit, _plan_col2im, _costs.col2im_cost, _run_col2im_transpose),
+    Implementation("fft", "fft", "zero-upsampled input, scipy.fft, cropped",
+                   _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose),
+)
+
+
+# -- input gradient: lowered onto the forward or transposed tables ------------------------
+
+def flipped_weight(w, groups):
+    """The stride-1 input gradient's kernel: channel-swapped per group, taps reversed."""
+    cout, cig = w.shape[:2]
+    kernel = w.shape[2:]
+    swapped = (w.reshape((groups, cout // groups, cig) + kernel).swapaxes(1, 2)
+               .reshape((cig * groups, cout // groups) + kernel))
+    return np.ascontiguousarray(swapped[(Ellipsis,) + (slice(None, None, -1),) * 3])
+
+
+def _lower_to_forward(p):
+    pad = tuple(d * (k - 1) - q for d, k, q in zip(p.dilation, p.kernel, p.pad))
+    cout, cig = p.w[:2]
+    w = (cig * p.groups, cout // p.groups) + p.kernel
+    return replace(p, op="forward", w=w, pad=pad)
+
+
+def _lower_to_transpose(p):
+    return replace(p, op="transpose")
+
+
+def _forward_lowering_applies(p):
+    if p.stride != (1, 1, 1):
+        return "needs stride 1"
+    if any(d * (k - 1) < q for d, k, q in zip(p.dilation, p.kernel, p.pad)):
+        return "padding larger than the dilated kernel"
+    return ""
+
+
+def _lowered_cost(p, plan):
+    return plan["lowered"].seconds
+
+
+def _run_input_grad_forward(a, p, plan, nt):
+    lowered = Arrays(a.x, flipped_weight(a.w, p.groups), None, a.out)
+    _run_choice(plan["lowered"], lowered, _lower_to_forward(p))
+
+
+def _run_input_grad_transpose(a, p, plan, nt):
+    _run_choice(plan["lowered"], a, _lower_to_transpose(p))
+
+
+INPUT_GRAD = (
+    Implementation("as_forward", "lowering",
+                   "stride 1: a forward convolution with the flipped, channel-swapped weight",
+                   _forward_lowering_applies, None, _lowered_cost, _run_input_grad_forward),
+    Implementation("as_transpose", "lowering", "a transposed convolution of grad_output",
+                   _always, None, _lowered_cost, _run_input_grad_transpose),
+)
+
+
+# -- weight gradient ---------------------------------------------------------------------
+
+def _thin(p):
+    return "" if p.w[0] // p.groups <= 2 else \
+        "more than 2 output channels per group: it would re-read the input per channel"
+
+
+def _run_direct_weight(a, p, plan, nt):
+    direct.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt)
+
+
+def _rblock(p):
+    k = p.w[1] * p.kvol
+    return max(1, -(-k // -(-_costs.MIN_JOBS // p.groups))) if p.groups < _costs.MIN_JOBS else k
+
+
+def _plan_weight_shifted(p):
+    rblock = _rblock(p)
+    return {"rblock": rblock, "grid": _costs.grid_length(p),
+            "tile": _costs.gemm_tile(rblock + p.w[0] // p.groups, _costs.grid_length(p),
+                                     _costs.MIN_JOBS, p.dtype.itemsize)}
+
+
+def _run_weight_shifted(a, p, plan, nt):
+    xp = _costs.zero_pad(a.x, p)
+    with single_threaded_blas():
+        blas.conv_weight_grad_shifted(xp, a.out, a.w, p.dilation, p.groups, nt, plan["tile"],
+                                      plan["rblock"])
+
+
+def _plan_weight_im2col(p):
+    rblock = _rblock(p)
+    return {"rblock": rblock,
+            "tile": _costs.gemm_tile(rblock, math.prod(p.out[1:]), _costs.MIN_JOBS,
+                                     p.dtype.itemsize)}
+
+
+def _run_weight_im2col(a, p, plan, nt):
+    with single_threaded_blas():
+        blas.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
+                              plan["tile"], plan["rblock"])
+
+
+WEIGHT_GRAD = (
+    Implementation("direct", "direct",
+                   "thin problems: one dot product job per (out, in) channel pair",
+                   _thin, _no_plan, _costs.direct_weight_cost, _run_direct_weight),
+    Implementation("im2col_shifted", "im2col", "stride 1: shifted-slice im2col + BLAS",
+                   lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False),
+                                           _blas_limit(p)),
+                   _plan_weight_shifted, _costs.shifted_cost, _run_weight_shifted),
+    Implementation("im2col", "im2col", "im2col row blocks + BLAS, reduced over the batch",
+                   _blas_limit, _plan_weight_im2col, _costs.im2col_cost, _run_weight_im2col),
+)
+
+#: Single-array filtering ('valid' correlation of one channel): ndimage and signal.
+FILTER = (FORWARD_DIRECT, FORWARD_FFT)
+
+REGISTRY = {"forward": FORWARD, "transpose": TRANSPOSE, "input_grad": INPUT_GRAD,
+            "weight_grad": WEIGHT_GRAD, "filter": FILTER}
+
+
+def describe():
+    """The registry as text: per operation, its implementations in order."""
+    lines = []
+    for op, table in REGISTRY.items():
+        lines.append(f"{op}:")
+        lines += [f"  {impl.name:<16} {impl.family:<9} {impl.summary}" for impl in table]
+    return "\n".join(lines)
+
+
+# -- selection and execution -------------------------------------------------------------
+
+@lru_cache(maxsize=512)
+def select(p, algorithm="auto", implementation=None):
+    """The implementation that runs ``p``: a :class:`Choice`.
+
+    ``algorithm`` restricts the choice to a family; ``implementation`` forces
+    one entry by name (tests, benchmarks).  When no entry of the family
+    applies, 'fft' falls back to 'direct' (an inf/NaN weight); any other
+    family raises ValueError with every entry's reason.
+    """
+    candidates, applicable = [], []
+    for impl in REGISTRY[p.op]:
+        reason = _mismatch(impl, p.op, algorithm, implementation) or impl.applies(p)
+        if reason:
+            candidates.append((impl, reason))
+            continue
+        plan = impl.plan(p) if impl.family != "lowering" else _lowering_plan(impl, p, algorithm)
+        seconds = impl.cost(p, plan)
+        candidates.append((impl, seconds))
+        applicable.append(Choice(impl, plan, seconds))
+    if not applicable:
+        if algorithm == "fft" and implementation is None:
+            return select(p, "direct")
+        reasons = "; ".join(f"{impl.name}: {why}" for impl, why in candidates)
+        what = implementation or f"algorithm={algorithm!r}"
+        raise ValueError(f"fastconv: no {p.op} kernel for {what} applies ({reasons})")
+    best = min(applicable, key=lambda c: c.seconds)      # min keeps the first of ties
+    return replace(best, candidates=tuple(candidates))
+
+
+def _mismatch(impl, op, algorithm, implementation):
+    if implementation is not None:
+        return "" if impl.name == implementation else "not the requested implementation"
+    if algorithm == "auto" or impl.family in (algorithm, "lowering"):
+        return ""
+    return f"not in family {algorithm!r}"
+
+
+def lower(name, p):
+    """The Problem an 'input_grad' lowering entry runs as."""
+    return {"as_forward": _lower_to_forward, "as_transpose": _lower_to_transpose}[name](p)
+
+
+def _lowering_plan(impl, p, algorithm):
+    return {"lowered": select(lower(impl.name, p), algorithm)}
+
+
+@dataclass
+class Arrays:
+    """The arrays of one call, 5-D and C-contiguous; ``bias`` may be None.
+
+    For 'weight_grad' the slots keep the forward convolution's roles: ``x`` is
+    its input, ``w`` the weight gradient being filled, ``out`` grad_output.
+    """
+
+    x: np.ndarray
+    w: np.ndarray
+    bias: object
+    out: np.ndarray
+
+    @property
+    def bias_or_zeros(self):
+        return np.zeros(self.out.shape[1], self.out.dtype) if self.bias is None else self.bias
+
+    def take(self, rows):
+        """The samples ``rows`` (a boolean mask) as a new, contiguous Arrays."""
+        return Arrays(np.ascontiguousarray(self.x[rows]), self.w, self.bias,
+                      np.empty((int(rows.sum()),) + self.out.shape[1:], self.out.dtype))
+
+
+def _run_choice(choice, arrays, p):
+    # The thread count may read the batch size: it never changes the bits.
+    choice.impl.run(arrays, p, choice.plan, _nt(arrays.x.shape[0] * p.macs))
+
+
+def run(p, arrays, algorithm="auto", implementation=None):
+    """Select the implementation for ``p``, run it on ``arrays``; return the Choice."""
+    choice = select(p, algorithm, implementation)
+    _run_choice(choice, arrays, p)
+    return choice
+
+
+def _nan_where_padding_meets_nonfinite(out, w, x_shape, stride, pad, dilation):
+    """NaN where a non-finite weight tap reads zero padding (0 * inf = NaN).
+
+    The direct kernel skips padding taps; PyTorch multiplies them.  Only the
+    outputs concerned are touched, so no padded copy of the input is needed.
+    """
+    nan = np.array(np.nan, out.dtype) if out.dtype.kind == "f" else np.array(
+        complex(np.nan, np.nan), out.dtype)
+    for co, _, *tap in np.argwhere(~np.isfinite(w)):
+        inside = [(0 <= np.arange(o) * s + t * d - p) & (np.arange(o) * s + t * d - p < n)
+                  for o, s, t, d, p, n in zip(out.shape[2:], stride, tap, dilation, pad,
+                                              x_shape[2:])]
+        reads_padding = ~(inside[0][:, None, None] & inside[1][None, :, None]
+                          & inside[2][None, None, :])
+        if reads_padding.any():
+            out[:, co][:, reads_padding] = nan

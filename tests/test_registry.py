@@ -1,0 +1,402 @@
+"""The kernel registry, walked: every implementation of every operation.
+
+For each entry of ``fastconv._dispatch.REGISTRY`` the problems below where
+it applies are run with that entry forced, and checked
+
+* against the float64 NumPy oracle (``reference.py``), in every dtype;
+* for bit-identical results at 1, 2, 3 and 4 threads;
+* for bit-identical samples whether computed in a batch, alone, or in any
+  split of the batch (not for weight gradients, which sum over the batch).
+
+A kernel added to the registry is covered without being listed here:
+:func:`test_every_implementation_is_walked` fails until some problem below
+lets it apply.  Also here: the rules read neither the thread count nor the
+batch size, ``fastconv.explain`` names what really runs, and the two
+reproducibility failures of issue 11.
+"""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastconv as fc
+from fastconv import _costs, _dispatch, _engine
+from fastconv._dispatch import REGISTRY, Problem
+
+import reference
+from conftest import assert_close, random_array
+
+DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+DTYPE_IDS = [np.dtype(t).name for t in DTYPES]
+BATCH = 3
+
+
+def _conv_out(n, k, s, p, d):
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _transpose_out(n, k, s, p, d):
+    return (n - 1) * s - 2 * p + d * (k - 1) + 1
+
+
+# Convolutions: (x shape without batch, w shape, stride, pad, dilation, groups); 5-D canonical.
+CONVS = {
+    "2d_3x3": ((4, 1, 9, 10), (6, 4, 1, 3, 3), (1, 1, 1), (0, 1, 1), (1, 1, 1), 1),
+    "1d_strided_dilated_groups": ((4, 1, 1, 40), (6, 2, 1, 1, 5), (1, 1, 2), (0, 0, 2),
+                                  (1, 1, 2), 2),
+    "3d_3x3x3": ((2, 5, 6, 7), (4, 2, 3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1),
+    "2d_1x1": ((8, 1, 6, 7), (5, 8, 1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), 1),
+    "2d_depthwise": ((4, 1, 8, 8), (4, 1, 1, 3, 3), (1, 1, 1), (0, 1, 1), (1, 1, 1), 4),
+    "2d_thin_stride2": ((3, 1, 11, 12), (2, 3, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 1),
+    "2d_huge_padding": ((2, 1, 4, 4), (3, 2, 1, 3, 3), (1, 1, 1), (0, 9, 9), (1, 1, 1), 1),
+    "3d_dilated_wide": ((2, 4, 5, 13), (24, 2, 2, 2, 3), (1, 1, 1), (0, 1, 2), (1, 2, 2), 1),
+}
+# Transposed convolutions: x shape without batch, w (C_in, C_out/groups, k), ...
+TRANSPOSES = {
+    "2d_stride2": ((4, 1, 5, 6), (4, 3, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 1),
+    "1d_dilated_groups": ((4, 1, 1, 11), (4, 2, 1, 1, 3), (1, 1, 3), (0, 0, 1), (1, 1, 2), 2),
+    "3d_k2_s2": ((2, 3, 4, 5), (2, 3, 2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), 1),
+    "2d_wide": ((16, 1, 5, 5), (16, 12, 1, 2, 2), (1, 1, 1), (0, 0, 0), (1, 1, 1), 1),
+}
+# Single-array filters: (padded shape, kernel shape), 'valid' correlation.
+FILTERS = {
+    "2d_5x5": ((1, 12, 13), (1, 5, 5)),
+    "3d_3x3x3": ((6, 7, 8), (3, 3, 3)),
+    "1d_31": ((1, 1, 64), (1, 1, 31)),
+}
+
+
+def _conv_problem(op, name):
+    x, w, s, p, d, g = CONVS[name]
+    out = (w[0],) + tuple(_conv_out(n, k, ss, pp, dd)
+                          for n, k, ss, pp, dd in zip(x[1:], w[2:], s, p, d))
+    if op == "forward":
+        return Problem("forward", x, w, out, np.dtype(np.float64), s, p, d, g)
+    if op == "weight_grad":
+        return Problem("weight_grad", x, w, out, np.dtype(np.float64), s, p, d, g)
+    return Problem("input_grad", out, w, x, np.dtype(np.float64), s, p, d, g)
+
+
+def _transpose_problem(name):
+    x, w, s, p, d, g = TRANSPOSES[name]
+    out = (w[1] * g,) + tuple(_transpose_out(n, k, ss, pp, dd)
+                              for n, k, ss, pp, dd in zip(x[1:], w[2:], s, p, d))
+    return Problem("transpose", x, w, out, np.dtype(np.float64), s, p, d, g)
+
+
+def _filter_problem(name):
+    padded, kernel = FILTERS[name]
+    out = (1,) + tuple(n - k + 1 for n, k in zip(padded, kernel))
+    return Problem("filter", (1,) + padded, (1, 1) + kernel, out, np.dtype(np.float64))
+
+
+def _problems(op):
+    if op in ("forward", "input_grad", "weight_grad"):
+        return {name: _conv_problem(op, name) for name in CONVS}
+    if op == "transpose":
+        return {name: _transpose_problem(name) for name in TRANSPOSES}
+    return {name: _filter_problem(name) for name in FILTERS}
+
+
+def _walk(dtypes):
+    """(op, implementation, problem, dtype) wherever the entry applies."""
+    cases = []
+    for op, table in REGISTRY.items():
+        for impl in table:
+            for name, p in _problems(op).items():
+                for dtype in dtypes:
+                    p = replace(p, dtype=np.dtype(dtype))
+                    if not impl.applies(p):
+                        cases.append(pytest.param(op, impl.name, p, dtype, id=f"{op}-{impl.name}"
+                                                  f"-{name}-{np.dtype(dtype).name}"))
+    return cases
+
+
+CASES = _walk(DTYPES)
+
+
+def test_every_implementation_is_walked():
+    walked = {(c.values[0], c.values[1]) for c in CASES}
+    missing = [(op, impl.name) for op, table in REGISTRY.items() for impl in table
+               if (op, impl.name) not in walked]
+    assert not missing, f"no test problem lets these implementations apply: {missing}"
+
+
+# -- running one forced implementation ---------------------------------------------------
+
+def _arrays(p, dtype, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, (batch,) + p.x, dtype)
+    w = random_array(rng, p.w, dtype)
+    bias = random_array(rng, (p.out[0],), dtype) if p.op in ("forward", "transpose") else None
+    return x, w, bias
+
+
+def _run(p, impl, x, w, bias):
+    """Output of ``impl`` forced on p (weight_grad: x is the input, w grad_output)."""
+    dtype = x.dtype
+    if p.op == "weight_grad":
+        dw = np.empty(p.w, dtype)
+        _engine.conv_weight_grad(x, w, dw, p.stride, p.pad, p.dilation, p.groups,
+                                 implementation=impl)
+        return dw
+    out = np.empty((x.shape[0],) + p.out, dtype)
+    if p.op == "transpose":
+        _engine.transpose_forward(x, w, bias, out, p.stride, p.pad, p.dilation, p.groups,
+                                  implementation=impl)
+    elif p.op == "input_grad":
+        _engine.input_grad(x, w, out, p.stride, p.pad, p.dilation, p.groups,
+                           implementation=impl)
+    else:
+        _engine.conv_forward(x, w, bias, out, p.stride, p.pad, p.dilation, p.groups,
+                             implementation=impl, op=p.op)
+    return out
+
+
+def _inputs(p, dtype, batch, seed=0):
+    """Arrays for _run: for weight_grad, grad_output takes the weight's slot."""
+    x, w, bias = _arrays(p, dtype, batch, seed)
+    if p.op == "weight_grad":
+        g = random_array(np.random.default_rng(seed + 1), (batch,) + p.out, dtype)
+        return x, g, None
+    return x, w, bias
+
+
+def _expected(p, x, w, bias):
+    """The float64 oracle, on the 5-D arrays (padding is symmetric in these problems)."""
+    s, d, g = p.stride, p.dilation, p.groups
+    if p.op in ("forward", "filter"):
+        return reference.conv(x, w, bias, s, p.pad, d, g)
+    if p.op == "transpose":
+        return reference.conv_transpose(x, w, bias, s, p.pad, 0, g, d)
+    if p.op == "input_grad":        # the kernel takes the weight already conjugated
+        return reference.conv_input((x.shape[0],) + p.out, np.conj(w), x, s, p.pad, d, g)
+    return reference.conv_weight(x, p.w, w, s, p.pad, d, g)
+
+
+@pytest.fixture
+def threads_on_tiny_problems(monkeypatch):
+    """Let every thread work on these small problems (normally ~1 M MACs per thread)."""
+    monkeypatch.setattr(_costs, "MIN_MACS_PER_THREAD", 1)
+    before = fc.get_num_threads()
+    yield
+    fc.set_num_threads(before)
+
+
+@pytest.mark.parametrize("op, impl, p, dtype", CASES)
+def test_implementation_matches_the_float64_oracle(op, impl, p, dtype):
+    x, w, bias = _inputs(p, dtype, BATCH)
+    actual = _run(p, impl, x, w, bias)
+    expected = _expected(p, x, w, bias)
+    reduction = p.w[1] * p.kvol
+    if op in ("weight_grad",):
+        reduction = BATCH * math.prod(p.out[1:])
+    elif op == "input_grad":
+        reduction = p.w[0] // p.groups * p.kvol
+    elif op == "transpose":
+        reduction = p.x[0] // p.groups * p.kvol
+    assert_close(actual, expected, dtype, reduction, err_msg=f"{op}/{impl}")
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+def _assert_same_bits(actual, expected, what):
+    assert np.array_equal(_bits(actual), _bits(expected)), (
+        f"{what}: not bit-identical (max |diff| "
+        f"{np.max(np.abs(actual.astype(complex) - expected)):.3g})")
+
+
+@pytest.mark.parametrize("op, impl, p, dtype", CASES)
+def test_implementation_is_bitwise_identical_for_any_thread_count(
+        threads_on_tiny_problems, op, impl, p, dtype):
+    x, w, bias = _inputs(p, dtype, BATCH)
+    fc.set_num_threads(1)
+    first = _run(p, impl, x, w, bias)
+    for n in (2, 3, 4):
+        fc.set_num_threads(n)
+        _assert_same_bits(_run(p, impl, x, w, bias), first, f"{op}/{impl}, {n} threads")
+
+
+@pytest.mark.parametrize("op, impl, p, dtype", [
+    c for c in CASES if c.values[0] != "weight_grad" and c.values[3] in (np.float32,
+                                                                       np.complex128)])
+def test_sample_does_not_depend_on_its_batch(threads_on_tiny_problems, op, impl, p, dtype):
+    x, w, bias = _inputs(p, dtype, BATCH)
+    fc.set_num_threads(2)
+    whole = _run(p, impl, x, w, bias)
+    for i in range(BATCH):
+        _assert_same_bits(_run(p, impl, x[i:i + 1], w, bias), whole[i:i + 1],
+                          f"{op}/{impl}: sample {i} alone")
+    split = np.concatenate([_run(p, impl, x[:2], w, bias), _run(p, impl, x[2:], w, bias)])
+    _assert_same_bits(split, whole, f"{op}/{impl}: batch split 2 + 1")
+
+
+# -- the rules read one sample's shape only -----------------------------------------------
+
+def test_selection_never_reads_the_thread_count(monkeypatch):
+    def forbidden():
+        raise AssertionError("a selection rule read the thread count")
+
+    monkeypatch.setattr(_dispatch, "get_num_threads", forbidden)
+    _dispatch.select.cache_clear()
+    for op, table in REGISTRY.items():
+        # algorithm= exists for the forward functions only (and the filters' method=)
+        families = {impl.family for impl in table} & set(_dispatch.ALGORITHMS) \
+            if op in ("forward", "transpose", "filter") else set()
+        for p in _problems(op).values():
+            for algorithm in ("auto",) + tuple(sorted(families)):
+                _dispatch.select(p, algorithm)
+    _dispatch.select.cache_clear()
+
+
+def test_problem_holds_no_batch_size_and_no_thread_count():
+    fields = set(Problem.__dataclass_fields__)
+    assert fields == {"op", "x", "w", "out", "dtype", "stride", "pad", "dilation", "groups",
+                      "finite_weight"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 9), name=st.sampled_from(sorted(CONVS)),
+       op=st.sampled_from(["forward", "input_grad", "weight_grad"]))
+def test_choice_is_the_same_for_every_batch_size(batch, name, op):
+    p = _conv_problem(op, name)
+    x, w, bias = _inputs(p, np.float32, batch)
+    seen = []
+    real_run = _dispatch.run
+
+    def recording(problem, arrays, algorithm="auto", implementation=None):
+        choice = real_run(problem, arrays, algorithm, implementation)
+        seen.append(choice.impl.name)
+        return choice
+
+    _dispatch.run = recording
+    try:
+        _run(p, None, x, w, bias)
+        _run(p, None, x[:1], w, bias)
+    finally:
+        _dispatch.run = real_run
+    assert seen[0] == seen[1]
+
+
+# -- issue 11's two reproducibility failures ---------------------------------------------
+
+def test_thin_weight_gradient_has_the_same_bits_at_1_2_and_3_threads():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4, 128, 128)).astype(np.float32)
+    g = rng.standard_normal((8, 4, 126, 126)).astype(np.float32)
+    before = fc.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            fc.set_num_threads(n)
+            results.append(fc.grad.conv2d_weight(x, (4, 2, 3, 3), g, groups=2))
+    finally:
+        fc.set_num_threads(before)
+    for n, r in zip((2, 3), results[1:]):
+        _assert_same_bits(r, results[0], f"conv2d_weight at {n} threads")
+
+
+def test_sample_of_a_batch_equals_the_sample_alone_with_a_large_kernel():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 1, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 11, 11)).astype(np.float32)
+    batch = fc.conv2d(x, w)
+    for i in (0, 5):
+        _assert_same_bits(fc.conv2d(x[i:i + 1], w), batch[i:i + 1], f"sample {i}")
+
+
+# -- explain ------------------------------------------------------------------------------
+
+def _recorded(call):
+    seen = []
+    real_run = _dispatch.run
+
+    def recording(problem, arrays, algorithm="auto", implementation=None):
+        choice = real_run(problem, arrays, algorithm, implementation)
+        seen.append((problem.op, choice.impl.name))
+        return choice
+
+    _dispatch.run = recording
+    try:
+        call()
+    finally:
+        _dispatch.run = real_run
+    return seen
+
+
+EXPLAINED = [
+    ("conv2d", (2, 4, 9, 10), (6, 4, 3, 3), dict(padding=1)),
+    ("conv2d", (2, 4, 9, 10), (6, 4, 3, 3), dict(padding=1, algorithm="direct")),
+    ("conv2d", (2, 1, 40, 40), (1, 1, 15, 15), dict(padding="same", padding_mode="reflect")),
+    ("conv1d", (2, 4, 50), (6, 2, 5), dict(stride=2, groups=2, dilation=2)),
+    ("conv3d", (1, 2, 6, 7, 8), (4, 2, 3, 3, 3), dict(padding=1, padding_mode="circular")),
+    ("conv_transpose2d", (2, 4, 5, 6), (4, 3, 3, 3), dict(stride=2, padding=1,
+                                                         output_padding=1)),
+    ("conv2d_input", (2, 4, 9, 10), (6, 4, 3, 3), dict(padding=1)),
+    ("conv2d_input", (2, 4, 9, 10), (6, 4, 3, 3), dict(stride=2, padding=1)),
+    ("conv3d_weight", (1, 2, 6, 7, 8), (4, 2, 3, 3, 3), dict(padding=1)),
+    ("conv2d_weight", (2, 4, 16, 16), (4, 2, 3, 3), dict(groups=2, padding_mode="replicate",
+                                                        padding=1)),
+    ("conv_transpose1d_input", (2, 4, 11), (4, 3, 3), dict(stride=2)),
+    ("conv_transpose3d_weight", (1, 2, 3, 4, 5), (2, 3, 2, 2, 2), dict(stride=2)),
+]
+
+
+def _call(op, x, w, kwargs):
+    """Run the real call of ``op`` on data of the explained shapes."""
+    import fastconv.grad as G
+    kwargs = dict(kwargs)
+    forward = getattr(fc, op.split("_input")[0].split("_weight")[0])
+    out = forward(x, w, **kwargs)
+    kwargs.pop("algorithm", None)
+    if op.endswith("_input"):
+        return getattr(G, op)(x.shape, w, out, **kwargs)
+    if op.endswith("_weight"):
+        return getattr(G, op)(x, w.shape, out, **kwargs)
+    return out
+
+
+@pytest.mark.parametrize("op, xs, ws, kwargs", EXPLAINED,
+                         ids=[f"{e[0]}-{i}" for i, e in enumerate(EXPLAINED)])
+def test_explain_names_the_implementation_that_runs(op, xs, ws, kwargs):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    e = fc.explain(op, x, w, **kwargs)
+    ran = _recorded(lambda: _call(op, x, w, kwargs))
+    # the gradient's run is the last call (the forward, run first, gives grad_output)
+    assert ran[-1] == (e.kernel_op, e.implementation), (str(e), ran)
+    same = fc.explain(op, xs, ws, **kwargs)           # shapes instead of arrays
+    assert (same.implementation, same.plan.keys()) == (e.implementation, e.plan.keys())
+    assert e.seconds > 0 and e.implementation in str(e)
+    names = [c[0] for c in e.candidates]
+    assert names == [impl.name for impl in REGISTRY[e.kernel_op]]
+    for name, family, seconds, reason in e.candidates:
+        assert (seconds is None) == bool(reason), (name, seconds, reason)
+
+
+def test_explain_reports_why_an_implementation_does_not_apply():
+    e = fc.explain("conv2d", (1, 3, 16, 16), (8, 3, 3, 3), stride=2, padding=1)
+    reasons = {name: reason for name, _, _, reason in e.candidates}
+    assert reasons["im2col_packed"] == "needs stride 1"
+    e = fc.explain("conv2d", (1, 3, 16, 16), (8, 3, 3, 3), dtype=np.complex64)
+    assert "float32/float64 only" in dict((c[0], c[3]) for c in e.candidates)["im2col_packed"]
+
+
+def test_explain_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="explain: expected op"):
+        fc.explain("conv4d", (1, 1, 4), (1, 1, 3))
+    with pytest.raises(ValueError, match="algorithm"):
+        fc.explain("conv1d", (1, 1, 4), (1, 1, 3), algorithm="winograd")
+    with pytest.raises(ValueError, match="channels"):
+        fc.explain("conv1d", (1, 2, 4), (1, 1, 3))
+
+
+def test_forcing_a_family_that_cannot_apply_raises_with_every_reason():
+    p = _conv_problem("forward", "2d_3x3")
+    with pytest.raises(ValueError, match="im2col_packed: not the requested"):
+        _dispatch.select(p, implementation="nonexistent")
