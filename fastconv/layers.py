@@ -7,6 +7,8 @@ dtype already made one, so changing the caller's array in place afterwards
 cannot corrupt the gradients), a copy of the weight it used, and the shapes.
 """
 import math
+from collections import namedtuple
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -17,6 +19,10 @@ from ._args import (PADDING_MODES, SUPPORTED_DTYPES, as_array, check_choice, che
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]
+
+
+#: What ``load_state_dict`` returns: lists of full keys, as torch's namesake.
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 def _positive_int(value, name, cls):
@@ -206,24 +212,67 @@ class _ConvNd:
         """Copies of the parameters: ``{'weight': ..., 'bias': ...}`` (no 'bias' if bias=False)."""
         return {name: p.copy() for name, p in self.named_parameters()}
 
-    def load_state_dict(self, state_dict):
-        """Load parameters from a mapping of arrays (anything ``np.asarray`` takes)."""
+    def load_state_dict(self, state_dict, prefix="", strict=True):
+        """Load parameters from a mapping of arrays (anything ``np.asarray`` takes).
+
+        Values are cast to the layer's dtype (a float16 or bfloat16 checkpoint
+        loads into a float32 layer) and copied; on any error the layer is
+        left unchanged.
+
+        Parameters
+        ----------
+        state_dict : mapping of str -> array_like
+            E.g. a whole model's weights from :func:`fastconv.load_state_dict`.
+        prefix : str, default ""
+            This layer's keys are ``prefix + 'weight'`` and ``prefix + 'bias'``
+            (``"encoder.conv1."`` for the layer that torch calls
+            ``model.encoder.conv1``).  Keys that do not start with the prefix
+            belong to other layers and are ignored.
+        strict : bool, default True
+            Raise ``ValueError`` if a parameter is missing or a key under the
+            prefix is not a parameter of this layer (with the default
+            ``prefix=""``: any key but ``weight`` and ``bias``).  With False,
+            load what is there and leave the rest as it was.
+
+        Returns
+        -------
+        namedtuple (missing_keys, unexpected_keys)
+            Full keys, as ``torch.nn.Module.load_state_dict`` returns them.
+        """
         cls = type(self).__name__
-        expected = {name for name, _ in self.named_parameters()}
-        missing, unexpected = expected - set(state_dict), set(state_dict) - expected
-        if missing or unexpected:
-            raise ValueError(f"{cls}: state_dict keys do not match: missing {sorted(missing)}, "
-                             f"unexpected {sorted(unexpected)}")
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{cls}: expected state_dict to be a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"{cls}: expected prefix to be a str, got {type(prefix).__name__}")
+        if not isinstance(strict, (bool, np.bool_)):
+            raise TypeError(f"{cls}: expected strict to be a bool, got {strict!r}")
+        own = {prefix + name: p for name, p in self.named_parameters()}
+        under = [k for k in state_dict if not prefix or isinstance(k, str) and
+                 k.startswith(prefix)]
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in under if key not in own]
+        if strict and (missing or unexpected):
+            hint = ""
+            if prefix and not under:
+                some = [k for k, _ in zip(state_dict, range(4))]
+                hint = f"; no key starts with prefix {prefix!r} (keys look like {some})"
+            raise ValueError(f"{cls}: state_dict keys do not match: missing {missing}, "
+                             f"unexpected {sorted(unexpected, key=str)}{hint}")
         loaded = {}
-        for name, p in self.named_parameters():
-            value = as_array(state_dict[name], name, cls)
+        for key, p in own.items():
+            if key not in state_dict:
+                continue
+            value = as_array(state_dict[key], key, cls)
             if value.shape != p.shape:
-                raise ValueError(f"{cls}: expected {name} of shape {p.shape}, got {value.shape}")
+                raise ValueError(f"{cls}: expected {key} of shape {p.shape}, got {value.shape}")
             if value.dtype.kind == "c" and self.dtype.kind != "c":
-                raise TypeError(f"{cls}: cannot load complex {name} into a {self.dtype} layer")
-            loaded[name] = np.array(value, dtype=self.dtype, copy=True)
+                raise TypeError(f"{cls}: cannot load complex {key} ({value.dtype}) into a "
+                                f"{self.dtype} layer")
+            loaded[key[len(prefix):]] = np.array(value, dtype=self.dtype, copy=True)
         for name, value in loaded.items():
             setattr(self, name, value)
+        return IncompatibleKeys(missing, unexpected)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -687,6 +687,100 @@ def test_load_state_dict_casts_to_the_layer_dtype_and_accepts_lists():
         layer.load_state_dict({"weight": np.ones((2, 1, 1), np.complex64), "bias": [0, 0]})
 
 
+def model_state(rng):
+    """A flat state dict of a two-layer model plus an unrelated key, as torch names them."""
+    return {"encoder.conv1.weight": rng.standard_normal((4, 2, 3)).astype(np.float32),
+            "encoder.conv1.bias": rng.standard_normal(4).astype(np.float32),
+            "encoder.conv10.weight": rng.standard_normal((4, 4, 1)).astype(np.float32),
+            "head.scale": np.ones(1, np.float32)}
+
+
+def test_load_state_dict_with_prefix_takes_its_keys_and_ignores_other_layers():
+    state = model_state(np.random.default_rng(0))
+    before = {k: v.copy() for k, v in state.items()}
+    layer = fc.Conv1d(2, 4, 3, rng=1)
+    result = layer.load_state_dict(state, prefix="encoder.conv1.")
+    np.testing.assert_array_equal(layer.weight, state["encoder.conv1.weight"])
+    np.testing.assert_array_equal(layer.bias, state["encoder.conv1.bias"])
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    # The layer keeps copies, and the caller's dict is untouched.
+    layer.weight[...] = 0
+    for key in state:
+        np.testing.assert_array_equal(state[key], before[key])
+    # "encoder.conv10." does not start with "encoder.conv1.": no clash between them.
+    other = fc.Conv1d(4, 4, 1, bias=False)
+    other.load_state_dict(state, prefix="encoder.conv10.")
+    np.testing.assert_array_equal(other.weight, state["encoder.conv10.weight"])
+
+
+def test_load_state_dict_without_prefix_stays_strict_about_foreign_keys():
+    state = model_state(np.random.default_rng(0))
+    layer = fc.Conv1d(2, 4, 3)
+    with pytest.raises(ValueError, match=r"missing \['weight', 'bias'\].*unexpected "
+                                         r"\['encoder.conv1.bias'"):
+        layer.load_state_dict(state)
+
+
+def test_load_state_dict_prefix_errors_name_the_full_key():
+    state = model_state(np.random.default_rng(0))
+    layer = fc.Conv1d(2, 4, 5)
+    with pytest.raises(ValueError, match=r"expected encoder.conv1.weight of shape \(4, 2, 5\), "
+                                         r"got \(4, 2, 3\)"):
+        layer.load_state_dict(state, prefix="encoder.conv1.")
+    complex_state = dict(state, **{"encoder.conv1.weight": np.ones((4, 2, 5), np.complex64)})
+    with pytest.raises(TypeError, match="cannot load complex encoder.conv1.weight"):
+        layer.load_state_dict(complex_state, prefix="encoder.conv1.")
+    with pytest.raises(TypeError, match="encoder.conv1.weight has dtype <U1"):
+        layer.load_state_dict(dict(state, **{"encoder.conv1.weight": np.full((4, 2, 5), "a")}),
+                              prefix="encoder.conv1.")
+    with pytest.raises(ValueError, match=r"missing \['decoder.weight', 'decoder.bias'\].*"
+                                         r"no key starts with prefix 'decoder.'"):
+        layer.load_state_dict(state, prefix="decoder.")
+    # Under the prefix, a key that is not a parameter is an error when strict.
+    with pytest.raises(ValueError, match=r"unexpected \['encoder.conv1.weight_orig'\]"):
+        fc.Conv1d(2, 4, 3).load_state_dict(
+            dict(state, **{"encoder.conv1.weight_orig": state["encoder.conv1.weight"]}),
+            prefix="encoder.conv1.")
+    # Every failure above left the layer as it was constructed.
+    assert layer.weight.shape == (4, 2, 5) and np.abs(layer.weight).max() <= 1
+
+
+def test_load_state_dict_non_strict_reports_and_keeps_what_is_missing():
+    state = model_state(np.random.default_rng(0))
+    layer = fc.Conv1d(2, 4, 3, rng=1)
+    bias_before = layer.bias.copy()
+    partial = {k: v for k, v in state.items() if k != "encoder.conv1.bias"}
+    partial["encoder.conv1.extra"] = np.zeros(1)
+    result = layer.load_state_dict(partial, prefix="encoder.conv1.", strict=False)
+    assert result.missing_keys == ["encoder.conv1.bias"]
+    assert result.unexpected_keys == ["encoder.conv1.extra"]
+    np.testing.assert_array_equal(layer.weight, state["encoder.conv1.weight"])
+    np.testing.assert_array_equal(layer.bias, bias_before)
+
+
+def test_load_state_dict_casts_float16_to_the_layer_dtype():
+    rng = np.random.default_rng(0)
+    half = {"0.weight": rng.standard_normal((3, 2, 2, 2, 2)).astype(np.float16),
+            "0.bias": rng.standard_normal(3).astype(np.float16)}
+    layer = fc.Conv3d(2, 3, 2)
+    layer.load_state_dict(half, prefix="0.")
+    assert layer.weight.dtype == layer.bias.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, half["0.weight"].astype(np.float32))
+    double = fc.Conv3d(2, 3, 2, dtype=np.float64)
+    double.load_state_dict(half, prefix="0.")
+    assert double.weight.dtype == np.float64
+
+
+def test_load_state_dict_rejects_bad_argument_types():
+    layer = fc.Conv1d(2, 4, 3)
+    with pytest.raises(TypeError, match="expected state_dict to be a mapping.*list"):
+        layer.load_state_dict([("weight", layer.weight)])
+    with pytest.raises(TypeError, match="expected prefix to be a str, got int"):
+        layer.load_state_dict(layer.state_dict(), prefix=0)
+    with pytest.raises(TypeError, match="expected strict to be a bool, got 'no'"):
+        layer.load_state_dict(layer.state_dict(), strict="no")
+
+
 @requires_torch
 @pytest.mark.parametrize("cls", ALL_LAYERS, ids=layer_id)
 def test_load_state_dict_from_torch_tensors_numpy(cls):
