@@ -124,7 +124,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="threads (default: all)")
     parser.add_argument("--filter", default="", help="only rows whose name contains this")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
     args = parser.parse_args(argv)
+    if args.list:
+        for name, op, xs, ws, kwargs in ROWS:
+            print(f"{name:<30} {op}(x{xs}, w{ws}, {kwargs})")
+        return 0
     threads = args.threads or fc.get_num_threads()
     fc.set_num_threads(threads)
     torch = None if args.no_torch else _optional("torch")

@@ -262,7 +262,7 @@ def _run_direct_transpose(a, p, plan, nt):
 
 
 def _plan_col2im(p):
-    cig, cog = p.w[0] // p.groups, p.w[1]
+    cog = p.w[1]
     # Channel blocks from the group count only: a sample's bits must not depend
     # on the batch it shares.
     if p.groups < _costs.MIN_JOBS:

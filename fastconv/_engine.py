@@ -8,7 +8,7 @@ lets the registry (``_dispatch``) pick and run the implementation.
 import numpy as np
 
 from . import _dispatch
-from ._dispatch import ALGORITHMS, Arrays, Problem
+from ._dispatch import ALGORITHMS, Arrays, Problem  # noqa: F401 (ALGORITHMS re-exported)
 
 
 def _fill_bias(out, bias):

@@ -106,7 +106,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import functional as _functional
 from . import ndimage as _ndimage
 from . import _engine
-from ._args import check_choice, pad3, parse_conv, to_5d
+from ._args import check_choice, pad3, parse_conv
 from ._boundary import SCIPY_MODES, TORCH_MODES, source_index
 from ._filter import choose as _choose_method, correlate_valid as _correlate_valid
 from ._threads import get_num_threads

@@ -4,7 +4,9 @@
   float64 NumPy oracle even when pytest runs from the installed package.
 * ``TOL`` / :func:`tolerance` / :func:`assert_close`: per-dtype tolerances,
   loosened with the length of the reduction (number of products summed per
-  output element) so that they stay tight for small problems.
+  output element) so that they stay tight for small problems;
+  :func:`assert_close_scaled`: per-dtype tolerances relative to the result's
+  magnitude (gradients, layers).
 * :func:`random_array`: seeded random data in any dtype; complex data always
   has non-zero imaginary parts, so a kernel that drops them cannot pass.
 * ``HAVE_TORCH`` / ``torch`` fixture: PyTorch is optional; parity tests skip
@@ -63,6 +65,30 @@ def assert_close(actual, expected, dtype, reduction=1, err_msg=""):
     """``assert_allclose`` with the tolerance of ``dtype`` for this reduction length."""
     rtol, atol = tolerance(dtype, reduction)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+#: Tolerance relative to the result's magnitude, per dtype (see assert_close_scaled).
+SCALED_TOL = {
+    np.dtype(np.float32): 5e-5,
+    np.dtype(np.complex64): 5e-5,
+    np.dtype(np.float64): 1e-11,
+    np.dtype(np.complex128): 1e-11,
+}
+
+
+def assert_close_scaled(actual, expected, dtype, err_msg=""):
+    """``assert_allclose`` with rtol = tol and atol = tol * max|expected|, tol per dtype.
+
+    For results whose reduction length is unknown or mixed (gradients, layers):
+    the bound follows the size of the values.  Single precision 5e-5 leaves room
+    for summation order but still catches any wrong tap, sign, conjugation or
+    padding cell.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    tol = SCALED_TOL[np.dtype(dtype)]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=err_msg)
 
 
 def random_array(rng, shape, dtype):

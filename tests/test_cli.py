@@ -133,4 +133,15 @@ def test_output_file_gets_normal_permissions(volume, tmp_path):
 def test_bench_lists_its_workloads():
     result = run("bench", "--list")
     assert result.returncode == 0
-    assert "conv2d_resnet" in result.stdout and "volume256_k21" in result.stdout
+    assert "conv2d ResNet 3x3" in result.stdout and "volume 128^3" in result.stdout
+
+
+def test_bench_times_a_row_and_names_the_kernel_and_isa():
+    from fastconv import _kernels
+    result = run("bench", "--filter", "tiny", "--rounds", "1", "--no-torch")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"kernels {_kernels.SIMD}" in lines[0]
+    row = [line for line in lines if line.startswith("tiny")]
+    assert len(row) == 1 and fc.explain("conv2d", (1, 3, 8, 8), (8, 3, 3, 3),
+                                        padding=1).implementation in row[0]

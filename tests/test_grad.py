@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import torch_single_threaded
+from conftest import torch_single_threaded, assert_close_scaled as assert_close
 import fastconv as fc
 import reference
 from fastconv import grad
@@ -51,9 +51,6 @@ CONV_T_INPUT = {nd: getattr(grad, f"conv_transpose{nd}d_input") for nd in (1, 2,
 CONV_T_WEIGHT = {nd: getattr(grad, f"conv_transpose{nd}d_weight") for nd in (1, 2, 3)}
 
 # Tolerance relative to the largest magnitude of the expected result.
-TOL = {np.dtype(np.float32): 5e-5, np.dtype(np.complex64): 5e-5,
-       np.dtype(np.float64): 1e-11, np.dtype(np.complex128): 1e-11}
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -71,11 +68,6 @@ def random_array(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def assert_close(actual, expected, dtype, err_msg=""):
-    expected = np.asarray(expected)
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    tol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=err_msg)
 
 
 def to_torch(a):

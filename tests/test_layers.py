@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import torch_single_threaded
+from conftest import torch_single_threaded, assert_close_scaled as assert_close
 import fastconv as fc
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -59,20 +59,6 @@ def random_array(shape, dtype, rng):
     if np.dtype(dtype).kind == "c":
         a = a + 1j * rng.standard_normal(shape)
     return a.astype(dtype)
-
-
-def assert_close(actual, expected, dtype):
-    """Per-dtype tolerance, relative to the size of the expected values.
-
-    Single precision: sums of at most a few hundred O(1) terms are accurate to
-    ~1e-6 relative; 2e-5 leaves room for summation order but still catches any
-    wrong tap, sign, conjugation or padding cell.  Double precision: 1e-11.
-    """
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    tol = 2e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-11
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
 # -- torch helpers ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np
 import pytest
 
-from conftest import torch_single_threaded
+from conftest import torch_single_threaded, assert_close_scaled as assert_close
 import fastconv as fc
 import reference
 
@@ -40,9 +40,6 @@ CONV_T = {1: fc.conv_transpose1d, 2: fc.conv_transpose2d, 3: fc.conv_transpose3d
 CONV = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
 
 # Tolerance relative to the largest magnitude of the expected result.
-TOL = {np.dtype(np.float32): 3e-5, np.dtype(np.complex64): 3e-5,
-       np.dtype(np.float64): 1e-12, np.dtype(np.complex128): 1e-12}
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -55,12 +52,6 @@ def random_array(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def assert_close(actual, expected, dtype):
-    """allclose with an absolute tolerance scaled to the expected data's magnitude."""
-    expected = np.asarray(expected)
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    tol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
 def seed_of(*parts):
