@@ -21,10 +21,10 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNEL_MODULES = ["_direct", "_gemm", "_runtime"]
+KERNEL_MODULES = ["_direct", "_gemm", "_runtime", "_separable"]
 # The compute kernels are also built for these instruction sets; fastconv picks
 # the best one the CPU supports at import (fastconv/_kernels.py).
-SIMD_MODULES = ["_direct", "_gemm"]
+SIMD_MODULES = ["_direct", "_gemm", "_separable"]
 SIMD_VARIANTS = {
     "avx2": ["-mavx2", "-mfma"],
     "avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],

@@ -43,3 +43,5 @@ def _load():
 
 
 SIMD, direct, gemm = _load()
+#: Separable 1-D passes (ndimage filters), from the same build as ``direct``.
+separable = importlib.import_module(f"fastconv._separable{'' if SIMD == 'baseline' else '_' + SIMD}")

@@ -1,0 +1,755 @@
+"""SciPy's separable ndimage filters on fastconv's 1-D pass kernel.
+
+This module does what SciPy's ``_filters.py`` does in Python (argument
+normalisation, output allocation, Gaussian weights, the order of the passes
+and the dtype of the intermediates) and hands every 1-D pass to
+``src/_separable.pyx``, which filters blocks of lines in parallel.
+
+The choice of kernel and block shape goes through :func:`choose_separable`,
+which sees one array's shape, the kernel length and the work dtype only, so
+results never depend on the thread count.
+
+Precision
+---------
+float32 data (and complex64) with a float32 (complex64) output is computed in
+float32; everything else in float64, by the same operations in the same order
+as SciPy's C code, so integer results are SciPy's exactly (and float64
+results agree to the last bit or so).  Multi-axis filters keep SciPy's
+intermediate in the output dtype, so an integer output truncates after every
+pass, as SciPy's does.
+
+Memory
+------
+No padded copy of the input: boundary rows are read through the mode's index
+rule into per-thread buffers of about 0.2 MB (``(rows + taps) x block`` of the
+work type, plus the output rows).  A multi-axis filter works in place in its
+output after the first pass.  Filters that add several terms (``laplace``,
+``gaussian_laplace``, ``gaussian_gradient_magnitude``) compute each extra term
+slab by slab (at most :data:`SLAB_BYTES` at a time).  Peak extra memory of a
+call is therefore its output plus O(slab).  An input whose axes cannot be
+merged into (outer, line, inner) strides (rare: some views of views) is first
+copied to C order.
+"""
+import math
+import numbers
+import operator
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels import separable as _kernel
+from ._threads import resolve_workers
+
+# ----------------------------------------------------------------------- codes
+
+#: Element types the kernel reads and writes (src/_separable.pyx, T_*); bool
+#: is read and written as its byte, as SciPy's C casts do.
+_DTYPE_CODES = {np.dtype(t): c for t, c in (
+    (np.bool_, 0), (np.uint8, 0), (np.int8, 1), (np.uint16, 2), (np.int16, 3),
+    (np.uint32, 4), (np.int32, 5), (np.uint64, 6), (np.int64, 7),
+    (np.float32, 8), (np.float64, 9))}
+
+#: SciPy's boundary modes (filters treat the grid- variants as their plain ones).
+MODES = ("reflect", "constant", "nearest", "mirror", "wrap",
+         "grid-constant", "grid-mirror", "grid-wrap")
+_MODE_CODES = {"nearest": 0, "wrap": 1, "grid-wrap": 1, "reflect": 2, "grid-mirror": 2,
+               "mirror": 3, "constant": 4, "grid-constant": 4}
+
+_CORRELATE, _SYMMETRIC, _ANTISYMMETRIC, _UNIFORM = 0, 1, 2, 3
+_DBL_EPSILON = float(np.finfo(np.float64).eps)
+
+#: Bytes of one slab of an extra term (laplace & co.), and of the per-thread
+#: line buffers (about half of a 1 MB L2 cache, shared by two buffers).
+SLAB_BYTES = 1 << 23
+_BUFFER_BYTES = 1 << 18
+#: A thread gets at least this many multiply-adds (~0.1 ms), as in _engine.
+_MIN_WORK_PER_THREAD = 1 << 20
+#: Rows per job when one line is split (long 1-D signals, few lines).
+_SEGMENT_ROWS = 4096
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value where SciPy raises RuntimeError.
+
+    Both a ValueError (fastconv's contract) and a RuntimeError (so that code
+    written against SciPy, and SciPy's own tests, still catch it).
+    """
+
+
+# ----------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class SeparablePlan:
+    """How one 1-D pass is cut into jobs.
+
+    name: 'across-lines' (the lines' neighbours are contiguous: vectorised
+    across ``block`` lines), 'transposed-lines' (the filtered axis is the
+    contiguous one: ``block`` lines are loaded side by side into the buffer)
+    or 'single-line' (one line at a time, vectorised along it).
+    """
+
+    name: str
+    block: int          # lines per job
+    segment: int        # output rows per job (a long line is cut into segments)
+
+
+def choose_separable(shape, axis, kernel_len, dtype, running_sum=False):
+    """The plan for a 1-D pass along ``axis`` of one array of ``shape``.
+
+    Reads the shape, the kernel length and the work dtype only (never the
+    thread count), so every output element is computed the same way however
+    many threads run.  ``running_sum`` (uniform filter) keeps lines whole.
+    """
+    length = shape[axis]
+    outer = math.prod(shape[:axis])
+    inner = math.prod(shape[axis + 1:])
+    lines = inner if inner > 1 else outer
+    item = np.dtype(dtype).itemsize
+    segment = length if running_sum else min(length, _SEGMENT_ROWS)
+    if lines == 1:
+        return SeparablePlan("single-line", 1, max(1, segment))
+    per_line = (2 * segment + kernel_len - 1) * item
+    block = max(8, min(512, _BUFFER_BYTES // max(1, per_line)) // 8 * 8)
+    block = min(block, lines)
+    # enough jobs for the threads to share, from the shape alone
+    slabs = outer if inner > 1 else 1
+    while block > 8 and slabs * -(-lines // block) * -(-length // max(1, segment)) < 16:
+        block = max(8, block // 2 // 8 * 8)
+    name = "across-lines" if inner > 1 else "transposed-lines"
+    return SeparablePlan(name, block, max(1, segment))
+
+
+def _merge(shape, steps):
+    """(count, step) of axes that form one arithmetic sequence, else None."""
+    dims = [(n, s) for n, s in zip(shape, steps) if n != 1]
+    if not dims:
+        return 1, 0
+    for (n0, s0), (n1, s1) in zip(dims, dims[1:]):
+        if s0 != s1 * n1:
+            return None
+    return math.prod(n for n, _ in dims), dims[-1][1]
+
+
+def _line_steps(a, axis):
+    """(outer step, line step, inner step) of ``a`` in elements, or None."""
+    if any(s % a.itemsize for s in a.strides):
+        return None
+    steps = [s // a.itemsize for s in a.strides]
+    before = _merge(a.shape[:axis], steps[:axis])
+    after = _merge(a.shape[axis + 1:], steps[axis + 1:])
+    if before is None or after is None:
+        return None
+    return before[1], steps[axis], after[1]
+
+
+def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, workers, l0=0):
+    """One 1-D pass: dst = filter(src) along ``axis``, output rows [l0, l0 + dst rows).
+
+    ``dst`` may be ``src`` itself; any other overlap is resolved by a copy.
+    """
+    if dst.size == 0:
+        return dst
+    if dst is not src and np.may_share_memory(src, dst):
+        src = src.copy()
+    src_steps = _line_steps(src, axis)
+    if src_steps is None:
+        src = np.ascontiguousarray(src)
+        src_steps = _line_steps(src, axis)
+    target = dst
+    dst_steps = _line_steps(dst, axis)
+    if dst_steps is None:
+        dst = np.empty(dst.shape, dst.dtype)
+        dst_steps = _line_steps(dst, axis)
+    if src_steps is None or dst_steps is None:          # pragma: no cover - defensive
+        raise RuntimeError("fastconv: could not describe the arrays as lines")
+    work = np.float64 if double_work else np.float32
+    k = len(weights)
+    plan = choose_separable(dst.shape, axis, k, work, running_sum=kind == _UNIFORM)
+    inner = math.prod(dst.shape[axis + 1:])
+    outer = math.prod(dst.shape[:axis])
+    if inner > 1:
+        grid = (outer, inner, plan.block)
+        s_steps = src_steps
+        d_steps = dst_steps
+    else:                 # one line per outer index: block the lines along 'outer'
+        grid = (1, outer, plan.block)
+        s_steps = (0, src_steps[1], src_steps[0])
+        d_steps = (0, dst_steps[1], dst_steps[0])
+    rows = dst.shape[axis]
+    nt = max(1, min(workers, dst.size * k // _MIN_WORK_PER_THREAD))
+    _kernel.filter_pass(src, dst, _DTYPE_CODES[src.dtype], _DTYPE_CODES[dst.dtype],
+                        double_work, grid, plan.segment, s_steps, d_steps, src.shape[axis],
+                        l0, rows, kind, np.ascontiguousarray(weights, np.float64),
+                        k // 2 + origin, _MODE_CODES[mode], cval, nt)
+    if target is not dst:
+        target[...] = dst
+    return target
+
+
+def _kind_of(weights):
+    """SciPy's test for (anti)symmetric weights (NI_Correlate1D), in float64."""
+    k = len(weights)
+    if k % 2 == 0:
+        return _CORRELATE
+    c = k // 2
+    left, right = weights[c - 1::-1] if c else weights[:0], weights[c + 1:]
+    if np.all(np.abs(right - left) <= _DBL_EPSILON):
+        return _SYMMETRIC
+    if np.all(np.abs(right + left) <= _DBL_EPSILON):
+        return _ANTISYMMETRIC
+    return _CORRELATE
+
+
+# ----------------------------------------------------------------------- arguments
+
+def _input(input, op):
+    """``np.asarray(input)`` with a dtype SciPy's filters accept."""
+    try:
+        x = np.asarray(input)
+    except Exception as exc:
+        raise TypeError(f"{op}: input must be array-like, got {type(input).__name__}: {exc}") \
+            from exc
+    if x.dtype.kind == "c":
+        if x.dtype not in (np.complex64, np.complex128):
+            raise ArgumentError(f"{op}: input dtype {x.dtype} is not supported "
+                                "(complex64 and complex128 are)")
+        return x
+    if x.dtype not in _DTYPE_CODES:
+        if x.dtype.kind in "biuf":      # float16, longdouble: SciPy raises RuntimeError too
+            raise ArgumentError(f"{op}: input dtype {x.dtype} is not supported (as in SciPy); "
+                                "convert it to float32 or float64")
+        raise TypeError(f"{op}: input has dtype {x.dtype}, expected a numeric array")
+    return x
+
+
+def _output(output, x, op, complex_output=False, shape=None):
+    """The output array, as SciPy's ``_ni_support._get_output`` makes it."""
+    shape = x.shape if shape is None else shape
+    if output is None:
+        dtype = np.promote_types(x.dtype, np.complex64) if complex_output else x.dtype
+        out = np.empty(shape, dtype)
+    elif isinstance(output, (type, np.dtype)):
+        dtype = np.dtype(output)
+        if complex_output and dtype.kind != "c":
+            warnings.warn("promoting specified output dtype to complex", stacklevel=3)
+            dtype = np.promote_types(dtype, np.complex64)
+        out = np.empty(shape, dtype)
+    elif isinstance(output, str):
+        try:
+            dtype = np.dtype(output)
+        except TypeError:
+            raise TypeError(f"{op}: output {output!r} is not a dtype") from None
+        if complex_output and dtype.kind != "c":
+            raise ArgumentError(f"{op}: output must have complex dtype for complex input "
+                                f"or weights, got {dtype}")
+        if not issubclass(dtype.type, np.number):
+            raise ArgumentError(f"{op}: output must have numeric dtype, got {dtype}")
+        out = np.empty(shape, dtype)
+    else:
+        out = np.asarray(output)
+        if out.shape != tuple(shape):
+            raise ArgumentError(f"{op}: output shape not correct: expected {tuple(shape)}, "
+                                f"got {out.shape}")
+        if complex_output and out.dtype.kind != "c":
+            raise ArgumentError(f"{op}: output must have complex dtype for complex input "
+                                f"or weights, got {out.dtype}")
+        if not out.flags.writeable:
+            raise ValueError(f"{op}: output array is read-only")
+    if out.dtype.kind == "c":
+        if out.dtype not in (np.complex64, np.complex128):
+            raise ArgumentError(f"{op}: output dtype {out.dtype} is not supported")
+    elif out.dtype not in _DTYPE_CODES:
+        raise ArgumentError(f"{op}: output dtype {out.dtype} is not supported (as in SciPy); "
+                            "use float32 or float64")
+    return out
+
+
+def _axis(axis, ndim, op):
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}") from None
+    if not -ndim <= a < ndim:
+        raise np.exceptions.AxisError(a, ndim, msg_prefix=f"{op}: axis")
+    return a % ndim
+
+
+def _axes(axes, ndim, op):
+    """SciPy's ``_check_axes``: None, an int or an iterable of distinct ints."""
+    if axes is None:
+        return tuple(range(ndim))
+    if np.isscalar(axes):
+        try:
+            axes = (operator.index(axes),)
+        except TypeError:
+            raise TypeError(f"{op}: axes: {axes!r} cannot be interpreted as an integer") from None
+    elif isinstance(axes, Iterable):
+        values = []
+        for ax in axes:
+            try:
+                ax = operator.index(ax)
+            except TypeError:
+                raise TypeError(f"{op}: axes: {ax!r} cannot be interpreted as an integer") \
+                    from None
+            values.append(ax)
+        axes = tuple(values)
+    else:
+        raise ValueError(f"{op}: axes must be an integer, iterable of integers, or None; "
+                         f"got {axes!r}")
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"{op}: axes: specified axis: {ax} is out of range for an "
+                             f"input of {ndim} dims")
+    axes = tuple(ax % ndim for ax in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: axes must be unique, got {axes}")
+    return axes
+
+
+def _sequence(value, rank, name, op):
+    """SciPy's ``_normalize_sequence``: a scalar repeated, or exactly ``rank`` values."""
+    if not isinstance(value, str) and np.iterable(value):
+        values = list(value)
+        if len(values) != rank:
+            raise ArgumentError(f"{op}: {name}: sequence argument must have length equal to "
+                                f"input rank ({rank} filtered axes), got {len(values)} values")
+        return values
+    return [value] * rank
+
+
+def _mode(mode, op):
+    if not isinstance(mode, str) or mode not in _MODE_CODES:
+        raise ArgumentError(f"{op}: boundary mode not supported: expected mode to be one of "
+                            f"{', '.join(map(repr, MODES))}, got {mode!r}")
+    return mode
+
+
+def _cval(cval, op):
+    if np.iscomplexobj(cval):
+        raise ValueError(f"{op}: Cannot provide a complex-valued cval when the input is real "
+                         f"(got cval={cval!r})")
+    try:
+        return float(cval)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: expected cval to be a real number, got {cval!r}") from None
+
+
+def _origin_ok(origin, k):
+    return -(k // 2) <= origin <= (k - 1) // 2
+
+
+def _int_origin(origin, op):
+    try:
+        return operator.index(origin)
+    except TypeError:
+        raise TypeError(f"{op}: origin must be an int, got {origin!r}") from None
+
+
+def _double_work(x_dtype, out_dtype):
+    """float32 arithmetic only for float32 (complex64) data into a float32 output."""
+    single = (np.dtype(np.float32), np.dtype(np.complex64))
+    return not (x_dtype in single and out_dtype in single)
+
+
+def _parts(a):
+    """(real part, imaginary part or None) views of an array."""
+    if a.dtype.kind == "c":
+        return a.real, a.imag
+    return a, None
+
+
+# ----------------------------------------------------------------------- 1-D
+
+def _correlate_real(x, out, axis, weights, origin, mode, cval, double_work, workers):
+    """Real data, real float64 weights: the pass itself (checked arguments)."""
+    return _pass(x, out, axis, _kind_of(weights), weights, origin, mode, cval, double_work,
+                 workers)
+
+
+def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
+                *, workers=None):
+    """1-D correlation along an axis, as ``scipy.ndimage.correlate1d``."""
+    op = "correlate1d"
+    x = _input(input, op)
+    w = np.asarray(weights)
+    nt = resolve_workers(workers, op)
+    if w.dtype.kind not in "biufc":
+        raise TypeError(f"{op}: weights has dtype {w.dtype}, expected numbers")
+    if w.ndim != 1 or w.shape[0] < 1:
+        raise ArgumentError(f"{op}: no filter weights given: expected a non-empty 1-D "
+                            f"weights array, got shape {w.shape}")
+    axis = _axis(axis, x.ndim, op)
+    origin = _int_origin(origin, op)
+    if not _origin_ok(origin, len(w)):
+        raise ValueError(f"{op}: Invalid origin; origin must satisfy -(len(weights) // 2) <= "
+                         f"origin <= (len(weights)-1) // 2, got origin={origin} for "
+                         f"{len(w)} weights")
+    mode = _mode(mode, op)
+    if x.dtype.kind == "c" or w.dtype.kind == "c":
+        out = _output(output, x, op, complex_output=True)
+        if w.dtype.kind == "c":
+            w = w.conj().astype(np.complex128)
+        return _complex_1d(x, w, out, axis, origin, mode, cval, nt, op)
+    cval = _cval(cval, op)
+    out = _output(output, x, op)
+    w = np.asarray(w, np.float64)
+    return _correlate_real(x, out, axis, w, origin, mode, cval,
+                           _double_work(x.dtype, out.dtype), nt)
+
+
+def _complex_1d(x, w, out, axis, origin, mode, cval, nt, op):
+    """SciPy's ``_complex_via_real_components`` for one 1-D correlation."""
+    double_work = _double_work(x.dtype, out.dtype)
+    xr, xi = _parts(x)
+    wr, wi = (w.real.astype(np.float64), w.imag.astype(np.float64)) if w.dtype.kind == "c" \
+        else (w.astype(np.float64), None)
+    cr, ci = float(np.real(cval)), float(np.imag(cval))
+    if xi is None and np.iscomplexobj(cval) and ci != 0:
+        raise ValueError(f"{op}: Cannot provide a complex-valued cval when the input is real "
+                         f"(got cval={cval!r})")
+    if xi is not None and wi is not None:
+        _correlate_real(xr, out.real, axis, wr, origin, mode, cr, double_work, nt)
+        tmp = np.empty(xi.shape, xi.dtype)
+        out.real -= _correlate_real(xi, tmp, axis, wi, origin, mode, ci, double_work, nt)
+        _correlate_real(xr, out.imag, axis, wi, origin, mode, cr, double_work, nt)
+        out.imag += _correlate_real(xi, tmp, axis, wr, origin, mode, ci, double_work, nt)
+    elif xi is not None:
+        _correlate_real(xr, out.real, axis, wr, origin, mode, cr, double_work, nt)
+        _correlate_real(xi, out.imag, axis, wr, origin, mode, ci, double_work, nt)
+    else:
+        _correlate_real(xr, out.real, axis, wr, origin, mode, cr, double_work, nt)
+        _correlate_real(xr, out.imag, axis, wi, origin, mode, cr, double_work, nt)
+    return out
+
+
+def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
+               *, workers=None):
+    """1-D convolution along an axis, as ``scipy.ndimage.convolve1d``."""
+    w = np.asarray(weights)
+    if w.ndim != 1 or w.shape[0] < 1:
+        raise ArgumentError(f"convolve1d: no filter weights given: expected a non-empty 1-D "
+                            f"weights array, got shape {w.shape}")
+    w = w[::-1]
+    origin = -_int_origin(origin, "convolve1d")
+    if not w.shape[0] & 1:
+        origin -= 1
+    if w.dtype.kind == "c":
+        w = w.conj()            # undoes correlate1d's conjugation
+    return correlate1d(input, w, axis, output, mode, cval, origin, workers=workers)
+
+
+def gaussian_kernel1d(sigma, order, radius):
+    """SciPy's 1-D Gaussian (derivative) kernel, computed by the same NumPy operations."""
+    if order < 0:
+        raise ValueError(f"order must be non-negative, got {order}")
+    exponent_range = np.arange(order + 1)
+    sigma2 = sigma * sigma
+    x = np.arange(-radius, radius + 1)
+    phi_x = np.exp(-0.5 / sigma2 * x ** 2)
+    phi_x = phi_x / phi_x.sum()
+    if order == 0:
+        return phi_x
+    # f(x) = q(x) * phi(x); f'(x) = (q'(x) + q(x) * p'(x)) * phi(x), p'(x) = -x / sigma**2
+    q = np.zeros(order + 1)
+    q[0] = 1
+    D = np.diag(exponent_range[1:], 1)
+    P = np.diag(np.ones(order) / -sigma2, -1)
+    Q_deriv = D + P
+    for _ in range(order):
+        q = Q_deriv.dot(q)
+    q = (x[:, None] ** exponent_range).dot(q)
+    return q * phi_x
+
+
+def _gaussian_weights(sigma, order, truncate, radius, op):
+    """Correlation weights of ``gaussian_filter1d`` (the kernel reversed)."""
+    try:
+        sd = float(sigma)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: sigma must be a real number, got {sigma!r}") from None
+    lw = int(truncate * sd + 0.5)
+    if radius is not None:
+        lw = radius
+    if not isinstance(lw, numbers.Integral) or lw < 0:
+        raise ValueError(f"{op}: Radius must be a nonnegative integer, got radius={lw!r}")
+    try:
+        order = operator.index(order)
+    except TypeError:
+        raise TypeError(f"{op}: order must be an int, got {order!r}") from None
+    if order < 0:
+        raise ValueError(f"{op}: order must be non-negative, got {order}")
+    return gaussian_kernel1d(sigma, order, lw)[::-1]
+
+
+def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
+                      truncate=4.0, *, radius=None, workers=None):
+    """1-D Gaussian filter, as ``scipy.ndimage.gaussian_filter1d``."""
+    weights = _gaussian_weights(sigma, order, truncate, radius, "gaussian_filter1d")
+    return correlate1d(input, weights, axis, output, mode, cval, 0, workers=workers)
+
+
+def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
+                     *, workers=None):
+    """1-D running mean along an axis, as ``scipy.ndimage.uniform_filter1d``."""
+    op = "uniform_filter1d"
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    axis = _axis(axis, x.ndim, op)
+    try:
+        size = operator.index(size)
+    except TypeError:
+        raise TypeError(f"{op}: size must be an int, got {size!r}") from None
+    if size < 1:
+        raise ArgumentError(f"{op}: incorrect filter size: expected size >= 1, got {size}")
+    origin = _int_origin(origin, op)
+    if size // 2 + origin < 0 or size // 2 + origin >= size:
+        raise ValueError(f"{op}: invalid origin {origin} for size {size}: expected "
+                         f"-(size // 2) <= origin <= (size - 1) // 2")
+    mode = _mode(mode, op)
+    complex_output = x.dtype.kind == "c"
+    out = _output(output, x, op, complex_output=complex_output)
+    _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op)
+    return out
+
+
+def _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op):
+    double_work = _double_work(x.dtype, out.dtype)
+    ones = np.ones(size)
+    if x.dtype.kind == "c":
+        _pass(x.real, out.real, axis, _UNIFORM, ones, origin, mode, float(np.real(cval)),
+              double_work, nt)
+        _pass(x.imag, out.imag, axis, _UNIFORM, ones, origin, mode, float(np.imag(cval)),
+              double_work, nt)
+    else:
+        _pass(x, out, axis, _UNIFORM, ones, origin, mode, _cval(cval, op), double_work, nt)
+
+
+# ----------------------------------------------------------------------- N-D
+
+def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0,
+                    truncate=4.0, *, radius=None, axes=None, workers=None):
+    """Multidimensional Gaussian filter, as ``scipy.ndimage.gaussian_filter``."""
+    op = "gaussian_filter"
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    out = _output(output, x, op)
+    passes = _gaussian_passes(x.ndim, sigma, order, mode, truncate, radius, axes, op)
+    _run_passes(x, out, passes, cval, nt, op)
+    return out
+
+
+def _gaussian_passes(ndim, sigma, order, mode, truncate, radius, axes, op):
+    """[(axis, weights, mode)] in SciPy's order, axes with sigma <= 1e-15 left out."""
+    axes = _axes(axes, ndim, op)
+    n = len(axes)
+    orders = _sequence(order, n, "order", op)
+    sigmas = _sequence(sigma, n, "sigma", op)
+    modes = _sequence(mode, n, "mode", op)
+    radii = _sequence(radius, n, "radius", op)
+    passes = []
+    for ax, s, o, m, r in zip(axes, sigmas, orders, modes, radii):
+        if s > 1e-15:
+            passes.append((ax, _gaussian_weights(s, o, truncate, r, op), _mode(m, op)))
+    return passes
+
+
+def _run_passes(x, out, passes, cval, nt, op, l0=0):
+    """Apply 1-D correlations in order: x -> out, then out -> out in place.
+
+    With ``l0`` the first pass produces rows [l0, l0 + out rows) of its axis
+    only (a slab); the later passes must run along other axes.
+    """
+    if not passes:
+        if l0:
+            raise RuntimeError("fastconv: a slab needs a first pass")   # pragma: no cover
+        out[...] = x
+        return out
+    double_work = _double_work(x.dtype, out.dtype)
+    if x.dtype.kind == "c" and out.dtype.kind != "c":
+        raise ArgumentError(f"{op}: output must have complex dtype for complex input, "
+                            f"got {out.dtype}")
+    xs, outs = _parts(x), _parts(out)
+    cvals = (float(np.real(cval)), float(np.imag(cval))) if x.dtype.kind == "c" else \
+        (_cval(cval, op), None)
+    for part in range(2):
+        src, dst = xs[part], outs[part]
+        if src is None:
+            if dst is not None:     # real input into a complex output: zero imaginary part
+                dst[...] = 0
+            continue
+        for i, (ax, w, m) in enumerate(passes):
+            _pass(src, dst, ax, _kind_of(np.asarray(w, np.float64)), w, 0, m, cvals[part],
+                  double_work, nt, l0=l0 if i == 0 else 0)
+            src = dst
+    return out
+
+
+def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *,
+                   axes=None, workers=None):
+    """Multidimensional uniform (box mean) filter, as ``scipy.ndimage.uniform_filter``."""
+    op = "uniform_filter"
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    out = _output(output, x, op, complex_output=x.dtype.kind == "c")
+    axes = _axes(axes, x.ndim, op)
+    n = len(axes)
+    sizes = _sequence(size, n, "size", op)
+    origins = _sequence(origin, n, "origin", op)
+    modes = _sequence(mode, n, "mode", op)
+    todo = []
+    for ax, s, o, m in zip(axes, sizes, origins, modes):
+        if s > 1:
+            try:
+                s = int(s)
+            except (TypeError, ValueError):
+                raise TypeError(f"{op}: size must be ints, got {s!r}") from None
+            o = _int_origin(o, op)
+            if s // 2 + o < 0 or s // 2 + o >= s:
+                raise ValueError(f"{op}: invalid origin {o} for size {s}: expected "
+                                 f"-(size // 2) <= origin <= (size - 1) // 2")
+            todo.append((ax, s, o, _mode(m, op)))
+    if not todo:
+        out[...] = x
+        return out
+    src = x
+    for ax, s, o, m in todo:
+        _uniform_pass(src, out, ax, s, o, m, cval, nt, op)
+        src = out
+    return out
+
+
+def _edge(input, axis, output, mode, cval, smooth, op, workers):
+    """sobel / prewitt: [-1, 0, 1] along ``axis``, ``smooth`` along the others."""
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    axis = _axis(axis, x.ndim, op)
+    out = _output(output, x, op)
+    modes = _sequence(mode, x.ndim, "mode", op)
+    passes = [(axis, np.array([-1.0, 0.0, 1.0]), _mode(modes[axis], op))]
+    passes += [(ii, smooth, _mode(modes[ii], op)) for ii in range(x.ndim) if ii != axis]
+    return _run_passes(x, out, passes, cval, nt, op)
+
+
+def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0, *, workers=None):
+    """Sobel filter along an axis, as ``scipy.ndimage.sobel``."""
+    return _edge(input, axis, output, mode, cval, np.array([1.0, 2.0, 1.0]), "sobel", workers)
+
+
+def prewitt(input, axis=-1, output=None, mode="reflect", cval=0.0, *, workers=None):
+    """Prewitt filter along an axis, as ``scipy.ndimage.prewitt``."""
+    return _edge(input, axis, output, mode, cval, np.array([1.0, 1.0, 1.0]), "prewitt",
+                 workers)
+
+
+def _sum_of_terms(x, out, terms, cval, nt, op, square):
+    """out = sum over terms (each a list of passes), as SciPy's generic_laplace /
+    generic_gradient_magnitude: the first term in ``out``, each further term
+    computed slab by slab in the output dtype and added (squared first when
+    ``square``), with NumPy's casting, so that integer outputs wrap as SciPy's."""
+    _run_passes(x, out, terms[0], cval, nt, op)
+    if square:
+        np.multiply(out, out, out)
+    for passes in terms[1:]:
+        if not passes:
+            tmp = np.empty(out.shape, out.dtype)
+            tmp[...] = x
+            _accumulate(out, tmp, square)
+            continue
+        ax = passes[0][0]
+        plane = out.size // max(1, out.shape[ax]) * out.itemsize
+        rows = max(1, SLAB_BYTES // max(1, plane))
+        for l0 in range(0, out.shape[ax], rows):
+            n = min(rows, out.shape[ax] - l0)
+            shape = out.shape[:ax] + (n,) + out.shape[ax + 1:]
+            tmp = np.empty(shape, out.dtype)
+            _run_passes(x, tmp, passes, cval, nt, op, l0=l0)
+            index = (slice(None),) * ax + (slice(l0, l0 + n),)
+            _accumulate(out[index], tmp, square)
+    if square:
+        np.sqrt(out, out, casting="unsafe")
+    return out
+
+
+def _accumulate(dst, tmp, square):
+    if square:
+        np.multiply(tmp, tmp, tmp)
+    dst += tmp
+
+
+def laplace(input, output=None, mode="reflect", cval=0.0, *, axes=None, workers=None):
+    """N-D Laplace filter from second differences, as ``scipy.ndimage.laplace``."""
+    op = "laplace"
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    out = _output(output, x, op)
+    axes = _axes(axes, x.ndim, op)
+    if not axes:
+        out[...] = x
+        return out
+    modes = [_mode(m, op) for m in _sequence(mode, len(axes), "mode", op)]
+    terms = [[(ax, np.array([1.0, -2.0, 1.0]), m)] for ax, m in zip(axes, modes)]
+    return _sum_of_terms(x, out, terms, cval, nt, op, square=False)
+
+
+def _gaussian_terms(x, sigma, mode, axes, derivative, kwargs, op, expand_sigma):
+    """One gaussian_filter per filtered axis, with that axis's derivative order.
+
+    ``expand_sigma``: sigma is per filtered axis and 0 on the others
+    (gaussian_laplace); otherwise it is passed on as given, so a scalar sigma
+    smooths every axis of the input (SciPy's gaussian_gradient_magnitude).
+    """
+    axes = _axes(axes, x.ndim, op)
+    if expand_sigma:
+        sigmas = _sequence(sigma, len(axes), "sigma", op)
+        if len(axes) < x.ndim:          # sigma 0 on the axes not filtered
+            full = [0] * x.ndim
+            for s, ax in zip(sigmas, axes):
+                full[ax] = s
+            sigmas = full
+    else:
+        sigmas = sigma
+    modes = _sequence(mode, len(axes), "mode", op)
+    unknown = set(kwargs) - {"truncate", "radius"}
+    if unknown:
+        raise TypeError(f"{op}: unexpected keyword argument(s) {sorted(unknown)} "
+                        "(gaussian_filter takes truncate and radius)")
+    truncate = kwargs.get("truncate", 4.0)
+    radius = kwargs.get("radius", None)
+    terms = []
+    for ax, m in zip(axes, modes):
+        order = [0] * x.ndim
+        order[ax] = derivative
+        terms.append(_gaussian_passes(x.ndim, sigmas, order, m, truncate, radius, None, op))
+    return axes, terms
+
+
+def gaussian_laplace(input, sigma, output=None, mode="reflect", cval=0.0, *, axes=None,
+                     workers=None, **kwargs):
+    """Laplace filter with Gaussian second derivatives, as ``scipy.ndimage.gaussian_laplace``."""
+    op = "gaussian_laplace"
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    axes, terms = _gaussian_terms(x, sigma, mode, axes, 2, kwargs, op, expand_sigma=True)
+    out = _output(output, x, op)
+    if not terms:
+        out[...] = x
+        return out
+    return _sum_of_terms(x, out, terms, cval, nt, op, square=False)
+
+
+def gaussian_gradient_magnitude(input, sigma, output=None, mode="reflect", cval=0.0, *,
+                                axes=None, workers=None, **kwargs):
+    """Gradient magnitude with Gaussian derivatives, as
+    ``scipy.ndimage.gaussian_gradient_magnitude``."""
+    op = "gaussian_gradient_magnitude"
+    x = _input(input, op)
+    nt = resolve_workers(workers, op)
+    axes, terms = _gaussian_terms(x, sigma, mode, axes, 1, kwargs, op,
+                                   expand_sigma=False)
+    out = _output(output, x, op)
+    if not terms:
+        out[...] = x
+        return out
+    return _sum_of_terms(x, out, terms, cval, nt, op, square=True)
