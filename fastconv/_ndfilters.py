@@ -64,6 +64,9 @@ _DBL_EPSILON = float(np.finfo(np.float64).eps)
 #: line buffers (about half of a 1 MB L2 cache, shared by two buffers).
 SLAB_BYTES = 1 << 23
 _BUFFER_BYTES = 1 << 18
+_CACHE_BYTES = 1 << 18
+#: Elements per job on the 'single-line' path (a few lines of a volume).
+_LINE_JOB_ELEMENTS = 1 << 14
 #: A thread gets at least this many multiply-adds (~0.1 ms), as in _engine.
 _MIN_WORK_PER_THREAD = 1 << 20
 #: Rows per job when one line is split (long 1-D signals, few lines).
@@ -84,40 +87,62 @@ class ArgumentError(ValueError, RuntimeError):
 class SeparablePlan:
     """How one 1-D pass is cut into jobs.
 
-    name: 'across-lines' (the lines' neighbours are contiguous: vectorised
-    across ``block`` lines), 'transposed-lines' (the filtered axis is the
-    contiguous one: ``block`` lines are loaded side by side into the buffer)
-    or 'single-line' (one line at a time, vectorised along it).
+    name:
+      'single-line'       the filtered axis is the contiguous one: each line is
+                          copied (with its halo) into a line buffer and the
+                          multiply-adds run along it;
+      'across-lines'      lines lie side by side in memory (any axis but the
+                          last): output row i of ``block`` lines = sum over taps
+                          of w[t] * input row i + t, vectorised across the lines;
+      'transposed-lines'  (running sums along the last axis) ``block`` lines are
+                          loaded side by side into a buffer, then as above.
+    block: lines per job; segment: output rows per job (a line longer than
+    that is cut; never for a running sum, whose sum starts at row 0).
     """
 
     name: str
-    block: int          # lines per job
-    segment: int        # output rows per job (a long line is cut into segments)
+    block: int
+    segment: int
+
+
+#: Layout codes of src/_separable.pyx (LAYOUT_*).
+_LAYOUTS = {"single-line": 0, "across-lines": 1, "transposed-lines": 2}
 
 
 def choose_separable(shape, axis, kernel_len, dtype, running_sum=False):
     """The plan for a 1-D pass along ``axis`` of one array of ``shape``.
 
-    Reads the shape, the kernel length and the work dtype only (never the
-    thread count), so every output element is computed the same way however
-    many threads run.  ``running_sum`` (uniform filter) keeps lines whole.
+    Reads the shape, the kernel length and the work dtype only, never the
+    thread count: every output element is computed by the same operations
+    however the work is split.
     """
     length = shape[axis]
     outer = math.prod(shape[:axis])
     inner = math.prod(shape[axis + 1:])
-    lines = inner if inner > 1 else outer
     item = np.dtype(dtype).itemsize
     segment = length if running_sum else min(length, _SEGMENT_ROWS)
-    if lines == 1:
-        return SeparablePlan("single-line", 1, max(1, segment))
-    per_line = (2 * segment + kernel_len - 1) * item
-    block = max(8, min(512, _BUFFER_BYTES // max(1, per_line)) // 8 * 8)
-    block = min(block, lines)
+    segments = -(-length // max(1, segment))
+    if inner == 1 and not running_sum:
+        # lines per job: about _LINE_JOB_ELEMENTS elements, at least 16 jobs
+        per_job = max(1, _LINE_JOB_ELEMENTS // max(1, segment))
+        per_job = min(per_job, max(1, -(-outer * segments // 16)))
+        return SeparablePlan("single-line", per_job, max(1, segment))
+    if inner > 1:
+        # a ring of k + 1 rows of the block (and k - 1 boundary rows) in cache
+        name, lines, slabs = "across-lines", inner, outer
+        block = _CACHE_BYTES // max(1, 2 * kernel_len * item)
+    else:
+        # whole lines side by side, in and out
+        name, lines, slabs = "transposed-lines", outer, 1
+        block = _BUFFER_BYTES // max(1, (2 * segment + kernel_len - 1) * item)
+    block = max(32, min(4096, block // 32 * 32))
+    if lines <= block:
+        block = lines
     # enough jobs for the threads to share, from the shape alone
-    slabs = outer if inner > 1 else 1
-    while block > 8 and slabs * -(-lines // block) * -(-length // max(1, segment)) < 16:
-        block = max(8, block // 2 // 8 * 8)
-    name = "across-lines" if inner > 1 else "transposed-lines"
+    while block > 32 and slabs * -(-lines // block) * segments < 16:
+        block = max(32, block // 2 // 32 * 32)
+    if running_sum:
+        block = max(2, block)          # a running sum works across >= 2 lanes
     return SeparablePlan(name, block, max(1, segment))
 
 
@@ -164,25 +189,29 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
         dst_steps = _line_steps(dst, axis)
     if src_steps is None or dst_steps is None:          # pragma: no cover - defensive
         raise RuntimeError("fastconv: could not describe the arrays as lines")
-    work = np.float64 if double_work else np.float32
+    work = np.dtype(np.float64 if double_work else np.float32)
     k = len(weights)
-    plan = choose_separable(dst.shape, axis, k, work, running_sum=kind == _UNIFORM)
     inner = math.prod(dst.shape[axis + 1:])
     outer = math.prod(dst.shape[:axis])
+    in_place = src.ctypes.data == dst.ctypes.data
+    plan = choose_separable(dst.shape, axis, k, work, running_sum=kind == _UNIFORM)
+    rows = dst.shape[axis]
+    # in place, a job must read all of its rows before it writes: whole lines
+    segment = rows if in_place else plan.segment
     if inner > 1:
         grid = (outer, inner, plan.block)
         s_steps = src_steps
         d_steps = dst_steps
-    else:                 # one line per outer index: block the lines along 'outer'
+    else:                 # one line per outer index: the lines run along 'outer'
         grid = (1, outer, plan.block)
         s_steps = (0, src_steps[1], src_steps[0])
         d_steps = (0, dst_steps[1], dst_steps[0])
-    rows = dst.shape[axis]
     nt = max(1, min(workers, dst.size * k // _MIN_WORK_PER_THREAD))
     _kernel.filter_pass(src, dst, _DTYPE_CODES[src.dtype], _DTYPE_CODES[dst.dtype],
-                        double_work, grid, plan.segment, s_steps, d_steps, src.shape[axis],
-                        l0, rows, kind, np.ascontiguousarray(weights, np.float64),
-                        k // 2 + origin, _MODE_CODES[mode], cval, nt)
+                        double_work, grid, max(1, segment), _LAYOUTS[plan.name], s_steps, d_steps,
+                        src.shape[axis], l0, rows, kind,
+                        np.ascontiguousarray(weights, np.float64), k // 2 + origin,
+                        _MODE_CODES[mode], cval, nt)
     if target is not dst:
         target[...] = dst
     return target
@@ -753,3 +782,126 @@ def gaussian_gradient_magnitude(input, sigma, output=None, mode="reflect", cval=
         out[...] = x
         return out
     return _sum_of_terms(x, out, terms, cval, nt, op, square=True)
+
+
+# ----------------------------------------------------------------------- rank-1 kernels
+
+def rank1_factors(weights):
+    """1-D factors whose outer product is ``weights``, bit for bit in float64, else None.
+
+    The factor along axis 0 is the fibre of ``weights`` through its largest
+    entry; the others are their fibres divided by that entry.  The kernel is
+    separable only if multiplying the factors back gives every entry exactly
+    (no tolerance): a kernel that is rank-1 only approximately keeps the
+    direct N-D path.
+    """
+    w = np.asarray(weights, np.float64)
+    if w.ndim == 0 or w.size == 0 or not np.isfinite(w).all():
+        return None
+    pivot = np.unravel_index(int(np.argmax(np.abs(w))), w.shape)
+    p = w[pivot]
+    if p == 0:
+        return None
+    factors = []
+    for a in range(w.ndim):
+        index = list(pivot)
+        index[a] = slice(None)
+        f = w[tuple(index)].copy()
+        if a > 0:
+            f = f / p
+        factors.append(f)
+    product = factors[0].reshape((-1,) + (1,) * (w.ndim - 1))
+    for a, f in enumerate(factors[1:], 1):
+        product = product * f.reshape((1,) * a + (-1,) + (1,) * (w.ndim - a - 1))
+    return factors if np.array_equal(product, w) else None
+
+
+def _grid_scale(values):
+    """2**m if every value is a multiple of 2**-m (m <= 30), else None."""
+    values = np.asarray(values, np.float64)
+    for m in range(31):
+        scaled = values * 2.0 ** m
+        if np.array_equal(scaled, np.round(scaled)):
+            return 2.0 ** m
+    return None
+
+
+def _all_finite(x):
+    """np.isfinite(x).all() without a full-size temporary (slab by slab)."""
+    if x.dtype.kind not in "fc":
+        return True
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    if flat is not None:
+        step = max(1, SLAB_BYTES // max(1, x.itemsize))
+        return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
+    return all(np.isfinite(x[i]).all() for i in range(x.shape[0])) if x.ndim else \
+        bool(np.isfinite(x))
+
+
+def separable_correlate(x, weights, out, axes, origins, mode, cval, workers):
+    """``scipy.ndimage.correlate`` as 1-D passes when ``weights`` is exactly rank-1.
+
+    Called by :func:`fastconv.ndimage.correlate` / ``convolve`` with checked
+    arguments (the correlation kernel, its origins per filtered axis, a single
+    mode string) and the allocated output.  Returns ``out``, or None where the
+    N-D path must run instead:
+
+    * complex data or weights, or a dtype the pass kernel does not handle;
+    * weights that are not an exact outer product, or that hold non-zero
+      entries below float64's epsilon (SciPy drops those taps);
+    * a kernel with zero entries over non-finite data (SciPy skips zero
+      taps, so NaN and inf do not spread through them; a pass would);
+    * an integer output whose sums a pass could round: separable sums equal
+      SciPy's exact sums only when data, cval and factors lie on a grid of
+      2**-m and the sums stay below 2**52.
+
+    Memory: the output, plus a float64 intermediate of the output's shape
+    when the output is not already of the work dtype (integer outputs).
+    """
+    if x.dtype.kind not in "biuf" or x.dtype not in _DTYPE_CODES or \
+            np.iscomplexobj(weights) or out.dtype not in _DTYPE_CODES:
+        return None
+    w = np.asarray(weights, np.float64)
+    nonzero = np.abs(w[w != 0])
+    if nonzero.size and nonzero.min() <= _DBL_EPSILON:
+        return None
+    factors = rank1_factors(w)
+    if factors is None:
+        return None
+    cval = float(np.real(cval))
+    if (w == 0).any() and not (np.isfinite(cval) and _all_finite(x)):
+        return None
+    double_work = _double_work(x.dtype, out.dtype)
+    if out.dtype.kind in "biu":
+        if x.dtype.kind not in "biu" or (mode in ("constant", "grid-constant") and
+                                          cval != round(cval)):
+            return None
+        bound = max(float(np.abs(x).max(initial=0)), abs(cval))
+        for f in factors:
+            g = _grid_scale(f)
+            if g is None:
+                return None
+            bound *= float(np.abs(f).sum()) * g
+        if bound >= 2.0 ** 52:
+            return None
+    # passes along the axes whose factor has more than one tap; scalar
+    # factors are folded into the first of them
+    scale = 1.0
+    passes = []
+    for ax, f, o in zip(axes, factors, origins):
+        if len(f) == 1:
+            scale *= f[0]
+        else:
+            passes.append([ax, f, o])
+    if not passes:                      # a 1 x 1 x ... kernel: one scaling pass
+        passes = [[axes[0], np.array([scale]), 0]]
+    elif scale != 1.0:
+        passes[0][1] = passes[0][1] * scale
+    work = np.dtype(np.float64 if double_work else np.float32)
+    tmp = out if out.dtype == work else np.empty(out.shape, work)
+    src = x
+    for i, (ax, f, o) in enumerate(passes):
+        dst = out if i == len(passes) - 1 else tmp
+        _pass(src, dst, ax, _kind_of(f), f, o, mode, cval, double_work, workers)
+        src = dst
+    return out

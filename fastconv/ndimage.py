@@ -16,10 +16,17 @@ SciPy ``mode``                       NumPy ``np.pad``    PyTorch ``padding_mode`
 """
 import numpy as np
 
+from . import _ndfilters
 from ._args import as_array
 from ._filter import correlate_valid
+from ._ndfilters import (convolve1d, correlate1d, gaussian_filter, gaussian_filter1d,
+                         gaussian_gradient_magnitude, gaussian_laplace, laplace, prewitt, sobel,
+                         uniform_filter, uniform_filter1d)
+from ._threads import resolve_workers, workers_scope
 
-__all__ = ["correlate", "convolve"]
+__all__ = ["correlate", "convolve", "correlate1d", "convolve1d", "gaussian_filter",
+           "gaussian_filter1d", "uniform_filter", "uniform_filter1d", "sobel", "prewitt",
+           "laplace", "gaussian_laplace", "gaussian_gradient_magnitude"]
 
 _MODES = {"reflect": "symmetric", "grid-mirror": "symmetric", "mirror": "reflect",
           "nearest": "edge", "wrap": "wrap", "grid-wrap": "wrap", "constant": "constant",
@@ -94,7 +101,8 @@ def _output(output, input, weights, shape, op):
     return result, np.dtype(work)
 
 
-def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None, *,
+              workers=None):
     """Multidimensional correlation, as ``scipy.ndimage.correlate``.
 
     Parameters
@@ -112,20 +120,35 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, a
         Shifts the kernel; ``-(k // 2) <= origin <= (k - 1) // 2``.
     axes : sequence of ints, optional
         The axes to filter along (the others are filtered independently).
+    workers : int, optional
+        Threads: None = fastconv's setting, -1 = all cores (as ``scipy.fft``).
 
     Returns
     -------
     ndarray of the input's shape
+
+    Notes
+    -----
+    A kernel that is exactly an outer product of 1-D factors (rank 1, checked
+    bit for bit in float64: Gaussian, box, Sobel-like kernels) runs as one
+    1-D pass per axis (:func:`correlate1d`), without a padded copy of the
+    input; see ``fastconv._ndfilters.separable_correlate`` for when it does
+    not (complex data, zero taps over non-finite data, integer outputs whose
+    sums a pass could round).
     """
-    return _filter("correlate", input, weights, output, mode, cval, origin, axes, flip=False)
+    return _filter("correlate", input, weights, output, mode, cval, origin, axes, flip=False,
+                   workers=workers)
 
 
-def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None, *,
+             workers=None):
     """Multidimensional convolution, as ``scipy.ndimage.convolve`` (see :func:`correlate`)."""
-    return _filter("convolve", input, weights, output, mode, cval, origin, axes, flip=True)
+    return _filter("convolve", input, weights, output, mode, cval, origin, axes, flip=True,
+                   workers=workers)
 
 
-def _filter(op, input, weights, output, mode, cval, origin, axes, flip):
+def _filter(op, input, weights, output, mode, cval, origin, axes, flip, workers=None):
+    nt = resolve_workers(workers, op)
     x = as_array(input, "input", op)
     w = as_array(weights, "weights", op)
     if x.ndim < 1 or x.ndim > 3 and axes is None:
@@ -156,6 +179,14 @@ def _filter(op, input, weights, output, mode, cval, origin, axes, flip):
     result, work = _output(output, x, w, x.shape, op)
     if x.size == 0:
         return result
+    if _ndfilters.separable_correlate(x, w, result, axes, origins, mode, cval, nt) is not None:
+        return result
+    with workers_scope(nt):
+        return _filter_nd(x, w, result, work, axes, origins, mode, cval)
+
+
+def _filter_nd(x, w, result, work, axes, origins, mode, cval):
+    """The N-D path: a padded copy of the input, then fastconv's direct or FFT kernel."""
     xw = x.astype(work, copy=False)
     ww = w.astype(work, copy=False)
     # Filtered axes last, the others flattened into one batch of independent filters.

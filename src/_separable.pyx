@@ -30,18 +30,12 @@ from _interrupt cimport fc_monotonic, fc_poll_signals, fc_stopped, reraise
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    /* No fused multiply-add in this module: SciPy rounds every product and
-       every sum, and float64 results must equal SciPy's bit for bit (integer
-       outputs truncate them, so one ulp can change a result by one).  Also
-       makes the baseline and AVX builds give identical float32 results. */
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC optimize ("fp-contract=off")
-    #elif defined(__clang__)
-    #pragma clang fp contract(off)
-    #endif
-    """
+cdef extern from "_separable.h":
+    # the multiply-add loop (no fused multiply-add: see the header)
+    void fc_rows_f(const float** rows, float* o, Py_ssize_t n, const float* w, Py_ssize_t k,
+                   int kind) nogil
+    void fc_rows_d(const double** rows, double* o, Py_ssize_t n, const double* w,
+                   Py_ssize_t k, int kind) nogil
 
 # Element types, as numbered by fastconv/_separable.py (_DTYPE_CODES).
 cdef enum:
@@ -63,6 +57,13 @@ cdef enum:
     M_REFLECT = 2
     M_MIRROR = 3
     M_CONSTANT = 4
+
+# How lines are laid out in the per-thread buffers (fastconv/_ndfilters.py,
+# choose_separable, names them 'single-line', 'across-lines', 'transposed-lines').
+cdef enum:
+    LAYOUT_LINE = 0          # one line at a time, vectorised along it
+    LAYOUT_ROWS = 1          # B lines side by side in memory, vectorised across them
+    LAYOUT_TRANSPOSED = 2    # B contiguous lines loaded side by side (running sums)
 
 # What a pass computes.
 cdef enum:
@@ -98,6 +99,7 @@ ctypedef struct Pass:
     Py_ssize_t length                  # source line length
     Py_ssize_t l0, rows                # output rows [l0, l0 + rows) of each line
     Py_ssize_t seg                     # rows per job (a line may be split in segments)
+    int layout                         # LAYOUT_*
     Py_ssize_t sp, sl, sq              # source steps (elements) along P, line, Q
     Py_ssize_t dp, dl, dq              # destination steps (elements)
     int kind, mode
@@ -240,157 +242,75 @@ cdef void store(char* dst, Py_ssize_t dstep, const work_t* src, Py_ssize_t sstep
             (<uint64_t*>dst)[i * dstep] = to_u64(src[i * sstep])
 
 
-# --------------------------------------------------------------------------- one block
+# --------------------------------------------------------------------------- one job
 
-cdef void gather(const Pass* ps, work_t* buf, Py_ssize_t p, Py_ssize_t q0, Py_ssize_t nb,
-                 Py_ssize_t r0, Py_ssize_t n) noexcept nogil:
-    """buf[r * B + b] = line (p, q0 + b) at index l0 + r0 + r - before, boundary
-    included, for the n + k - 1 rows that output rows r0 .. r0 + n - 1 read."""
-    cdef Py_ssize_t B = ps.B, R = n + ps.k - 1
-    cdef Py_ssize_t first = ps.l0 + r0 - ps.before     # source index of buffer row 0
-    cdef Py_ssize_t ra = max(0, -first), rb = min(R, ps.length - first)
-    cdef const char* base = ps.src + (p * ps.sp + q0 * ps.sq) * ps.src_size
-    cdef Py_ssize_t r, b, s
-    cdef work_t c = <work_t>ps.cval
-    if ra < rb:
-        if iabs(ps.sl) < iabs(ps.sq):
-            # lines are the contiguous direction (filtering the last axis): one
-            # line at a time into a buffer column
-            for b in range(nb):
-                load(buf + ra * B + b, B, base + (b * ps.sq + (first + ra) * ps.sl) * ps.src_size,
-                     ps.sl, rb - ra, ps.src_type)
-        else:
-            for r in range(ra, rb):
-                load(buf + r * B, 1, base + (first + r) * ps.sl * ps.src_size, ps.sq, nb,
-                     ps.src_type)
-    for r in range(R):
-        if ra <= r < rb:
-            continue
-        s = boundary(first + r, ps.length, ps.mode)
-        if s < 0:
-            for b in range(nb):
-                buf[r * B + b] = c
-        else:
-            load(buf + r * B, 1, base + s * ps.sl * ps.src_size, ps.sq, nb, ps.src_type)
+cdef inline void correlate(const work_t** rows, work_t* o, Py_ssize_t n, const work_t* w,
+                           Py_ssize_t k, int kind) noexcept nogil:
+    if work_t is float:
+        fc_rows_f(rows, o, n, w, k, kind)
+    else:
+        fc_rows_d(rows, o, n, w, k, kind)
 
 
-cdef void correlate_rows(const Pass* ps, const work_t* buf, work_t* out,
-                         const work_t* w, Py_ssize_t nb, Py_ssize_t n) noexcept nogil:
-    """out[i * B + b] = sum over taps, in SciPy's order of operations."""
-    cdef Py_ssize_t B = ps.B, k = ps.k, c = ps.k // 2
-    cdef Py_ssize_t i, j, b, t
-    cdef work_t* o
+cdef inline int work_code(work_t* dummy) noexcept nogil:
+    return T_FLOAT32 if work_t is float else T_FLOAT64
+
+
+cdef inline void fill_row(const Pass* ps, work_t* row, const char* base, Py_ssize_t s,
+                          Py_ssize_t nb) noexcept nogil:
+    """row[b] = line b at source index s, or cval for s = -1."""
+    cdef Py_ssize_t b
+    cdef work_t c
+    if s < 0:
+        c = <work_t>ps.cval
+        for b in range(nb):
+            row[b] = c
+    else:
+        load(row, 1, base + s * ps.sl * ps.src_size, ps.sq, nb, ps.src_type)
+
+
+cdef inline void uniform_first(double* acc, const work_t** rows, Py_ssize_t k,
+                               Py_ssize_t nb) noexcept nogil:
+    """acc = x[0] + x[1] + ... + x[k - 1], added in that order from 0.0."""
+    cdef Py_ssize_t t, b
     cdef const work_t* x
-    cdef const work_t* xm
-    cdef const work_t* xp
-    cdef work_t wt
-    for i in range(n):
-        o = out + i * B
-        if ps.kind == K_CORRELATE:
-            # x[k - 1] * w[k - 1] first, then taps 0 .. k - 2 (NI_Correlate1D)
-            x = buf + (i + k - 1) * B
-            wt = w[k - 1]
-            for b in range(nb):
-                o[b] = x[b] * wt
-            for t in range(k - 1):
-                x = buf + (i + t) * B
-                wt = w[t]
-                for b in range(nb):
-                    o[b] = o[b] + x[b] * wt
-        else:
-            # centre tap, then the pairs from the outermost in
-            x = buf + (i + c) * B
-            wt = w[c]
-            for b in range(nb):
-                o[b] = x[b] * wt
-            for j in range(c, 0, -1):
-                xm = x - j * B
-                xp = x + j * B
-                wt = w[c - j]
-                if ps.kind == K_SYMMETRIC:
-                    for b in range(nb):
-                        o[b] = o[b] + (xm[b] + xp[b]) * wt
-                else:
-                    for b in range(nb):
-                        o[b] = o[b] + (xm[b] - xp[b]) * wt
-
-
-cdef void correlate_line(const Pass* ps, const work_t* x, work_t* o,
-                         const work_t* w, Py_ssize_t n) noexcept nogil:
-    """A single line (B = 1): the same operations per element, taps outermost so
-    that the loops run along the line."""
-    cdef Py_ssize_t k = ps.k, c = ps.k // 2
-    cdef Py_ssize_t i, j, t
-    cdef const work_t* xm
-    cdef const work_t* xp
-    cdef work_t wt
-    if ps.kind == K_CORRELATE:
-        wt = w[k - 1]
-        xp = x + k - 1
-        for i in range(n):
-            o[i] = xp[i] * wt
-        for t in range(k - 1):
-            wt = w[t]
-            xm = x + t
-            for i in range(n):
-                o[i] = o[i] + xm[i] * wt
-        return
-    wt = w[c]
-    for i in range(n):
-        o[i] = x[i + c] * wt
-    for j in range(c, 0, -1):
-        xm = x + c - j
-        xp = x + c + j
-        wt = w[c - j]
-        if ps.kind == K_SYMMETRIC:
-            for i in range(n):
-                o[i] = o[i] + (xm[i] + xp[i]) * wt
-        else:
-            for i in range(n):
-                o[i] = o[i] + (xm[i] - xp[i]) * wt
-
-
-cdef void uniform_rows(const Pass* ps, const work_t* buf, work_t* out, double* acc,
-                       Py_ssize_t nb) noexcept nogil:
-    """Running mean along the lines, as NI_UniformFilter1D: the sum of the first
-    window, then ``sum += x[new] - x[old]``, each output ``sum / size``, in
-    float64 whatever the work type (a float32 running sum would drift)."""
-    cdef Py_ssize_t B = ps.B, k = ps.k, i, t, b
-    cdef double size = <double>k
-    cdef const work_t* xn
-    cdef const work_t* xo
-    cdef work_t* o
     for b in range(nb):
         acc[b] = 0.0
     for t in range(k):
-        xn = buf + t * B
+        x = rows[t]
         for b in range(nb):
-            acc[b] = acc[b] + <double>xn[b]
+            acc[b] = acc[b] + <double>x[b]
+
+
+cdef inline void uniform_next(double* acc, const work_t* xn, const work_t* xo,
+                              Py_ssize_t nb) noexcept nogil:
+    """acc += x[new] - x[old] (NI_UniformFilter1D; the difference first)."""
+    cdef Py_ssize_t b
     for b in range(nb):
-        out[b] = <work_t>(acc[b] / size)
-    for i in range(1, ps.rows):        # never segmented: the sum runs from row 0
-        xn = buf + (i + k - 1) * B
-        xo = buf + (i - 1) * B
-        o = out + i * B
-        for b in range(nb):
-            acc[b] = acc[b] + (<double>xn[b] - <double>xo[b])
-            o[b] = <work_t>(acc[b] / size)
+        acc[b] = acc[b] + (<double>xn[b] - <double>xo[b])
 
 
-cdef void scatter(const Pass* ps, const work_t* out, Py_ssize_t p, Py_ssize_t q0,
-                  Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t B = ps.B, r, b
-    cdef char* base = ps.dst + (p * ps.dp + q0 * ps.dq + r0 * ps.dl) * ps.dst_size
-    if iabs(ps.dl) < iabs(ps.dq):
-        for b in range(nb):
-            store(base + b * ps.dq * ps.dst_size, ps.dl, out + b, B, n, ps.dst_type)
-    else:
-        for r in range(n):
-            store(base + r * ps.dl * ps.dst_size, ps.dq, out + r * B, 1, nb, ps.dst_type)
+cdef inline void uniform_out(work_t* o, const double* acc, double size,
+                             Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range(nb):
+        o[b] = <work_t>(acc[b] / size)
 
 
-cdef void run_block(const Pass* ps, work_t* buf, work_t* out, const work_t* w, double* acc,
-                    Py_ssize_t job) noexcept nogil:
+cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
+                   const work_t** rows, const work_t* w, double* acc,
+                   Py_ssize_t job) noexcept nogil:
+    """ROWS layout: output rows [r0, r0 + n) of the lines (p, q0 .. q0 + nb - 1),
+    vectorised across the lines.
+
+    Boundary rows are read first, into ``halo`` (they may map onto rows this
+    job overwrites when it filters in place).  Rows inside the line are then
+    streamed through a ring of k + 1 contiguous rows, each loaded (converted)
+    just before the first output row that needs it and so before that row of
+    the output is written.  Contiguous copies also keep the k rows under the
+    kernel from mapping to the same cache sets, as rows of a volume a power of
+    two apart do.
+    """
     cdef Py_ssize_t nqb = (ps.Q + ps.B - 1) // ps.B
     cdef Py_ssize_t nseg = (ps.rows + ps.seg - 1) // ps.seg
     cdef Py_ssize_t r0 = (job % nseg) * ps.seg
@@ -399,24 +319,148 @@ cdef void run_block(const Pass* ps, work_t* buf, work_t* out, const work_t* w, d
     cdef Py_ssize_t p = job // nqb
     cdef Py_ssize_t q0 = (job % nqb) * ps.B
     cdef Py_ssize_t nb = min(ps.B, ps.Q - q0)
-    gather(ps, buf, p, q0, nb, r0, n)
-    if ps.kind == K_UNIFORM:
-        uniform_rows(ps, buf, out, acc, nb)
-    elif ps.B == 1:
-        correlate_line(ps, buf, out, w, n)
-    else:
-        correlate_rows(ps, buf, out, w, nb, n)
-    scatter(ps, out, p, q0, nb, r0, n)
+    cdef Py_ssize_t B = ps.B, k = ps.k, R = n + ps.k - 1, slots = ps.k + 1
+    cdef Py_ssize_t first = ps.l0 + r0 - ps.before      # source index of virtual row 0
+    cdef Py_ssize_t ra = max(0, -first), rb = min(R, ps.length - first)
+    cdef const char* base = ps.src + (p * ps.sp + q0 * ps.sq) * ps.src_size
+    cdef char* dbase = ps.dst + (p * ps.dp + q0 * ps.dq + r0 * ps.dl) * ps.dst_size
+    cdef bint direct_out = ps.dst_type == work_code(out) and ps.dq == 1
+    cdef Py_ssize_t r, h = 0, nxt, i, upto
+    cdef double size = <double>k
+    cdef work_t* o
+    cdef work_t* slot
+    for r in range(R):
+        if r < ra or r >= rb:
+            fill_row(ps, halo + h * B, base, boundary(first + r, ps.length, ps.mode), nb)
+            rows[r] = halo + h * B
+            h += 1
+    nxt = ra
+    for i in range(n):
+        # bring in the rows output row i reads
+        upto = min(i + k, rb)
+        while nxt < upto:
+            slot = ring + (nxt % slots) * B
+            load(slot, 1, base + (first + nxt) * ps.sl * ps.src_size, ps.sq, nb, ps.src_type)
+            rows[nxt] = slot
+            nxt += 1
+        o = <work_t*>(dbase + i * ps.dl * ps.dst_size) if direct_out else out
+        if ps.kind == K_UNIFORM:
+            if i == 0:
+                uniform_first(acc, rows, k, nb)
+            else:
+                uniform_next(acc, rows[i + k - 1], rows[i - 1], nb)
+            uniform_out(o, acc, size, nb)
+        else:
+            correlate(rows + i, o, nb, w, k, ps.kind)
+        if not direct_out:
+            store(dbase + i * ps.dl * ps.dst_size, ps.dq, out, 1, nb, ps.dst_type)
+
+
+cdef void run_transposed(const Pass* ps, work_t* buf, work_t* out, const work_t** rows,
+                         double* acc, Py_ssize_t job) noexcept nogil:
+    """TRANSPOSED layout (running sums along the contiguous axis): whole lines
+    (p, q0 .. q0 + nb - 1) loaded one by one into the columns of ``buf``, the
+    running sum vectorised across them, the result stored line by line."""
+    cdef Py_ssize_t nqb = (ps.Q + ps.B - 1) // ps.B
+    cdef Py_ssize_t p = job // nqb
+    cdef Py_ssize_t q0 = (job % nqb) * ps.B
+    cdef Py_ssize_t nb = min(ps.B, ps.Q - q0)
+    cdef Py_ssize_t B = ps.B, k = ps.k, n = ps.rows, R = ps.rows + ps.k - 1
+    cdef Py_ssize_t first = ps.l0 - ps.before
+    cdef Py_ssize_t ra = max(0, -first), rb = min(R, ps.length - first)
+    cdef const char* base = ps.src + (p * ps.sp + q0 * ps.sq) * ps.src_size
+    cdef char* dbase = ps.dst + (p * ps.dp + q0 * ps.dq) * ps.dst_size
+    cdef Py_ssize_t r, b, i, s
+    cdef double size = <double>k
+    if ra < rb:
+        for b in range(nb):
+            load(buf + ra * B + b, B, base + (b * ps.sq + (first + ra) * ps.sl) * ps.src_size,
+                 ps.sl, rb - ra, ps.src_type)
+    for r in range(R):
+        rows[r] = buf + r * B
+        if ra <= r < rb:
+            continue
+        s = boundary(first + r, ps.length, ps.mode)
+        if s >= 0 and ra <= s - first < rb:       # already loaded: copy the row
+            for b in range(nb):
+                buf[r * B + b] = buf[(s - first) * B + b]
+        else:
+            fill_row(ps, buf + r * B, base, s, nb)
+    uniform_first(acc, rows, k, nb)
+    uniform_out(out, acc, size, nb)
+    for i in range(1, n):
+        uniform_next(acc, rows[i + k - 1], rows[i - 1], nb)
+        uniform_out(out + i * B, acc, size, nb)
+    for b in range(nb):
+        store(dbase + b * ps.dq * ps.dst_size, ps.dl, out + b, B, n, ps.dst_type)
+
+
+cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** rows,
+                    const work_t* w, Py_ssize_t job) noexcept nogil:
+    """LINE layout: output rows [r0, r0 + n) of up to B lines, one after the
+    other, each copied with its halo into ``buf`` (so a line may be filtered in
+    place) and filtered along itself: tap t reads the buffer shifted by t."""
+    cdef Py_ssize_t nqb = (ps.Q + ps.B - 1) // ps.B
+    cdef Py_ssize_t nseg = (ps.rows + ps.seg - 1) // ps.seg
+    cdef Py_ssize_t r0 = (job % nseg) * ps.seg
+    cdef Py_ssize_t n = min(ps.seg, ps.rows - r0)
+    job = job // nseg
+    cdef Py_ssize_t p = job // nqb
+    cdef Py_ssize_t q0 = (job % nqb) * ps.B
+    cdef Py_ssize_t nl = min(ps.B, ps.Q - q0)
+    cdef Py_ssize_t k = ps.k, R = n + ps.k - 1
+    cdef Py_ssize_t first = ps.l0 + r0 - ps.before
+    cdef Py_ssize_t ra = max(0, -first), rb = min(R, ps.length - first)
+    cdef bint direct_out = ps.dst_type == work_code(out) and ps.dl == 1
+    cdef Py_ssize_t q, r, s, t
+    cdef const char* base
+    cdef char* dbase
+    for t in range(k):
+        rows[t] = buf + t
+    for q in range(q0, q0 + nl):
+        base = ps.src + (p * ps.sp + q * ps.sq) * ps.src_size
+        dbase = ps.dst + (p * ps.dp + q * ps.dq + r0 * ps.dl) * ps.dst_size
+        if ra < rb:
+            load(buf + ra, 1, base + (first + ra) * ps.sl * ps.src_size, ps.sl, rb - ra,
+                 ps.src_type)
+        for r in range(R):
+            if ra <= r < rb:
+                continue
+            s = boundary(first + r, ps.length, ps.mode)
+            if s < 0:
+                buf[r] = <work_t>ps.cval
+            elif ra <= s - first < rb:
+                buf[r] = buf[s - first]
+            else:
+                load(buf + r, 1, base + s * ps.sl * ps.src_size, 1, 1, ps.src_type)
+        if direct_out:
+            correlate(rows, <work_t*>dbase, n, w, k, ps.kind)
+        else:
+            correlate(rows, out, n, w, k, ps.kind)
+            store(dbase, ps.dl, out, 1, n, ps.dst_type)
 
 
 cdef int run_pass(const Pass* ps, work_t* wdummy, int num_threads) noexcept nogil:
-    """Every block in parallel; returns 1 if a buffer could not be allocated."""
+    """Every job in parallel; returns 1 if a buffer could not be allocated, -1 if
+    a signal handler raised (Ctrl-C)."""
     cdef Py_ssize_t nqb = (ps.Q + ps.B - 1) // ps.B
     cdef Py_ssize_t nseg = (ps.rows + ps.seg - 1) // ps.seg
     cdef Py_ssize_t njobs = ps.P * nqb * nseg, job, t
     cdef Py_ssize_t R = ps.seg + ps.k - 1
+    # per-thread scratch, by layout (elements of the work type)
+    cdef Py_ssize_t buf_size, out_size
+    if ps.layout == LAYOUT_ROWS:
+        buf_size = (ps.k - 1 + ps.k + 1) * ps.B       # halo rows + ring
+        out_size = ps.B
+    elif ps.layout == LAYOUT_TRANSPOSED:
+        buf_size = R * ps.B
+        out_size = ps.seg * ps.B
+    else:
+        buf_size = R
+        out_size = ps.seg
     cdef work_t* buf
     cdef work_t* out
+    cdef const work_t** rows
     cdef work_t* w
     cdef double* acc
     cdef int failed[1]
@@ -428,13 +472,14 @@ cdef int run_pass(const Pass* ps, work_t* wdummy, int num_threads) noexcept nogi
     if num_threads > njobs:
         num_threads = <int>njobs
     with parallel(num_threads=num_threads):
-        # calloc: columns past a partial block are computed on zeros, never on
+        # calloc: lanes past a partial block are computed on zeros, never on
         # uninitialised memory
-        buf = <work_t*>calloc(R * ps.B, sizeof(work_t))
-        out = <work_t*>calloc(ps.seg * ps.B, sizeof(work_t))
+        buf = <work_t*>calloc(buf_size, sizeof(work_t))
+        out = <work_t*>calloc(out_size, sizeof(work_t))
+        rows = <const work_t**>calloc(R, sizeof(work_t*))
         w = <work_t*>calloc(ps.k, sizeof(work_t))
         acc = <double*>calloc(ps.B, sizeof(double))
-        if buf == NULL or out == NULL or w == NULL or acc == NULL:
+        if buf == NULL or out == NULL or rows == NULL or w == NULL or acc == NULL:
             failed[0] = 1
         else:
             for t in range(ps.k):
@@ -442,12 +487,18 @@ cdef int run_pass(const Pass* ps, work_t* wdummy, int num_threads) noexcept nogi
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if threadid() == 0:
                 fc_poll_signals(&stop, &last)
-            if buf == NULL or out == NULL or w == NULL or acc == NULL or fc_stopped(&stop):
+            if buf == NULL or out == NULL or rows == NULL or w == NULL or acc == NULL or \
+                    fc_stopped(&stop):
                 pass
+            elif ps.layout == LAYOUT_ROWS:
+                run_rows(ps, buf, buf + (ps.k - 1) * ps.B, out, rows, w, acc, job)
+            elif ps.layout == LAYOUT_TRANSPOSED:
+                run_transposed(ps, buf, out, rows, acc, job)
             else:
-                run_block(ps, buf, out, w, acc, job)
+                run_lines(ps, buf, out, rows, w, job)
         free(buf)
         free(out)
+        free(<void*>rows)
         free(w)
         free(acc)
     if stop:
@@ -456,16 +507,18 @@ cdef int run_pass(const Pass* ps, work_t* wdummy, int num_threads) noexcept nogi
 
 
 def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bint double_work,
-                tuple grid, Py_ssize_t seg, tuple src_steps, tuple dst_steps, Py_ssize_t length,
-                Py_ssize_t l0, Py_ssize_t rows, int kind, const double[::1] weights,
-                Py_ssize_t before, int mode, double cval, int num_threads):
+                tuple grid, Py_ssize_t seg, int layout, tuple src_steps, tuple dst_steps,
+                Py_ssize_t length, Py_ssize_t l0, Py_ssize_t rows, int kind,
+                const double[::1] weights, Py_ssize_t before, int mode, double cval,
+                int num_threads):
     """One 1-D pass along the lines of ``src`` into ``dst`` (IN: src; OUT: dst).
 
     Parameters
     ----------
     src, dst : ndarray
         Only their data pointers are used; the layout comes from the steps.
-        ``dst`` may be ``src`` itself (same pointer and steps).
+        ``dst`` may be ``src`` itself (same pointer and steps) if ``seg >= rows``;
+        any other overlap is the caller's to avoid.
     src_type, dst_type : int
         Element type codes (T_*).
     double_work : bool
@@ -474,6 +527,8 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
         Lines form a P x Q grid; a job filters B neighbouring lines along Q.
     seg : int
         Output rows per job (>= rows for K_UNIFORM, whose running sum starts at row 0).
+    layout : int
+        LAYOUT_LINE, LAYOUT_ROWS or LAYOUT_TRANSPOSED.
     src_steps, dst_steps : (along P, along the line, along Q), in elements
     length : int
         Source line length.
@@ -498,14 +553,17 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
     ps.sp, ps.sl, ps.sq = src_steps
     ps.dp, ps.dl, ps.dq = dst_steps
     ps.length, ps.l0, ps.rows, ps.seg = length, l0, rows, seg
+    ps.layout = layout
     ps.kind, ps.mode, ps.cval = kind, mode, cval
     ps.w = &weights[0]
     ps.k = weights.shape[0]
     ps.before = before
     if ps.B < 1 or ps.k < 1 or ps.length < 1 or ps.rows < 0 or ps.seg < 1 or \
-            (kind == K_UNIFORM and ps.seg < ps.rows):
+            layout not in (LAYOUT_LINE, LAYOUT_ROWS, LAYOUT_TRANSPOSED) or \
+            (kind == K_UNIFORM and (ps.seg < ps.rows or layout == LAYOUT_LINE)) or \
+            (layout == LAYOUT_TRANSPOSED and ps.seg < ps.rows):
         raise ValueError(f"filter_pass: bad geometry B={ps.B} k={ps.k} length={ps.length} "
-                         f"rows={ps.rows} seg={ps.seg}")
+                         f"rows={ps.rows} seg={ps.seg} layout={layout}")
     with nogil:
         if double_work:
             status = run_pass(&ps, <double*>NULL, num_threads)
