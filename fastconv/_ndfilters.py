@@ -289,6 +289,9 @@ def _output(output, x, op, complex_output=False, shape=None):
     if out.dtype.kind == "c":
         if out.dtype not in (np.complex64, np.complex128):
             raise ArgumentError(f"{op}: output dtype {out.dtype} is not supported")
+        if x.dtype.kind != "c" and not complex_output:
+            raise ArgumentError(f"{op}: output dtype {out.dtype} is not supported for real "
+                                "input and weights (as in SciPy)")
     elif out.dtype not in _DTYPE_CODES:
         raise ArgumentError(f"{op}: output dtype {out.dtype} is not supported (as in SciPy); "
                             "use float32 or float64")
@@ -400,7 +403,11 @@ def _correlate_real(x, out, axis, weights, origin, mode, cval, double_work, work
 def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
                 *, workers=None):
     """1-D correlation along an axis, as ``scipy.ndimage.correlate1d``."""
-    op = "correlate1d"
+    return _correlate1d(input, weights, axis, output, mode, cval, origin, workers,
+                        "correlate1d")
+
+
+def _correlate1d(input, weights, axis, output, mode, cval, origin, workers, op):
     x = _input(input, op)
     w = np.asarray(weights)
     nt = resolve_workers(workers, op)
@@ -456,17 +463,18 @@ def _complex_1d(x, w, out, axis, origin, mode, cval, nt, op):
 def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
                *, workers=None):
     """1-D convolution along an axis, as ``scipy.ndimage.convolve1d``."""
+    op = "convolve1d"
     w = np.asarray(weights)
     if w.ndim != 1 or w.shape[0] < 1:
-        raise ArgumentError(f"convolve1d: no filter weights given: expected a non-empty 1-D "
+        raise ArgumentError(f"{op}: no filter weights given: expected a non-empty 1-D "
                             f"weights array, got shape {w.shape}")
     w = w[::-1]
-    origin = -_int_origin(origin, "convolve1d")
+    origin = -_int_origin(origin, op)
     if not w.shape[0] & 1:
         origin -= 1
     if w.dtype.kind == "c":
         w = w.conj()            # undoes correlate1d's conjugation
-    return correlate1d(input, w, axis, output, mode, cval, origin, workers=workers)
+    return _correlate1d(input, w, axis, output, mode, cval, origin, workers, op)
 
 
 def gaussian_kernel1d(sigma, order, radius):
@@ -515,8 +523,9 @@ def _gaussian_weights(sigma, order, truncate, radius, op):
 def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
                       truncate=4.0, *, radius=None, workers=None):
     """1-D Gaussian filter, as ``scipy.ndimage.gaussian_filter1d``."""
-    weights = _gaussian_weights(sigma, order, truncate, radius, "gaussian_filter1d")
-    return correlate1d(input, weights, axis, output, mode, cval, 0, workers=workers)
+    op = "gaussian_filter1d"
+    weights = _gaussian_weights(sigma, order, truncate, radius, op)
+    return _correlate1d(input, weights, axis, output, mode, cval, 0, workers, op)
 
 
 def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
@@ -605,8 +614,6 @@ def _run_passes(x, out, passes, cval, nt, op, l0=0):
     for part in range(2):
         src, dst = xs[part], outs[part]
         if src is None:
-            if dst is not None:     # real input into a complex output: zero imaginary part
-                dst[...] = 0
             continue
         for i, (ax, w, m) in enumerate(passes):
             _pass(src, dst, ax, _kind_of(np.asarray(w, np.float64)), w, 0, m, cvals[part],
@@ -696,6 +703,7 @@ def _sum_of_terms(x, out, terms, cval, nt, op, square):
             _run_passes(x, tmp, passes, cval, nt, op, l0=l0)
             index = (slice(None),) * ax + (slice(l0, l0 + n),)
             _accumulate(out[index], tmp, square)
+            del tmp                 # one slab at a time
     if square:
         np.sqrt(out, out, casting="unsafe")
     return out
@@ -786,14 +794,25 @@ def gaussian_gradient_magnitude(input, sigma, output=None, mode="reflect", cval=
 
 # ----------------------------------------------------------------------- rank-1 kernels
 
-def rank1_factors(weights):
-    """1-D factors whose outer product is ``weights``, bit for bit in float64, else None.
+#: How far (in units of float64's epsilon, relative to each entry) the outer
+#: product of the factors may be from the kernel: the rounding of the products
+#: that built it, and of the divisions that recover the factors.
+RANK1_ULPS = 8
+
+
+def rank1_factors(weights, ulps=RANK1_ULPS):
+    """1-D factors whose outer product is ``weights``, else None.
 
     The factor along axis 0 is the fibre of ``weights`` through its largest
-    entry; the others are their fibres divided by that entry.  The kernel is
-    separable only if multiplying the factors back gives every entry exactly
-    (no tolerance): a kernel that is rank-1 only approximately keeps the
-    direct N-D path.
+    entry; the others are their fibres divided by that entry.  Multiplied
+    back in float64 they must give every entry to within ``ulps`` units of
+    its last place, and exactly the zero entries.  ``ulps=0`` asks for bit
+    for bit equality, which kernels of integers or multiples of 2**-m meet;
+    a Gaussian built with ``np.multiply.outer`` differs from any such
+    reconstruction by the rounding of its own products, a few ulps, which
+    ``RANK1_ULPS`` allows (the passes then differ from the N-D sum by about
+    as much as two summation orders do).  Anything further from rank 1 keeps
+    the N-D path.
     """
     w = np.asarray(weights, np.float64)
     if w.ndim == 0 or w.size == 0 or not np.isfinite(w).all():
@@ -813,7 +832,12 @@ def rank1_factors(weights):
     product = factors[0].reshape((-1,) + (1,) * (w.ndim - 1))
     for a, f in enumerate(factors[1:], 1):
         product = product * f.reshape((1,) * a + (-1,) + (1,) * (w.ndim - a - 1))
-    return factors if np.array_equal(product, w) else None
+    if np.array_equal(product, w):
+        return factors
+    if not np.array_equal(product == 0, w == 0):
+        return None
+    close = np.abs(product - w) <= ulps * _DBL_EPSILON * np.abs(w)
+    return factors if close.all() else None
 
 
 def _grid_scale(values):
@@ -826,57 +850,59 @@ def _grid_scale(values):
     return None
 
 
-def _all_finite(x):
-    """np.isfinite(x).all() without a full-size temporary (slab by slab)."""
-    if x.dtype.kind not in "fc":
-        return True
-    flat = x.reshape(-1) if x.flags.c_contiguous else None
-    if flat is not None:
-        step = max(1, SLAB_BYTES // max(1, x.itemsize))
-        return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
-    return all(np.isfinite(x[i]).all() for i in range(x.shape[0])) if x.ndim else \
-        bool(np.isfinite(x))
+@dataclass(frozen=True)
+class SeparableCorrelation:
+    """An N-D correlation as 1-D passes: [(axis, taps, origin, cval)] in order.
+
+    ``cval`` of a later pass is what the earlier passes make of a region of
+    cval (the kernel's own arithmetic on a constant line), so that the passes
+    reproduce the N-D sum's 'constant' boundary, and a chunked computation
+    (fastconv.dask) that pads its windows with cval gets the same bits.
+    """
+
+    passes: tuple
+    double_work: bool
+
+    @property
+    def work(self):
+        return np.dtype(np.float64 if self.double_work else np.float32)
 
 
-def separable_correlate(x, weights, out, axes, origins, mode, cval, workers):
-    """``scipy.ndimage.correlate`` as 1-D passes when ``weights`` is exactly rank-1.
+def separable_plan(x_dtype, weights, out_dtype, axes, origins, mode, cval, max_abs_x=None):
+    """A :class:`SeparableCorrelation` for ``scipy.ndimage.correlate`` semantics, or None.
 
-    Called by :func:`fastconv.ndimage.correlate` / ``convolve`` with checked
-    arguments (the correlation kernel, its origins per filtered axis, a single
-    mode string) and the allocated output.  Returns ``out``, or None where the
-    N-D path must run instead:
+    None where the N-D path must run instead:
 
     * complex data or weights, or a dtype the pass kernel does not handle;
-    * weights that are not an exact outer product, or that hold non-zero
-      entries below float64's epsilon (SciPy drops those taps);
-    * a kernel with zero entries over non-finite data (SciPy skips zero
-      taps, so NaN and inf do not spread through them; a pass would);
+    * weights that are not an outer product (:func:`rank1_factors`), or that
+      hold non-zero entries below float64's epsilon (SciPy drops those taps);
     * an integer output whose sums a pass could round: separable sums equal
       SciPy's exact sums only when data, cval and factors lie on a grid of
-      2**-m and the sums stay below 2**52.
+      2**-m and the sums stay below 2**52 (and the kernel is then rank 1 bit
+      for bit); ``max_abs_x`` (None: unknown) bounds the data.
 
-    Memory: the output, plus a float64 intermediate of the output's shape
-    when the output is not already of the work dtype (integer outputs).
+    As on the N-D path, NaN or inf under a zero tap spreads (0 * inf), where
+    SciPy skips zero taps.
     """
-    if x.dtype.kind not in "biuf" or x.dtype not in _DTYPE_CODES or \
-            np.iscomplexobj(weights) or out.dtype not in _DTYPE_CODES:
+    x_dtype, out_dtype = np.dtype(x_dtype), np.dtype(out_dtype)
+    if x_dtype.kind not in "biuf" or x_dtype not in _DTYPE_CODES or \
+            np.iscomplexobj(weights) or out_dtype not in _DTYPE_CODES:
         return None
     w = np.asarray(weights, np.float64)
     nonzero = np.abs(w[w != 0])
     if nonzero.size and nonzero.min() <= _DBL_EPSILON:
         return None
-    factors = rank1_factors(w)
+    integer_out = out_dtype.kind in "biu"
+    factors = rank1_factors(w, ulps=0 if integer_out else RANK1_ULPS)
     if factors is None:
         return None
     cval = float(np.real(cval))
-    if (w == 0).any() and not (np.isfinite(cval) and _all_finite(x)):
-        return None
-    double_work = _double_work(x.dtype, out.dtype)
-    if out.dtype.kind in "biu":
-        if x.dtype.kind not in "biu" or (mode in ("constant", "grid-constant") and
-                                          cval != round(cval)):
+    double_work = _double_work(x_dtype, out_dtype)
+    if integer_out:
+        if max_abs_x is None or x_dtype.kind not in "biu" or \
+                (mode in ("constant", "grid-constant") and cval != round(cval)):
             return None
-        bound = max(float(np.abs(x).max(initial=0)), abs(cval))
+        bound = max(float(max_abs_x), abs(cval))
         for f in factors:
             g = _grid_scale(f)
             if g is None:
@@ -898,10 +924,57 @@ def separable_correlate(x, weights, out, axes, origins, mode, cval, workers):
     elif scale != 1.0:
         passes[0][1] = passes[0][1] * scale
     work = np.dtype(np.float64 if double_work else np.float32)
-    tmp = out if out.dtype == work else np.empty(out.shape, work)
+    chain = []
+    for ax, f, o in passes:
+        chain.append((ax, f, o, cval))
+        # outside the input the N-D sum reads cval everywhere; after this pass
+        # that region holds the pass applied to a constant line of cval
+        line = np.full(1, cval, work)
+        _pass(line, line, 0, _kind_of(f), f, 0, "constant", cval, double_work, 1)
+        cval = float(line[0])
+    return SeparableCorrelation(tuple(chain), double_work)
+
+
+def separable_correlate(x, weights, out, axes, origins, mode, cval, workers):
+    """``scipy.ndimage.correlate`` as 1-D passes when ``weights`` is rank 1.
+
+    Called by :func:`fastconv.ndimage.correlate` / ``convolve`` with checked
+    arguments (the correlation kernel, its origins per filtered axis, a single
+    mode string) and the allocated output.  Returns ``out``, or None where the
+    N-D path must run instead (see :func:`separable_plan`).
+
+    Memory: the output, plus an intermediate of the output's shape in the work
+    dtype when the output is not of that dtype (integer outputs: float64).
+    """
+    max_abs_x = None
+    if out.dtype.kind in "biu" and x.dtype.kind in "biu" and x.size:
+        # no |x| temporary: the extremes bound it
+        max_abs_x = max(abs(int(x.min())), abs(int(x.max())))
+    plan = separable_plan(x.dtype, weights, out.dtype, axes, origins, mode, cval, max_abs_x)
+    if plan is None:
+        return None
+    tmp = out if out.dtype == plan.work else np.empty(out.shape, plan.work)
     src = x
-    for i, (ax, f, o) in enumerate(passes):
-        dst = out if i == len(passes) - 1 else tmp
-        _pass(src, dst, ax, _kind_of(f), f, o, mode, cval, double_work, workers)
+    for i, (ax, f, o, cv) in enumerate(plan.passes):
+        dst = out if i == len(plan.passes) - 1 else tmp
+        _pass(src, dst, ax, _kind_of(f), f, o, mode, cv, plan.double_work, workers)
         src = dst
     return out
+
+
+def correlate_valid_passes(window, plan, out_dtype):
+    """The passes of ``plan`` over a window that already holds every halo cell
+    ('valid' correlation: no boundary rule is read).  For fastconv.dask: each
+    output cell gets the same operations, so the same bits, as in
+    :func:`separable_correlate` on the whole array.  ``window`` holds the work
+    dtype."""
+    src = window
+    for i, (ax, f, o, cv) in enumerate(plan.passes):
+        k = len(f)
+        rows = src.shape[ax] - (k - 1)
+        shape = src.shape[:ax] + (rows,) + src.shape[ax + 1:]
+        dst = np.empty(shape, out_dtype if i == len(plan.passes) - 1 else plan.work)
+        _pass(src, dst, ax, _kind_of(f), f, o, "constant", cv, plan.double_work,
+              resolve_workers(None, "correlate"), l0=k // 2 + o)
+        src = dst
+    return src
