@@ -392,6 +392,66 @@ def _parts(a):
     return a, None
 
 
+# ----------------------------------------------------------------------- docstrings
+
+# Parameter and note texts shared by the public filters (written once, filled
+# into each docstring by _docfill).
+_DOCS = {
+    "input": """input : array_like
+        Any number of dims (1-D to 3-D volumes, or N-D through ``axis`` /
+        ``axes``), any strides.  bool, (u)int8 to (u)int64, float32, float64,
+        complex64, complex128; float16 is refused, as SciPy refuses it.""",
+    "output": """output : ndarray or dtype, optional
+        The array to fill (any strides; it may be ``input`` itself) or the
+        result's dtype; default the input's.  Integer outputs truncate toward
+        zero, and wrap when out of range, exactly as SciPy's C casts do.""",
+    "mode": """mode : {'reflect', 'constant', 'nearest', 'mirror', 'wrap', 'grid-constant', \
+'grid-mirror', 'grid-wrap'}, default 'reflect'
+        SciPy's boundary modes (the grid- ones equal their plain versions
+        for filters), read through an index rule: no padded copy.""",
+    "mode_multiple": """mode : str or sequence of str, default 'reflect'
+        A boundary mode (see :func:`correlate1d`), or one per filtered axis.""",
+    "cval": """cval : scalar, default 0.0
+        The value outside the input for 'constant' modes.""",
+    "origin": """origin : int, default 0
+        Shifts the filter: ``-(k // 2) <= origin <= (k - 1) // 2``.""",
+    "origin_multiple": """origin : int or sequence of ints, default 0
+        Shifts the filter, per filtered axis.""",
+    "axis": """axis : int, default -1
+        The axis to filter along.""",
+    "axes": """axes : int or sequence of ints, optional
+        The axes to filter along (default all); sequences given for the
+        other arguments then have one entry per axis in ``axes``.""",
+    "workers": """workers : int, optional
+        Threads: None = fastconv's setting (:func:`fastconv.set_num_threads`,
+        ``OMP_NUM_THREADS``), n > 0 = n threads, -1 = every core, -2 = all
+        but one... (``scipy.fft``'s convention).  Results are bit-identical
+        for any number.""",
+    "returns": """Returns
+    -------
+    ndarray
+        The input's shape; the output's dtype (see ``output``).""",
+    "notes": """Precision: float32 (complex64) data into a float32 (complex64) output is
+    computed in float32; SciPy computes in float64.  The difference is at
+    most ``1e-5 * max|input| * G``, G the largest factor by which the filter
+    scales a value (1 for Gaussian and box means, sum |w| for a correlation;
+    that is 1e-5 of the largest possible output), for kernels up to 101 taps
+    (tests/test_separable.py).  Every other dtype is computed in float64 by
+    SciPy's own sequence of operations, so integer results, and float64
+    ones, are SciPy's exactly.
+
+    Memory: no padded or cast copy of the input; boundary cells are read
+    through the mode's index rule into per-thread buffers of about 0.3 MB.
+    Peak extra memory is the output array (plus, for filters that add
+    terms, one slab of at most 8 MB).""",
+}
+
+
+def _docfill(func):
+    func.__doc__ = func.__doc__.format(**_DOCS)
+    return func
+
+
 # ----------------------------------------------------------------------- 1-D
 
 def _correlate_real(x, out, axis, weights, origin, mode, cval, double_work, workers):
@@ -400,9 +460,39 @@ def _correlate_real(x, out, axis, weights, origin, mode, cval, double_work, work
                  workers)
 
 
+@_docfill
 def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
                 *, workers=None):
-    """1-D correlation along an axis, as ``scipy.ndimage.correlate1d``."""
+    """1-D correlation along one axis, as ``scipy.ndimage.correlate1d``.
+
+    ``output[..., i, ...] = sum_t weights[t] * input[..., i + t - len(weights) // 2 - origin, ...]``
+    along ``axis``; complex weights are conjugated (as ``np.correlate``).
+
+    Parameters
+    ----------
+    {input}
+    weights : array_like, (k,)
+        The taps (real or complex).
+    {axis}
+    {output}
+    {mode}
+    {cval}
+    {origin}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.ndimage import correlate1d
+    >>> correlate1d(np.array([2, 8, 0, 4, 1, 9, 9, 0]), [1, 3])
+    array([ 8, 26,  8, 12,  7, 28, 36,  9])
+    """
     return _correlate1d(input, weights, axis, output, mode, cval, origin, workers,
                         "correlate1d")
 
@@ -460,9 +550,30 @@ def _complex_1d(x, w, out, axis, origin, mode, cval, nt, op):
     return out
 
 
+@_docfill
 def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
                *, workers=None):
-    """1-D convolution along an axis, as ``scipy.ndimage.convolve1d``."""
+    """1-D convolution along one axis, as ``scipy.ndimage.convolve1d``.
+
+    :func:`correlate1d` with the weights reversed and the origin mirrored.
+
+    Parameters
+    ----------
+    {input}
+    weights : array_like, (k,)
+    {axis}
+    {output}
+    {mode}
+    {cval}
+    {origin}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     op = "convolve1d"
     w = np.asarray(weights)
     if w.ndim != 1 or w.shape[0] < 1:
@@ -520,17 +631,68 @@ def _gaussian_weights(sigma, order, truncate, radius, op):
     return gaussian_kernel1d(sigma, order, lw)[::-1]
 
 
+@_docfill
 def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
                       truncate=4.0, *, radius=None, workers=None):
-    """1-D Gaussian filter, as ``scipy.ndimage.gaussian_filter1d``."""
+    """1-D Gaussian filter (or its derivatives), as ``scipy.ndimage.gaussian_filter1d``.
+
+    Parameters
+    ----------
+    {input}
+    sigma : scalar
+        Standard deviation of the Gaussian.
+    {axis}
+    order : int, default 0
+        0: smoothing; 1, 2, 3: that derivative of the Gaussian.
+    {output}
+    {mode}
+    {cval}
+    truncate : float, default 4.0
+        The kernel has ``2 * int(truncate * sigma + 0.5) + 1`` taps ...
+    radius : int, optional
+        ... or ``2 * radius + 1`` taps when given.
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    The weights are SciPy's, computed by the same NumPy operations.
+
+    {notes}
+    """
     op = "gaussian_filter1d"
     weights = _gaussian_weights(sigma, order, truncate, radius, op)
     return _correlate1d(input, weights, axis, output, mode, cval, 0, workers, op)
 
 
+@_docfill
 def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
                      *, workers=None):
-    """1-D running mean along an axis, as ``scipy.ndimage.uniform_filter1d``."""
+    """1-D running mean along one axis, as ``scipy.ndimage.uniform_filter1d``.
+
+    A running sum (one addition and one subtraction per output, whatever
+    ``size``), as SciPy's; in float64 even for float32 data, where a float32
+    sum would drift along the line.
+
+    Parameters
+    ----------
+    {input}
+    size : int
+        Length of the window, >= 1.
+    {axis}
+    {output}
+    {mode}
+    {cval}
+    {origin}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     op = "uniform_filter1d"
     x = _input(input, op)
     nt = resolve_workers(workers, op)
@@ -566,9 +728,50 @@ def _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op):
 
 # ----------------------------------------------------------------------- N-D
 
+@_docfill
 def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0,
                     truncate=4.0, *, radius=None, axes=None, workers=None):
-    """Multidimensional Gaussian filter, as ``scipy.ndimage.gaussian_filter``."""
+    """Multidimensional Gaussian filter, as ``scipy.ndimage.gaussian_filter``.
+
+    One 1-D pass per axis (in order, the first from ``input`` into the
+    output, the next ones in place), so a sigma of 4 costs 3 x 33 taps per
+    voxel instead of 33**3.  As in SciPy, the intermediate is kept in the
+    output's dtype (an integer output truncates after every pass).
+
+    Parameters
+    ----------
+    {input}
+    sigma : scalar or sequence of scalars
+        Standard deviation per axis; axes with sigma <= 1e-15 are skipped.
+    order : int or sequence of ints, default 0
+        Derivative order (0 to 3) per axis.
+    {output}
+    {mode_multiple}
+    {cval}
+    truncate : float, default 4.0
+        Radius ``int(truncate * sigma + 0.5)`` per axis ...
+    radius : int or sequence of ints, optional
+        ... unless given.
+    {axes}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv.ndimage import gaussian_filter
+    >>> gaussian_filter(np.arange(50, step=2).reshape((5, 5)), sigma=1)
+    array([[ 4,  6,  8,  9, 11],
+           [10, 12, 14, 15, 17],
+           [20, 22, 24, 25, 27],
+           [29, 31, 33, 34, 36],
+           [35, 37, 39, 40, 42]])
+    """
     op = "gaussian_filter"
     x = _input(input, op)
     nt = resolve_workers(workers, op)
@@ -622,9 +825,31 @@ def _run_passes(x, out, passes, cval, nt, op, l0=0):
     return out
 
 
+@_docfill
 def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *,
                    axes=None, workers=None):
-    """Multidimensional uniform (box mean) filter, as ``scipy.ndimage.uniform_filter``."""
+    """Multidimensional box mean, as ``scipy.ndimage.uniform_filter``.
+
+    One running-sum pass (:func:`uniform_filter1d`) per axis with size > 1,
+    the intermediate kept in the output's dtype, as SciPy does.
+
+    Parameters
+    ----------
+    {input}
+    size : int or sequence of ints, default 3
+    {output}
+    {mode_multiple}
+    {cval}
+    {origin_multiple}
+    {axes}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     op = "uniform_filter"
     x = _input(input, op)
     nt = resolve_workers(workers, op)
@@ -668,13 +893,54 @@ def _edge(input, axis, output, mode, cval, smooth, op, workers):
     return _run_passes(x, out, passes, cval, nt, op)
 
 
+@_docfill
 def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0, *, workers=None):
-    """Sobel filter along an axis, as ``scipy.ndimage.sobel``."""
+    """Sobel filter, as ``scipy.ndimage.sobel``.
+
+    ``[-1, 0, 1]`` along ``axis``, then ``[1, 2, 1]`` along every other axis,
+    in place in the output.
+
+    Parameters
+    ----------
+    {input}
+    {axis}
+    {output}
+    {mode_multiple}
+        (One per axis of the input.)
+    {cval}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     return _edge(input, axis, output, mode, cval, np.array([1.0, 2.0, 1.0]), "sobel", workers)
 
 
+@_docfill
 def prewitt(input, axis=-1, output=None, mode="reflect", cval=0.0, *, workers=None):
-    """Prewitt filter along an axis, as ``scipy.ndimage.prewitt``."""
+    """Prewitt filter, as ``scipy.ndimage.prewitt``.
+
+    ``[-1, 0, 1]`` along ``axis``, then ``[1, 1, 1]`` along every other axis.
+
+    Parameters
+    ----------
+    {input}
+    {axis}
+    {output}
+    {mode_multiple}
+        (One per axis of the input.)
+    {cval}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     return _edge(input, axis, output, mode, cval, np.array([1.0, 1.0, 1.0]), "prewitt",
                  workers)
 
@@ -715,8 +981,29 @@ def _accumulate(dst, tmp, square):
     dst += tmp
 
 
+@_docfill
 def laplace(input, output=None, mode="reflect", cval=0.0, *, axes=None, workers=None):
-    """N-D Laplace filter from second differences, as ``scipy.ndimage.laplace``."""
+    """N-D Laplace filter from second differences, as ``scipy.ndimage.laplace``.
+
+    The sum over ``axes`` of ``[1, -2, 1]`` along each: the first term in the
+    output, each further one computed slab by slab (output dtype, NumPy's
+    casting, as SciPy) and added.
+
+    Parameters
+    ----------
+    {input}
+    {output}
+    {mode_multiple}
+    {cval}
+    {axes}
+    {workers}
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     op = "laplace"
     x = _input(input, op)
     nt = resolve_workers(workers, op)
@@ -762,9 +1049,34 @@ def _gaussian_terms(x, sigma, mode, axes, derivative, kwargs, op, expand_sigma):
     return axes, terms
 
 
+@_docfill
 def gaussian_laplace(input, sigma, output=None, mode="reflect", cval=0.0, *, axes=None,
                      workers=None, **kwargs):
-    """Laplace filter with Gaussian second derivatives, as ``scipy.ndimage.gaussian_laplace``."""
+    """Laplace filter from Gaussian second derivatives, as ``scipy.ndimage.gaussian_laplace``.
+
+    The sum over ``axes`` of a Gaussian filter with order 2 along that axis
+    (sigma 0, i.e. no smoothing, along axes not in ``axes``); the first term
+    in the output, each further one slab by slab.
+
+    Parameters
+    ----------
+    {input}
+    sigma : scalar or sequence of scalars
+        Per filtered axis.
+    {output}
+    {mode_multiple}
+    {cval}
+    {axes}
+    {workers}
+    **kwargs
+        ``truncate``, ``radius``: passed to the Gaussian filters.
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     op = "gaussian_laplace"
     x = _input(input, op)
     nt = resolve_workers(workers, op)
@@ -776,10 +1088,38 @@ def gaussian_laplace(input, sigma, output=None, mode="reflect", cval=0.0, *, axe
     return _sum_of_terms(x, out, terms, cval, nt, op, square=False)
 
 
+@_docfill
 def gaussian_gradient_magnitude(input, sigma, output=None, mode="reflect", cval=0.0, *,
                                 axes=None, workers=None, **kwargs):
-    """Gradient magnitude with Gaussian derivatives, as
-    ``scipy.ndimage.gaussian_gradient_magnitude``."""
+    """Gradient magnitude from Gaussian derivatives, as
+    ``scipy.ndimage.gaussian_gradient_magnitude``.
+
+    ``sqrt(sum over axes of gaussian_filter(input, sigma, order=1 along that
+    axis) ** 2)``, with SciPy's order of operations and casts (NumPy's, for
+    the squares and the square root).  As in SciPy, ``sigma`` applies to every
+    axis of the input, those outside ``axes`` included (they are smoothed,
+    not differentiated): a scalar sigma with ``axes`` smooths all axes,
+    unlike :func:`gaussian_laplace`.
+
+    Parameters
+    ----------
+    {input}
+    sigma : scalar or sequence of scalars
+        Per axis of the input.
+    {output}
+    {mode_multiple}
+    {cval}
+    {axes}
+    {workers}
+    **kwargs
+        ``truncate``, ``radius``: passed to the Gaussian filters.
+
+    {returns}
+
+    Notes
+    -----
+    {notes}
+    """
     op = "gaussian_gradient_magnitude"
     x = _input(input, op)
     nt = resolve_workers(workers, op)

@@ -292,9 +292,17 @@ cdef inline void uniform_next(double* acc, const work_t* xn, const work_t* xo,
 
 cdef inline void uniform_out(work_t* o, const double* acc, double size,
                              Py_ssize_t nb) noexcept nogil:
+    """o = acc / size: a division in float64 work (SciPy's bits); in float32
+    work a product with 1 / size, whose float64 error vanishes in the rounding
+    to float32 (divisions are several times slower)."""
     cdef Py_ssize_t b
-    for b in range(nb):
-        o[b] = <work_t>(acc[b] / size)
+    cdef double inv = 1.0 / size
+    if work_t is double:
+        for b in range(nb):
+            o[b] = acc[b] / size
+    else:
+        for b in range(nb):
+            o[b] = <float>(acc[b] * inv)
 
 
 cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
@@ -395,6 +403,18 @@ cdef void run_transposed(const Pass* ps, work_t* buf, work_t* out, const work_t*
         store(dbase + b * ps.dq * ps.dst_size, ps.dl, out + b, B, n, ps.dst_type)
 
 
+cdef inline void line_halo(const Pass* ps, work_t* buf, const char* base, Py_ssize_t first,
+                           Py_ssize_t ra, Py_ssize_t rb, Py_ssize_t r) noexcept nogil:
+    """buf[r] = the line's value at virtual index first + r, outside the line."""
+    cdef Py_ssize_t s = boundary(first + r, ps.length, ps.mode)
+    if s < 0:
+        buf[r] = <work_t>ps.cval
+    elif ra <= s - first < rb:
+        buf[r] = buf[s - first]                     # already loaded
+    else:
+        load(buf + r, 1, base + s * ps.sl * ps.src_size, 1, 1, ps.src_type)
+
+
 cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** rows,
                     const work_t* w, Py_ssize_t job) noexcept nogil:
     """LINE layout: output rows [r0, r0 + n) of up to B lines, one after the
@@ -412,7 +432,9 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
     cdef Py_ssize_t first = ps.l0 + r0 - ps.before
     cdef Py_ssize_t ra = max(0, -first), rb = min(R, ps.length - first)
     cdef bint direct_out = ps.dst_type == work_code(out) and ps.dl == 1
-    cdef Py_ssize_t q, r, s, t
+    cdef Py_ssize_t hb = ra if ra < rb else R          # halo rows before the line
+    cdef Py_ssize_t ha = rb if ra < rb else R          # halo rows from here on
+    cdef Py_ssize_t q, r, t
     cdef const char* base
     cdef char* dbase
     for t in range(k):
@@ -423,16 +445,11 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
         if ra < rb:
             load(buf + ra, 1, base + (first + ra) * ps.sl * ps.src_size, ps.sl, rb - ra,
                  ps.src_type)
-        for r in range(R):
-            if ra <= r < rb:
-                continue
-            s = boundary(first + r, ps.length, ps.mode)
-            if s < 0:
-                buf[r] = <work_t>ps.cval
-            elif ra <= s - first < rb:
-                buf[r] = buf[s - first]
-            else:
-                load(buf + r, 1, base + s * ps.sl * ps.src_size, 1, 1, ps.src_type)
+        # the halo: [0, ra) and [rb, R) (everything when no row is inside)
+        for r in range(hb):
+            line_halo(ps, buf, base, first, ra, rb, r)
+        for r in range(ha, R):
+            line_halo(ps, buf, base, first, ra, rb, r)
         if direct_out:
             correlate(rows, <work_t*>dbase, n, w, k, ps.kind)
         else:
