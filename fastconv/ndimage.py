@@ -14,11 +14,14 @@ SciPy ``mode``                       NumPy ``np.pad``    PyTorch ``padding_mode`
 'constant' / 'grid-constant' + cval  'constant'          'zeros' (cval = 0)
 ==================================  =================  =====================
 """
+import warnings
+
 import numpy as np
 
 from . import _ndfilters
 from ._args import as_array
 from ._filter import correlate_valid
+from ._ndfilters import ArgumentError
 from ._ndfilters import (convolve1d, correlate1d, gaussian_filter, gaussian_filter1d,
                          gaussian_gradient_magnitude, gaussian_laplace, laplace, prewitt, sobel,
                          uniform_filter, uniform_filter1d)
@@ -38,8 +41,8 @@ def _per_axis(value, nd, name, op):
         return [int(value)] * nd
     value = [int(v) for v in value]
     if len(value) != nd:
-        raise ValueError(f"{op}: expected {name} to be an int or a sequence of {nd} ints, "
-                         f"got {value!r}")
+        raise ArgumentError(f"{op}: {name}: sequence argument must have length equal to input "
+                            f"rank: expected an int or a sequence of {nd} ints, got {value!r}")
     return value
 
 
@@ -89,8 +92,12 @@ def _output(output, input, weights, shape, op):
             raise TypeError(f"{op}: expected output to be None, an ndarray or a dtype, "
                             f"got {output!r}") from None
         if complex_result and dtype.kind != "c":
-            raise RuntimeError(f"{op}: output must have a complex dtype for complex input "
-                               f"or weights, got {dtype}")
+            if isinstance(output, str):
+                raise RuntimeError(f"{op}: output must have a complex dtype for complex input "
+                                   f"or weights, got {dtype}")
+            # a dtype or type: SciPy promotes it, with a warning
+            warnings.warn("promoting specified output dtype to complex", stacklevel=4)
+            dtype = np.promote_types(dtype, np.complex64)
         result = np.empty(shape, dtype)
     # Compute in float32 only when every operand and the output are float32.
     single = (input.dtype in (np.float32, np.complex64) and weights.dtype.itemsize <=
@@ -157,10 +164,17 @@ def _filter(op, input, weights, output, mode, cval, origin, axes, flip, workers=
     if len(set(axes)) != len(axes) or not 1 <= len(axes) <= 3:
         raise ValueError(f"{op}: expected 1 to 3 distinct axes, got {axes}")
     if w.ndim != len(axes):
-        raise RuntimeError(f"{op}: weights array has {w.ndim} dims, expected {len(axes)} "
+        raise RuntimeError(f"{op}: weights.ndim ({w.ndim}) must match len(axes) ({len(axes)}): "
+                           f"weights array has {w.ndim} dims, expected {len(axes)} "
                            f"(the number of filtered axes)")
     if w.size == 0:
         raise RuntimeError(f"{op}: weights must not be empty, got shape {w.shape}")
+    if not isinstance(mode, str):
+        raise ArgumentError(f"{op}: A sequence of modes is not supported: expected one mode "
+                            f"string, got {mode!r}")
+    if np.iscomplexobj(cval) and not np.iscomplexobj(x):
+        raise ValueError(f"{op}: Cannot provide a complex-valued cval when the input is real "
+                         f"(got cval={cval!r})")
     if mode not in _MODES:
         raise ValueError(f"{op}: expected mode to be one of {', '.join(map(repr, _MODES))}, "
                          f"got {mode!r}")

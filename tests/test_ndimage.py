@@ -467,7 +467,14 @@ def test_complex_weights_into_real_output_raise_runtime_error_like_scipy(func):
     with pytest.raises(RuntimeError, match="complex"):
         ours(x, w, output=np.empty((5, 5)))
     with pytest.raises(RuntimeError, match="complex"):
-        ours(x, w, output=np.float64)
+        ours(x, w, output="float64")
+    # a dtype (not a string) is promoted with SciPy's warning
+    with pytest.warns(UserWarning, match="promoting specified output dtype to complex"):
+        expected = scipys(x, w, output=np.float64)
+    with pytest.warns(UserWarning, match="promoting specified output dtype to complex"):
+        actual = ours(x, w, output=np.float64)
+    assert actual.dtype == expected.dtype == np.complex128
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("func", FUNCS)
