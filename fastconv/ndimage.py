@@ -127,6 +127,10 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, a
         Shifts the kernel; ``-(k // 2) <= origin <= (k - 1) // 2``.
     axes : sequence of ints, optional
         The axes to filter along (the others are filtered independently).
+        Dim i of ``weights`` and ``origin[i]`` belong to ``axes[i]``.  SciPy
+        pairs the origins that way but the weights with the axes in
+        increasing order (scipy/scipy#22576); fastconv deliberately does not
+        follow that for unsorted ``axes``.
     workers : int, optional
         Threads: None = fastconv's setting, -1 = all cores (as ``scipy.fft``).
 
@@ -160,8 +164,8 @@ def _filter(op, input, weights, output, mode, cval, origin, axes, flip, workers=
     w = as_array(weights, "weights", op)
     if x.ndim < 1 or x.ndim > 3 and axes is None:
         raise ValueError(f"{op}: expected a 1-D, 2-D or 3-D input, got {x.ndim} dims")
-    axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in axes)
-    if len(set(axes)) != len(axes) or not 1 <= len(axes) <= 3:
+    axes = _ndfilters._axes(axes, x.ndim, op)       # SciPy's rules and messages
+    if not 1 <= len(axes) <= 3:
         raise ValueError(f"{op}: expected 1 to 3 distinct axes, got {axes}")
     if w.ndim != len(axes):
         raise RuntimeError(f"{op}: weights.ndim ({w.ndim}) must match len(axes) ({len(axes)}): "
