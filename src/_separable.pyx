@@ -1,24 +1,32 @@
 """Separable filters: one 1-D pass along one axis of a strided array.
 
-The array is seen as lines along the filtered axis.  A job takes a block of
-``B`` neighbouring lines, loads them (converted to the work type, float or
-double) into a per-thread buffer of ``(rows + halo) x B`` elements, with the
-halo rows read through SciPy's boundary rule (no padded copy of the volume),
-filters the block and stores it, converted, into the output.  In the buffer
-the ``B`` lines are the contiguous axis, so every arithmetic loop runs across
-lines and vectorises whatever axis is filtered: "output row += w[t] * input
-row t".
+The array is seen as lines along the filtered axis, a (P, Q) grid of them.
+Three layouts (fastconv/_ndfilters.py, choose_separable, picks one from the
+shape alone):
+
+* ROWS (any axis but the contiguous one): a job takes B neighbouring lines,
+  which lie side by side in memory; boundary rows are read first through
+  SciPy's index rule (no padded copy of the volume), the other rows are
+  streamed through a ring of k + 1 contiguous rows, and every multiply-add
+  runs across the B lines: "output row += w[t] * input row t".
+* LINE (the contiguous axis): each line is copied with its halo into a
+  buffer and filtered along itself, tap t reading the buffer shifted by t.
+* TRANSPOSED (running sums along the contiguous axis): B whole lines loaded
+  side by side, so that the running sum is vectorised across them.
 
 Every output element is computed by the same sequence of operations whatever
 the block size, the job split and the thread count, so results are
 bit-identical for any number of threads.  In float64 that sequence is
 SciPy's (``NI_Correlate1D``: the symmetric / antisymmetric pairing of taps,
 the running sum of ``NI_UniformFilter1D``), and so is the C cast to integer
-outputs, which is how integer inputs give SciPy's results exactly.
+outputs, which is how integer inputs give SciPy's results exactly.  The
+multiply-add loop itself is in ``_separable.h`` (no fused multiply-add).
 
-A job reads all of its lines before it writes any, and jobs own disjoint
-lines, so a pass may write over its own input (``input is output``), as the
-later passes of a multi-axis filter do.
+A job reads every input row before it overwrites it (the ring loads a row
+before the output row of the same index is written; boundary rows are read
+first), and jobs own disjoint lines, so a pass may write over its own input
+(``input is output``, whole lines per job), as the later passes of a
+multi-axis filter do.
 """
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
