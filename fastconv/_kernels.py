@@ -47,3 +47,4 @@ SIMD, modules = _load()
 direct = modules["direct"]
 blas = modules["blas"]
 packed = modules["packed"]
+separable = modules["separable"]

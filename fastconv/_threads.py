@@ -21,6 +21,8 @@ _forked_after_openmp = False
 _lock = threading.Lock()
 _blas_depth = 0
 _blas_limiter = None
+# A ``workers=`` argument in force in this Python thread (see ``workers_scope``).
+_local = threading.local()
 
 
 def get_num_threads():
@@ -32,6 +34,11 @@ def get_num_threads():
     global _openmp_started
     if _forked_after_openmp:
         return 1
+    scoped = getattr(_local, "workers", None)
+    if scoped is not None:
+        if scoped > 1:
+            _openmp_started = True
+        return scoped
     n = _runtime.max_threads()
     if _user_threads is not None:
         n = min(n, _user_threads)
@@ -137,4 +144,47 @@ class single_threaded_blas:
             _blas_depth -= 1
             if _blas_depth == 0:
                 _blas_limiter.exit()
+        return False
+
+
+def resolve_workers(workers, op):
+    """Threads for a ``workers=`` argument, as ``scipy.fft`` reads it.
+
+    None: fastconv's thread setting (:func:`get_num_threads`); a positive int:
+    that many threads; -1: every core of the machine, -2: all but one, and so
+    on.  0 or fewer than ``-cpu_count`` is a ValueError, a non-int a TypeError.
+    """
+    if workers is None:
+        return get_num_threads()
+    if isinstance(workers, (bool, np.bool_)) or not isinstance(workers, (int, np.integer)):
+        raise TypeError(f"{op}: expected workers to be None or an int, got {workers!r}")
+    workers = int(workers)
+    if workers > 0:
+        n = workers
+    else:
+        cores = os.cpu_count() or 1
+        n = cores + 1 + workers
+        if workers == 0 or n < 1:
+            raise ValueError(f"{op}: expected workers >= 1, or -1 (all {cores} cores) down to "
+                             f"-{cores}, or None; got {workers}")
+    return 1 if _forked_after_openmp else n
+
+
+class workers_scope:
+    """Context manager: :func:`get_num_threads` returns ``n`` in this Python thread.
+
+    How a ``workers=`` argument reaches kernels that read the thread setting
+    themselves; other Python threads are unaffected.
+    """
+
+    def __init__(self, n):
+        self._n = n
+
+    def __enter__(self):
+        self._saved = getattr(_local, "workers", None)
+        _local.workers = self._n
+        return self
+
+    def __exit__(self, *exc):
+        _local.workers = self._saved
         return False

@@ -103,6 +103,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastconv.dask needs Dask: pip install 'dask[array]' "
                       "(and 'dask[distributed]' for clusters)") from exc
 
+from . import _ndfilters
 from . import functional as _functional
 from . import ndimage as _ndimage
 from . import _engine
@@ -384,6 +385,13 @@ def _filter(op, x, weights, mode, cval, origin, threads, flip):
     pads = [(k // 2 + o, k - 1 - (k // 2 + o)) for k, o in zip(w.shape, origins)]
     np_mode = SCIPY_MODES[mode]
     whole = tuple(n + left + right for n, (left, right) in zip(x.shape, pads))
+    # A rank-1 kernel: the whole-array call runs 1-D passes; each block runs
+    # the same passes over its padded window (bit for bit the same; integer
+    # outputs, which need the data's range to be decided, keep the N-D path).
+    separable = _ndfilters.separable_plan(x.dtype, w, result_dtype, tuple(range(nd)),
+                                          origins, mode, cval)
+    if separable is not None:
+        work = separable.work
     # Bitwise equality with the whole-array call: use its 'direct' kernel when it
     # would; where it would use FFT, let each block choose (tolerance only).
     method = "direct" if _choose_method(whole, w.shape) == "direct" else "auto"
@@ -394,9 +402,15 @@ def _filter(op, x, weights, mode, cval, origin, threads, flip):
         windows = [(int(a), int(b) + k - 1) for a, b in zip(starts[:-1], starts[1:])]
         plans.append(_axis_plan(src, chunks, windows))
     kernel = functools.partial(_ndimage_kernel, method=method, result_dtype=result_dtype)
+    operands = [ww]
+    if separable is not None:
+        kernel = functools.partial(_ndfilters.correlate_valid_passes, plan=separable,
+                                   out_dtype=result_dtype)
+        operands = []
+        method = "separable"
     fill = np.asarray(cval).astype(work) if np_mode == "constant" else None
     token = tokenize(x, ww, mode, cval, pads, method, str(result_dtype), threads, op)
-    return _build(op, x, plans, x.chunks, result_dtype, kernel, work, fill, threads, [ww],
+    return _build(op, x, plans, x.chunks, result_dtype, kernel, work, fill, threads, operands,
                   token)
 
 

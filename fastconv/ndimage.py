@@ -5,13 +5,23 @@ Same arguments, modes, origins and output dtype rules as SciPy, on 1-D to
 per call).  SciPy's boundary modes and PyTorch's padding modes are listed
 in ``fastconv._boundary``.
 """
+import warnings
+
 import numpy as np
 
+from . import _ndfilters
 from ._args import as_array
 from ._boundary import SCIPY_MODES as _MODES
 from ._filter import correlate_valid
+from ._ndfilters import ArgumentError
+from ._ndfilters import (convolve1d, correlate1d, gaussian_filter, gaussian_filter1d,
+                         gaussian_gradient_magnitude, gaussian_laplace, laplace, prewitt, sobel,
+                         uniform_filter, uniform_filter1d)
+from ._threads import resolve_workers, workers_scope
 
-__all__ = ["correlate", "convolve"]
+__all__ = ["correlate", "convolve", "correlate1d", "convolve1d", "gaussian_filter",
+           "gaussian_filter1d", "uniform_filter", "uniform_filter1d", "sobel", "prewitt",
+           "laplace", "gaussian_laplace", "gaussian_gradient_magnitude"]
 
 
 
@@ -20,8 +30,8 @@ def _per_axis(value, nd, name, op):
         return [int(value)] * nd
     value = [int(v) for v in value]
     if len(value) != nd:
-        raise ValueError(f"{op}: expected {name} to be an int or a sequence of {nd} ints, "
-                         f"got {value!r}")
+        raise ArgumentError(f"{op}: {name}: sequence argument must have length equal to input "
+                            f"rank: expected an int or a sequence of {nd} ints, got {value!r}")
     return value
 
 
@@ -71,8 +81,12 @@ def _output(output, input, weights, shape, op):
             raise TypeError(f"{op}: expected output to be None, an ndarray or a dtype, "
                             f"got {output!r}") from None
         if complex_result and dtype.kind != "c":
-            raise RuntimeError(f"{op}: output must have a complex dtype for complex input "
-                               f"or weights, got {dtype}")
+            if isinstance(output, str):
+                raise RuntimeError(f"{op}: output must have a complex dtype for complex input "
+                                   f"or weights, got {dtype}")
+            # a dtype or type: SciPy promotes it, with a warning
+            warnings.warn("promoting specified output dtype to complex", stacklevel=4)
+            dtype = np.promote_types(dtype, np.complex64)
         result = np.empty(shape, dtype)
     # Compute in float32 only when every operand and the output are float32.
     single = (input.dtype in (np.float32, np.complex64) and weights.dtype.itemsize <=
@@ -83,7 +97,8 @@ def _output(output, input, weights, shape, op):
     return result, np.dtype(work)
 
 
-def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None, *,
+              workers=None):
     """Multidimensional correlation, as ``scipy.ndimage.correlate``.
 
     Parameters
@@ -101,32 +116,58 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, a
         Shifts the kernel; ``-(k // 2) <= origin <= (k - 1) // 2``.
     axes : sequence of ints, optional
         The axes to filter along (the others are filtered independently).
+        Dim i of ``weights`` and ``origin[i]`` belong to ``axes[i]``.  SciPy
+        pairs the origins that way but the weights with the axes in
+        increasing order (scipy/scipy#22576); fastconv deliberately does not
+        follow that for unsorted ``axes``.
+    workers : int, optional
+        Threads: None = fastconv's setting, -1 = all cores (as ``scipy.fft``).
 
     Returns
     -------
     ndarray of the input's shape
+
+    Notes
+    -----
+    A kernel that is exactly an outer product of 1-D factors (rank 1, checked
+    bit for bit in float64: Gaussian, box, Sobel-like kernels) runs as one
+    1-D pass per axis (:func:`correlate1d`), without a padded copy of the
+    input; see ``fastconv._ndfilters.separable_correlate`` for when it does
+    not (complex data, zero taps over non-finite data, integer outputs whose
+    sums a pass could round).
     """
-    return _filter("correlate", input, weights, output, mode, cval, origin, axes, flip=False)
+    return _filter("correlate", input, weights, output, mode, cval, origin, axes, flip=False,
+                   workers=workers)
 
 
-def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None):
+def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, axes=None, *,
+             workers=None):
     """Multidimensional convolution, as ``scipy.ndimage.convolve`` (see :func:`correlate`)."""
-    return _filter("convolve", input, weights, output, mode, cval, origin, axes, flip=True)
+    return _filter("convolve", input, weights, output, mode, cval, origin, axes, flip=True,
+                   workers=workers)
 
 
-def _filter(op, input, weights, output, mode, cval, origin, axes, flip):
+def _filter(op, input, weights, output, mode, cval, origin, axes, flip, workers=None):
+    nt = resolve_workers(workers, op)
     x = as_array(input, "input", op)
     w = as_array(weights, "weights", op)
     if x.ndim < 1 or x.ndim > 3 and axes is None:
         raise ValueError(f"{op}: expected a 1-D, 2-D or 3-D input, got {x.ndim} dims")
-    axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in axes)
-    if len(set(axes)) != len(axes) or not 1 <= len(axes) <= 3:
+    axes = _ndfilters._axes(axes, x.ndim, op)       # SciPy's rules and messages
+    if not 1 <= len(axes) <= 3:
         raise ValueError(f"{op}: expected 1 to 3 distinct axes, got {axes}")
     if w.ndim != len(axes):
-        raise RuntimeError(f"{op}: weights array has {w.ndim} dims, expected {len(axes)} "
+        raise RuntimeError(f"{op}: weights.ndim ({w.ndim}) must match len(axes) ({len(axes)}): "
+                           f"weights array has {w.ndim} dims, expected {len(axes)} "
                            f"(the number of filtered axes)")
     if w.size == 0:
         raise RuntimeError(f"{op}: weights must not be empty, got shape {w.shape}")
+    if not isinstance(mode, str):
+        raise ArgumentError(f"{op}: A sequence of modes is not supported: expected one mode "
+                            f"string, got {mode!r}")
+    if np.iscomplexobj(cval) and not np.iscomplexobj(x):
+        raise ValueError(f"{op}: Cannot provide a complex-valued cval when the input is real "
+                         f"(got cval={cval!r})")
     if mode not in _MODES:
         raise ValueError(f"{op}: expected mode to be one of {', '.join(map(repr, _MODES))}, "
                          f"got {mode!r}")
@@ -145,6 +186,14 @@ def _filter(op, input, weights, output, mode, cval, origin, axes, flip):
     result, work = _output(output, x, w, x.shape, op)
     if x.size == 0:
         return result
+    if _ndfilters.separable_correlate(x, w, result, axes, origins, mode, cval, nt) is not None:
+        return result
+    with workers_scope(nt):
+        return _filter_nd(x, w, result, work, axes, origins, mode, cval)
+
+
+def _filter_nd(x, w, result, work, axes, origins, mode, cval):
+    """The N-D path: a padded copy of the input, then fastconv's direct or FFT kernel."""
     xw = x.astype(work, copy=False)
     ww = w.astype(work, copy=False)
     # Filtered axes last, the others flattened into one batch of independent filters.

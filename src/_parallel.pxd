@@ -28,7 +28,7 @@ cdef struct Driver:
     double last         # last poll (CLOCK_MONOTONIC seconds)
 
 
-cdef inline Driver start(Py_ssize_t njobs, int num_threads) noexcept:
+cdef inline Driver start(Py_ssize_t njobs, int num_threads) noexcept nogil:
     cdef Driver d
     d.threads = num_threads if num_threads < njobs else <int>(njobs if njobs > 0 else 1)
     if d.threads < 1:

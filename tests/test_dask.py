@@ -390,11 +390,26 @@ def test_tasks_run_under_the_thread_limit(monkeypatch, rng):
     monkeypatch.setattr(fcd, "_correlate_valid", spy)
     before = fc.get_num_threads()
     x = da.from_array(random_array(rng, (24, 24, 24), np.float32), chunks=8)
-    fcd.correlate(x, np.ones((3, 3, 3), np.float32)).compute(scheduler="threads")
+    w = np.ones((3, 3, 3), np.float32)
+    w[0, 0, 0] = 0                                       # not rank 1: the N-D kernel
+    fcd.correlate(x, w).compute(scheduler="threads")
     assert len(seen) == 27
     assert all(n == 1 for _, n in seen)                  # cores // cores
     seen.clear()
-    fcd.correlate(x, np.ones((3, 3, 3), np.float32), threads=1).compute(scheduler="sync")
+    fcd.correlate(x, w, threads=1).compute(scheduler="sync")
+    assert all(n == 1 for _, n in seen)
+    assert fc.get_num_threads() == before
+    # a rank-1 kernel runs separable passes per block, under the same limit
+    seen.clear()
+    real_passes = fcd._ndfilters.correlate_valid_passes
+
+    def spy_passes(*args, **kwargs):
+        seen.append((threading.current_thread().name, fc.get_num_threads()))
+        return real_passes(*args, **kwargs)
+
+    monkeypatch.setattr(fcd._ndfilters, "correlate_valid_passes", spy_passes)
+    fcd.correlate(x, np.ones((3, 3, 3), np.float32)).compute(scheduler="threads")
+    assert len(seen) == 27
     assert all(n == 1 for _, n in seen)
     assert fc.get_num_threads() == before
 

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fastconv  # noqa: E402
 import fastconv._engine  # noqa: E402
 import fastconv._filter  # noqa: E402
+import fastconv._ndfilters  # noqa: E402
 import fastconv.ndimage as fndi  # noqa: E402
 
 FUNCS = ("correlate", "convolve")
@@ -106,10 +107,16 @@ class EngineSpy:
 
 @contextlib.contextmanager
 def forced_method(method):
-    """Make fastconv's filters use ``method`` ('direct' or 'fft'); yields the spy."""
+    """Make fastconv's filters use ``method`` ('direct' or 'fft'); yields the spy.
+
+    Rank-1 kernels (every 1-D kernel among them) would otherwise take the
+    separable passes, tested in test_separable.py; here the N-D path is forced.
+    """
     spy = EngineSpy()
     with mock.patch.object(fastconv._filter, "choose", lambda padded, kernel: method), \
-            mock.patch.object(fastconv._engine, "conv_forward", spy):
+            mock.patch.object(fastconv._engine, "conv_forward", spy), \
+            mock.patch.object(fastconv._ndfilters, "separable_correlate",
+                              lambda *args, **kwargs: None):
         yield spy
 
 
@@ -315,14 +322,21 @@ def test_integer_output_through_fft_equals_scipy(func, dtype, rng):
     assert_matches(result, scipys(x, w, output=output), x, w)
 
 
-def test_integer_output_with_large_box_kernel_matches_scipy_under_auto(rng):
+@pytest.mark.parametrize("separable", (True, False), ids=("separable", "n-d"))
+def test_integer_output_with_large_box_kernel_matches_scipy_under_auto(separable, rng):
     """A uint8 image summed over a 31 x 31 box into int32, method left to fastconv:
-    the auto choice (FFT here) must still give SciPy's exact integers."""
+    the auto choice (two separable passes for this rank-1 box; FFT on the N-D
+    path) must still give SciPy's exact integers."""
     x = rng.integers(0, 10, size=(100, 100)).astype(np.uint8)
     w = np.ones((31, 31))
-    with spying() as spy:
+    off = mock.patch.object(fastconv._ndfilters, "separable_correlate",
+                            lambda *args, **kwargs: None)
+    with spying() as spy, (contextlib.nullcontext() if separable else off):
         result = fndi.correlate(x, w, output=np.int32, mode="nearest")
-    assert spy.algorithms and spy.algorithms[0] in fastconv.ALGORITHMS
+    if separable:
+        assert spy.algorithms == []
+    else:
+        assert spy.algorithms and spy.algorithms[0] in fastconv.ALGORITHMS
     np.testing.assert_array_equal(result, sndi.correlate(x, w, output=np.int32, mode="nearest"))
 
 
@@ -453,7 +467,14 @@ def test_complex_weights_into_real_output_raise_runtime_error_like_scipy(func):
     with pytest.raises(RuntimeError, match="complex"):
         ours(x, w, output=np.empty((5, 5)))
     with pytest.raises(RuntimeError, match="complex"):
-        ours(x, w, output=np.float64)
+        ours(x, w, output="float64")
+    # a dtype (not a string) is promoted with SciPy's warning
+    with pytest.warns(UserWarning, match="promoting specified output dtype to complex"):
+        expected = scipys(x, w, output=np.float64)
+    with pytest.warns(UserWarning, match="promoting specified output dtype to complex"):
+        actual = ours(x, w, output=np.float64)
+    assert actual.dtype == expected.dtype == np.complex128
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("func", FUNCS)
