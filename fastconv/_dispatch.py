@@ -376,9 +376,25 @@ def _run_weight_shifted(a, p, plan, nt):
                                       plan["rblock"])
 
 
+def _pointwise(p):
+    return p.kvol == 1 and p.stride == (1, 1, 1) and p.pad == (0, 0, 0) and p.x[1:] == p.out[1:]
+
+
 def _plan_weight_im2col(p):
-    rblock = _rblock(p)
-    return {"rblock": rblock,
+    """Row blocks of W (each job copies only its own im2col rows); a pointwise
+    problem reads x in place, so it splits the larger of its two dimensions
+    (rows or output channels): the GEMMs stay as wide as possible."""
+    cog = p.w[0] // p.groups
+    if _pointwise(p):
+        parts = -(-_costs.MIN_JOBS // p.groups) if p.groups < _costs.MIN_JOBS else 1
+        rblock, cblock = p.w[1], cog
+        if p.w[1] >= cog:
+            rblock = max(1, -(-p.w[1] // parts))
+        else:
+            cblock = max(1, -(-cog // parts))
+    else:
+        rblock, cblock = _rblock(p), cog
+    return {"rblock": rblock, "cblock": cblock,
             "tile": _costs.gemm_tile(rblock, math.prod(p.out[1:]), _costs.MIN_JOBS,
                                      p.dtype.itemsize)}
 
@@ -386,7 +402,7 @@ def _plan_weight_im2col(p):
 def _run_weight_im2col(a, p, plan, nt):
     with single_threaded_blas():
         blas.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
-                              plan["tile"], plan["rblock"])
+                              plan["tile"], plan["rblock"], plan["cblock"])
 
 
 WEIGHT_GRAD = (

@@ -166,9 +166,7 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
     cdef Py_ssize_t P = g.Do * g.Ho * g.Wo
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
-    cdef bint pointwise = (g.KD * g.KH * g.KW == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1
-                           and g.pd == 0 and g.ph == 0 and g.pw == 0
-                           and g.D == g.Do and g.H == g.Ho and g.W == g.Wo and P <= INT_MAX)
+    cdef bint pointwise = is_pointwise(&g) and P <= INT_MAX
     cdef bint big = P > INT_MAX
     cdef Py_ssize_t njobs = g.N * groups * ceil_div(P, tile), job
     cdef conv_t* col
@@ -267,18 +265,29 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     finish(&d, "col2im buffer")
 
 
+cdef inline bint is_pointwise(const Geometry* g) noexcept nogil:
+    """1x1 kernel, stride 1, no padding: x_g itself is the column matrix."""
+    return (g.KD * g.KH * g.KW == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1
+            and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and g.D == g.Do and g.H == g.Ho and g.W == g.Wo)
+
+
 cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
                           const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
-                          Py_ssize_t job, conv_t* col, conv_t* gbuf, Driver* d) noexcept nogil:
-    """dW_g[:, r0:r1] = sum over samples and tiles of gout_g @ col^H, in fixed order."""
+                          Py_ssize_t cblock, Py_ssize_t job, conv_t* col, conv_t* gbuf,
+                          Driver* d) noexcept nogil:
+    """dW_g[c0:c1, r0:r1] = sum over samples and tiles of gout_g @ col^H, in fixed order."""
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
-    cdef Py_ssize_t nblocks = ceil_div(K, rblock)
-    cdef Py_ssize_t ib = job % nblocks
-    cdef Py_ssize_t grp = job // nblocks
+    cdef Py_ssize_t nrb = ceil_div(K, rblock), ncb = ceil_div(cog, cblock)
+    cdef Py_ssize_t ib = job % nrb
+    cdef Py_ssize_t icb = (job // nrb) % ncb
+    cdef Py_ssize_t grp = job // (nrb * ncb)
     cdef Py_ssize_t r0 = ib * rblock, r1 = min(K, ib * rblock + rblock)
+    cdef Py_ssize_t c0 = icb * cblock, c1 = min(cog, icb * cblock + cblock)
     cdef Py_ssize_t P = g.Do * g.Ho * g.Wo, Pin = g.D * g.H * g.W
-    cdef Py_ssize_t n, p0, p1, m, ldb
+    cdef Py_ssize_t n, p0, p1, m, lda, ldb
+    cdef const conv_t* a
     cdef const conv_t* b
     cdef conv_t beta = 0
     for n in range(g.N):
@@ -286,16 +295,22 @@ cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
         while p0 < P:
             p1 = min(P, p0 + tile)
             m = p1 - p0
-            im2col_tile(x + (n * g.C + grp * cig) * Pin, col, g, r0, r1, p0, p1)
-            b = gout + (n * g.Co + grp * cog) * P + p0
+            if col == NULL:             # pointwise: rows r0:r1 of x_g, in place
+                a = x + (n * g.C + grp * cig + r0) * Pin + p0
+                lda = Pin
+            else:
+                im2col_tile(x + (n * g.C + grp * cig) * Pin, col, g, r0, r1, p0, p1)
+                a = col
+                lda = m
+            b = gout + (n * g.Co + grp * cog + c0) * P + p0
             ldb = P
             if gbuf != NULL:
-                pack_rows(b, P, cog, m, gbuf)
+                pack_rows(b, P, c1 - c0, m, gbuf)
                 b = gbuf
                 ldb = m
-            # dW_g^T (K x cog) rows r0:r1 += conj(col) (rows x m) @ gout_g^T (m x cog)
-            gemm(c'C', c'N', <int>(r1 - r0), <int>cog, <int>m, 1, col, <int>m,
-                 b, <int>ldb, beta, dw + grp * cog * K + r0, <int>K)
+            # dW_g^T (K x cog) [r0:r1, c0:c1] += conj(col) (rows x m) @ gout_g^T (m x cols)
+            gemm(c'C', c'N', <int>(r1 - r0), <int>(c1 - c0), <int>m, 1, a, <int>lda,
+                 b, <int>ldb, beta, dw + (grp * cog + c0) * K + r0, <int>K)
             beta = 1
             p0 = p1
             if interrupted(d):      # a job spans many tiles: poll inside it
@@ -305,33 +320,41 @@ cdef void weight_grad_job(const conv_t* x, const conv_t* gout, conv_t* dw,
 def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] gout,
                      conv_t[:, :, :, :, ::1] dw, tuple stride, tuple pad,
                      tuple dilation, Py_ssize_t groups, int num_threads,
-                     Py_ssize_t tile, Py_ssize_t rblock):
+                     Py_ssize_t tile, Py_ssize_t rblock, Py_ssize_t cblock):
     """Weight gradient of a convolution: dw[co, r] = sum gout[co, p] * conj(col[r, p]).
 
-    Jobs = (group, block of rows of W); each job reduces over the batch and
-    the output tiles sequentially, so the summation order never depends on
-    the thread count.  ``dw`` must be zero-size-free; it is overwritten.
+    Jobs = (group, block of output channels, block of rows of W); each job
+    reduces over the batch and the output tiles sequentially, so the
+    summation order never depends on the thread count.  A pointwise problem
+    (1x1, stride 1, no padding) reads its rows of x in place.  ``dw`` must be
+    zero-size-free; it is overwritten.
     """
     cdef Geometry g = make_geometry(&x.shape[0], &gout.shape[0], &dw.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef bint big = g.Do * g.Ho * g.Wo > INT_MAX
-    cdef Py_ssize_t njobs = groups * ceil_div(K, rblock), job
+    cdef bint pointwise = is_pointwise(&g) and not big
+    cdef Py_ssize_t njobs = groups * ceil_div(K, rblock) * ceil_div(cog, cblock), job
     cdef conv_t* col
     cdef conv_t* gbuf
+    cdef bint scratch_ok
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
     with nogil, parallel(num_threads=d.threads):
-        col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
+        col = NULL
         gbuf = NULL
+        if not pointwise:
+            col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
         if big:
-            gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
+            gbuf = <conv_t*> malloc(cblock * tile * sizeof(conv_t))
+        scratch_ok = (col != NULL or pointwise) and (gbuf != NULL or not big)
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if proceed(&d, not (col == NULL or (big and gbuf == NULL))):
+            if proceed(&d, scratch_ok):
                 weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0],
-                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, job, col, gbuf, &d)
+                                &dw[0, 0, 0, 0, 0], &g, tile, rblock, cblock, job, col,
+                                gbuf, &d)
         free(col)
         free(gbuf)
     finish(&d, "im2col buffer")
