@@ -7,7 +7,8 @@ bit-identical for any thread count and any batch size.  Zero padding lives in
 the index math (no padded copy); the innermost loop runs along the contiguous
 W axis so the compiler vectorises it.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 
 from _parallel cimport Driver, finish, interrupted, proceed, start
 
@@ -286,12 +287,19 @@ cdef inline conv_t conj_of(conv_t v) noexcept nogil:
         return v.conjugate()
 
 
+cdef enum:
+    LANES = 8       # partial sums per tap: one AVX2 float vector, SLP-vectorised
+
+
 cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
-                           const Geometry* g, Py_ssize_t job, Driver* d) noexcept nogil:
+                           const Geometry* g, Py_ssize_t job, conv_t* acc,
+                           Driver* d) noexcept nogil:
     """dw[co, ci, taps] = sum over samples and outputs of gout * conj(x at the tap).
 
-    One job per (co, ci) pair owns its taps; rows are summed in a fixed order
-    (sample, depth, row, tap), four partial sums per dot product.
+    One job per (co, ci) pair owns its taps.  Each tap keeps LANES partial
+    sums (``acc``), lane l taking the outputs j = l (mod LANES) of every row in
+    a fixed order (sample, depth, row), so the loop over lanes vectorises
+    without reordering any sum; the lanes are added pairwise at the end.
     """
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t co = job // cig, ci = job % cig
@@ -299,12 +307,12 @@ cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
     cdef Py_ssize_t plane = g.D * g.H * g.W, oplane = g.Do * g.Ho * g.Wo
     cdef conv_t* taps = dw + (co * cig + ci) * kvol
-    cdef Py_ssize_t n, od, oh, kd, kh, kw, id_, ih, off, lo, hi, j, t
+    cdef Py_ssize_t n, od, oh, kd, kh, kw, id_, ih, off, lo, hi, j, t, l
     cdef const conv_t* grow
     cdef const conv_t* xrow
-    cdef conv_t s0, s1, s2, s3
-    for t in range(kvol):
-        taps[t] = 0
+    cdef conv_t* a
+    for t in range(kvol * LANES):
+        acc[t] = 0
     for n in range(g.N):
         if interrupted(d):          # a job spans the whole batch: poll inside it
             return
@@ -323,22 +331,27 @@ cdef void weight_grad_pair(const conv_t* x, const conv_t* gout, conv_t* dw,
                         for kw in range(g.KW):
                             off = kw * g.dw - g.pw
                             strided_range(off, g.sw, g.W, 0, g.Wo, &lo, &hi)
-                            s0 = 0
-                            s1 = 0
-                            s2 = 0
-                            s3 = 0
+                            a = acc + ((kd * g.KH + kh) * g.KW + kw) * LANES
                             j = lo
-                            while j + 4 <= hi:
-                                s0 = s0 + grow[j] * conj_of(xrow[j * g.sw + off])
-                                s1 = s1 + grow[j + 1] * conj_of(xrow[(j + 1) * g.sw + off])
-                                s2 = s2 + grow[j + 2] * conj_of(xrow[(j + 2) * g.sw + off])
-                                s3 = s3 + grow[j + 3] * conj_of(xrow[(j + 3) * g.sw + off])
-                                j += 4
-                            while j < hi:
-                                s0 = s0 + grow[j] * conj_of(xrow[j * g.sw + off])
-                                j += 1
-                            t = (kd * g.KH + kh) * g.KW + kw
-                            taps[t] = taps[t] + ((s0 + s1) + (s2 + s3))
+                            if g.sw == 1:
+                                while j + LANES <= hi:
+                                    for l in range(LANES):
+                                        a[l] = a[l] + grow[j + l] * conj_of(xrow[j + l + off])
+                                    j += LANES
+                                for l in range(hi - j):
+                                    a[l] = a[l] + grow[j + l] * conj_of(xrow[j + l + off])
+                            else:
+                                while j + LANES <= hi:
+                                    for l in range(LANES):
+                                        a[l] = a[l] + grow[j + l] * conj_of(
+                                            xrow[(j + l) * g.sw + off])
+                                    j += LANES
+                                for l in range(hi - j):
+                                    a[l] = a[l] + grow[j + l] * conj_of(
+                                        xrow[(j + l) * g.sw + off])
+    for t in range(kvol):
+        a = acc + t * LANES
+        taps[t] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
 def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] gout,
@@ -348,12 +361,16 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     cdef Geometry g = make_geometry(&x.shape[0], &gout.shape[0], &dw.shape[0],
                                     stride, pad, dilation, groups)
     cdef Py_ssize_t job, njobs = g.Co * (g.C // groups)
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
+    cdef conv_t* acc
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil:
-        for job in prange(njobs, num_threads=d.threads, schedule="dynamic", chunksize=1):
-            if proceed(&d, True):
+    with nogil, parallel(num_threads=d.threads):
+        acc = <conv_t*> malloc(kvol * LANES * sizeof(conv_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if proceed(&d, acc != NULL):
                 weight_grad_pair(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                 &g, job, &d)
-    finish(&d, "")
+                                 &g, job, acc, &d)
+        free(acc)
+    finish(&d, "weight-gradient partial sums")
