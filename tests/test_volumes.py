@@ -125,14 +125,15 @@ def test_every_input_and_output_format(tmp_path, x, expected, in_kind, out_kind)
     assert sorted(os.listdir(tmp_path)) == sorted([src.name, out.name])   # no temporaries
 
 
-@pytest.mark.parametrize("in_kind, out_kind", [("zarr3", "zarr"), ("zarr2", "npy"),
-                                               ("tif", "tif"), ("npy", "zarr")])
+@pytest.mark.parametrize("in_kind, out_kind, scheduler", [
+    ("zarr3", "zarr", "threads"), ("zarr2", "npy", "threads"), ("tif", "tif", "threads"),
+    ("npy", "zarr", "threads"), ("zarr2", "zarr", "synchronous")])
 @pytest.mark.parametrize("mode", ["reflect", "wrap", "constant"])
-def test_dask_scheduler_gives_the_same_result(tmp_path, x, in_kind, out_kind, mode):
+def test_dask_scheduler_gives_the_same_result(tmp_path, x, in_kind, out_kind, scheduler, mode):
     src = make_input(in_kind, tmp_path / f"in{SUFFIX[in_kind]}", x)
     out = tmp_path / f"out.{out_kind}"
     assert filt(src, out, "--kernel", "box:3", "--mode", mode, "--cval", "0.5",
-                "--scheduler", "threads") == 0
+                "--scheduler", scheduler) == 0
     want = sndi.correlate(x, cli.parse_kernel("box:3", 3), mode=mode, cval=0.5)
     np.testing.assert_allclose(load(out), want, atol=2e-6)
     assert sorted(os.listdir(tmp_path)) == sorted([src.name, out.name])
@@ -265,12 +266,35 @@ def test_chunks_and_compressor_options_override(tmp_path, x, expected):
     np.testing.assert_allclose(c[...], expected, atol=2e-6)
 
 
-def test_zarr_output_of_a_file_input_gets_default_chunks(tmp_path):
+def test_zarr_output_of_a_file_input_gets_default_chunks_and_compressor(tmp_path):
     x = np.zeros((70, 150, 20), np.float32)
     np.save(tmp_path / "in.npy", x)
     assert filt(tmp_path / "in.npy", tmp_path / "o.zarr", "--kernel", "box:1") == 0
     out = zarr.open_array(str(tmp_path / "o.zarr"), mode="r")
     assert out.metadata.zarr_format == 3 and out.chunks == (64, 128, 20)
+    (codec,) = out.compressors
+    assert (codec.cname.value, codec.clevel, codec.shuffle.value) == ("zstd", 5, "shuffle")
+
+
+def test_zarr_writer_buffers_slabs_that_end_inside_a_chunk_layer(tmp_path, x):
+    writer = _volumes.create_volume(str(tmp_path / "o.zarr"), SHAPE, np.float32,
+                                    chunks=(8, 17, 19))
+    assert writer.align == 8
+    for start in range(0, SHAPE[0], 3):                  # 3-slice slabs, 8-slice chunks
+        writer.write_slab(start, x[start:start + 3])
+    with pytest.raises(ValueError, match="slabs must be written in order"):
+        writer.write_slab(4, x[4:6])
+    writer.commit()
+    np.testing.assert_array_equal(load(tmp_path / "o.zarr"), x)
+    unordered = _volumes.create_volume(str(tmp_path / "p.zarr"), SHAPE, np.float32,
+                                       chunks=(8, 17, 19))
+    unordered.write_slab(0, x[:5])
+    with pytest.raises(ValueError, match="expected row 5, got 6"):
+        unordered.write_slab(6, x[6:9])
+    with pytest.raises(ValueError, match="rows from 5 on were never written"):
+        unordered.commit()
+    unordered.abort()
+    assert sorted(os.listdir(tmp_path)) == ["o.zarr"]
 
 
 def test_output_replaces_an_existing_store_only_when_complete(tmp_path, x, expected):
@@ -296,6 +320,17 @@ def test_missing_extra_is_one_line_naming_it(tmp_path, x, monkeypatch, capsys, m
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and EXTRA in err and f"the {module} package" in err
     assert sorted(os.listdir(tmp_path)) == sorted(["in.npy", name])
+
+
+def test_scheduler_without_dask_names_the_dask_extra(tmp_path, x, monkeypatch, capsys):
+    np.save(tmp_path / "in.npy", x)
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    assert filt(tmp_path / "in.npy", tmp_path / "out.zarr", "--kernel", "box:3",
+                "--scheduler", "threads") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert '--scheduler needs the dask package: pip install "fastconv[dask]"' in err
+    assert sorted(os.listdir(tmp_path)) == ["in.npy"]
 
 
 def test_missing_extra_in_a_fresh_process(tmp_path, x):
@@ -410,7 +445,9 @@ def test_full_disk_is_refused_before_any_work(tmp_path, x, monkeypatch, capsys, 
 def test_disk_full_mid_run_leaves_no_output(tmp_path, x, monkeypatch, capsys, out_name):
     import errno
     np.save(tmp_path / "in.npy", x)
-    cls = _volumes.TiffWriter if out_name.endswith(".tif") else _volumes.ZarrWriter
+    # Zarr: the write that fails runs in the writer's background thread.
+    cls, method = ((_volumes.TiffWriter, "write_slab") if out_name.endswith(".tif") else
+                   (_volumes.ZarrWriter, "_write"))
     calls = []
 
     def full(self, start, values):
@@ -418,7 +455,7 @@ def test_disk_full_mid_run_leaves_no_output(tmp_path, x, monkeypatch, capsys, ou
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cls, "write_slab", full)
+    monkeypatch.setattr(cls, method, full)
     assert filt(tmp_path / "in.npy", tmp_path / out_name, "--kernel", "box:3",
                 "--chunks", "4") == 2
     assert "disk full" in capsys.readouterr().err
