@@ -54,6 +54,7 @@ naming the extra to install.
 """
 import errno
 import importlib
+import logging
 import math
 import os
 import shutil
@@ -308,8 +309,6 @@ class ZarrVolume(_Reader):
         self.array = open_zarr_array(path)
         self._setup(self.array.shape, self.array.dtype)
         self.chunks = tuple(self.array.chunks)[self.lead:]
-        self.full_chunks = tuple(self.array.chunks)
-        self.zarr_format = self.array.metadata.zarr_format
         self._index = (0,) * self.lead
         rows = self.chunks[0] if self.chunks else 1
         # A chunk layer is decoded whole whatever part of it is read, so layers
@@ -359,16 +358,19 @@ class TiffVolume(_Reader):
     def __init__(self, path):
         tifffile = require("tifffile", f"reading {path}")
         self.path = path
-        try:
-            self.tif = tifffile.TiffFile(path)
-        except Exception as exc:
-            raise VolumeError(f"cannot read {path} as a TIFF: {type(exc).__name__}: "
-                              f"{exc}") from None
-        try:
-            self._open()
-        except BaseException:
-            self.tif.close()
-            raise
+        # tifffile logs what it finds wrong in a damaged file; the one-line
+        # error below says it instead.
+        with _quiet_logger("tifffile"):
+            try:
+                self.tif = tifffile.TiffFile(path)
+            except Exception as exc:
+                raise VolumeError(f"cannot read {path} as a TIFF: {type(exc).__name__}: "
+                                  f"{exc}") from None
+            try:
+                self._open()
+            except BaseException:
+                self.tif.close()
+                raise
 
     def _open(self):
         path = self.path
@@ -441,6 +443,17 @@ class TiffVolume(_Reader):
 
     def close(self):
         self.tif.close()
+
+
+@contextmanager
+def _quiet_logger(name):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def open_volume(path):

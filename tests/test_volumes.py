@@ -377,6 +377,18 @@ def test_corrupt_or_truncated_input_is_refused(tmp_path, x, capsys, case):
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_truncated_tiff_is_one_line_in_a_fresh_process(tmp_path, x):
+    # tifffile logs warnings about damaged files; in a real run (no pytest
+    # log capture) they must not reach stderr besides the error.
+    make_input("tif", tmp_path / "t.tif", x)
+    with open(tmp_path / "t.tif", "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "t.tif") // 2)
+    result = run("filter", tmp_path / "t.tif", tmp_path / "out.npy", "--kernel", "box:3")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "the file is truncated" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["t.tif"]
+
+
 def test_corrupt_zarr_chunk_found_mid_run_leaves_the_old_output(tmp_path, x, capsys):
     make_input("zarr3", tmp_path / "in.zarr", x)
     chunk = tmp_path / "in.zarr" / "c" / "2" / "0" / "0"     # the third shard
@@ -646,5 +658,9 @@ def test_a_zarr_store_larger_than_the_address_space_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_2gb_zarr_store_under_an_address_space_budget(tmp_path):
+def test_a_2gb_zarr_store_under_an_address_space_budget(tmp_path, request):
+    # 2 GiB in the same budget; needs ~7 GB free memory for the in-memory check.
+    if "slow" not in (request.config.getoption("-m") or "") and \
+            os.environ.get("FASTCONV_SLOW") != "1":
+        pytest.skip("2 GiB volume: run with -m slow or FASTCONV_SLOW=1")
     _bounded_memory(tmp_path, depth=2048, budget=64 << 20)
