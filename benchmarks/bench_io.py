@@ -20,11 +20,13 @@ with the same 5 x 5 x 5 Gaussian (``gaussian:sigma=1,truncate=2``, mode
 
 Each row gives the wall time of the whole process (start-up and imports
 included), MB/s of uncompressed input (``Z * 1024 * 1024 * 2 / 1e6`` MB over
-that time) and the peak resident memory of the process (``ru_maxrss`` from
-``wait4``).  Afterwards the outputs are compared slice by slice with the
-``npy->npy`` result (integer outputs: equal to within 1, the truncation of a
-value within rounding of an integer).  The header names the CPU, its SIMD
-features and the kernel build fastconv chose.
+that time), the peak resident memory of the process (its ``VmHWM``), the
+output's size on disk and the 1-minute load average when the row ended (on a
+shared machine, other jobs' load slows every row).  Afterwards the outputs
+are compared slice by slice with the ``npy->npy`` result (integer outputs:
+equal to within 1, the truncation of a value within rounding of an
+integer).  The header names the CPU, its SIMD features and the kernel build
+fastconv chose.
 
 Usage::
 
@@ -206,8 +208,8 @@ def main(argv=None):
                              w("di.zarr")))
         except ImportError:
             print("dask-image is not installed: its row is skipped")
-        print("\n| variant | seconds | MB/s | peak RSS (MiB) | output on disk (MB) |")
-        print("|---|---|---|---|---|")
+        print("\n| variant | seconds | MB/s | peak RSS (MiB) | output on disk (MB) | load |")
+        print("|---|---|---|---|---|---|")
         outputs = []
         for name, argv_, out in variants:
             if name in args.skip:
@@ -216,11 +218,11 @@ def main(argv=None):
                 shutil.rmtree(out)
             seconds, rss, code, err = run(argv_)
             if code != 0:
-                print(f"| {name} | failed ({code}) | | | |\n{err}")
+                print(f"| {name} | failed ({code}) | | | | |\n{err}")
                 continue
             outputs.append((name, out))
             print(f"| {name} | {seconds:.1f} | {mb / seconds:.0f} | {rss:.0f} | "
-                  f"{du(out) / 1e6:.0f} |", flush=True)
+                  f"{du(out) / 1e6:.0f} | {os.getloadavg()[0]:.1f} |", flush=True)
         reference = w("out.npy")
         if os.path.exists(reference):
             worst = {name: 0 for name, _ in outputs}

@@ -370,7 +370,8 @@ def _from_zarr(x, op):
     Its chunks become the Dask chunks, so the result (chunked as the input)
     streams back with ``to_zarr`` one chunk per task.
     """
-    from ._volumes import VolumeError, open_zarr_array, volume_kind
+    from ._volumes import VolumeError, volume_kind
+    from ._zarr_volume import open_zarr_array
 
     if not _is_zarr_array(x):
         try:

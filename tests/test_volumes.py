@@ -17,7 +17,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ zarr = pytest.importorskip("zarr")
 tifffile = pytest.importorskip("tifffile")
 
 import fastconv as fc  # noqa: E402
-from fastconv import _volumes, cli  # noqa: E402
+from fastconv import _tiff_volume, _volumes, _zarr_volume, cli  # noqa: E402
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 EXTRA = 'pip install "fastconv[io]"'
@@ -458,8 +457,8 @@ def test_disk_full_mid_run_leaves_no_output(tmp_path, x, monkeypatch, capsys, ou
     import errno
     np.save(tmp_path / "in.npy", x)
     # Zarr: the write that fails runs in the writer's background thread.
-    cls, method = ((_volumes.TiffWriter, "write_slab") if out_name.endswith(".tif") else
-                   (_volumes.ZarrWriter, "_write"))
+    cls, method = ((_tiff_volume.TiffWriter, "write_slab") if out_name.endswith(".tif") else
+                   (_zarr_volume.ZarrWriter, "_write"))
     calls = []
 
     def full(self, start, values):
@@ -497,7 +496,7 @@ def test_bad_compressor_is_refused(tmp_path, x, capsys, spec):
     assert filt(tmp_path / "in.zarr", tmp_path / "out.zarr", "--kernel", "box:3",
                 "--compressor", spec) == 2
     err = capsys.readouterr().err
-    assert f"--compressor: expected none, zstd[:LEVEL]" in err and repr(spec) in err
+    assert "--compressor: expected none, zstd[:LEVEL]" in err and repr(spec) in err
     assert sorted(os.listdir(tmp_path)) == ["in.zarr"]
 
 
@@ -531,10 +530,10 @@ def test_interrupt_leaves_no_output(tmp_path, x, monkeypatch, out_name, schedule
             method(self, where, values)
         return write
 
-    for cls in (_volumes.ZarrWriter, _volumes.TiffWriter, _volumes.NpyWriter):
+    for cls in (_zarr_volume.ZarrWriter, _tiff_volume.TiffWriter, _volumes.NpyWriter):
         monkeypatch.setattr(cls, "write_slab", interrupting(cls.write_slab))
-    monkeypatch.setattr(_volumes.ZarrWriter, "write_block",
-                        interrupting(_volumes.ZarrWriter.write_block))
+    monkeypatch.setattr(_zarr_volume.ZarrWriter, "write_block",
+                        interrupting(_zarr_volume.ZarrWriter.write_block))
     args = ["--scheduler", scheduler] if scheduler else ["--chunks", "4"]
     assert filt(tmp_path / "in.zarr", tmp_path / out_name, "--kernel", "box:3", *args) == 130
     assert len(calls) >= 2                          # a block was written, then Ctrl-C
