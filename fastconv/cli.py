@@ -5,23 +5,24 @@ a .npy file) run as one 1-D pass per axis (fastconv.ndimage's separable
 filters); other kernels as an N-D correlation.
 
 ``fastconv filter`` streams a volume of any size through bounded memory: the
-input is read slab by slab along the first axis with positioned reads (no
-memory map, so neither address space nor resident memory grows with the
-file), each slab with the halo the kernel needs and its boundary rows taken
-by the mode's index rule, and written with positioned writes into a temporary
-.npy file that is renamed to OUT only when complete.
+input (.npy, Zarr or TIFF: :mod:`fastconv._volumes`) is read slab by slab
+along the first axis, each slab with the halo the kernel needs and its
+boundary rows taken by the mode's index rule, filtered, and written into a
+temporary file or store that is renamed to OUT only when complete.  With
+``--scheduler`` the same work runs as a ``fastconv.dask`` graph instead,
+chunk by chunk.
 """
 import argparse
-import errno
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from . import _volumes
 from ._boundary import SCIPY_MODES as _NP_MODES, source_index
+from ._volumes import NpyRows, NpyWriter, VolumeError  # noqa: F401 (cli.NpyWriter)
 
 
 class CLIError(Exception):
@@ -157,119 +158,116 @@ def _filter_separable(src, dst, plan, mode, cval, slab, progress):
 
 
 class _Progress:
-    def __init__(self, stream, label):
-        self.stream, self.label, self.start = stream, label, time.perf_counter()
+    """A progress bar with throughput and ETA: ``\\r``-updated on a terminal, else lines."""
+
+    def __init__(self, stream, label, bytes_per_slice, width=24):
+        self.stream, self.label, self.width = stream, label, width
+        self.bytes_per_slice = bytes_per_slice
+        self.tty = stream.isatty()
+        self.start = time.perf_counter()
+        self.last = -math.inf               # the first report is always shown
 
     def __call__(self, done, total):
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r{self.label}: {done}/{total} slices ({100 * done // total}%), "
-                          f"{elapsed:.1f} s")
-        if done == total:
-            self.stream.write("\n")
+        now = time.perf_counter()
+        if done < total and now - self.last < (0.2 if self.tty else 5.0):
+            return                          # throttle: a log file gets a line every 5 s
+        self.last = now
+        elapsed = now - self.start
+        fraction = done / total if total else 1.0
+        filled = int(self.width * fraction)
+        rate = done * self.bytes_per_slice / elapsed / 1e6 if elapsed > 0 else 0.0
+        if done >= total:
+            tail = f"{_clock(elapsed)} elapsed"
+        elif done:
+            tail = f"ETA {_clock(elapsed * (total - done) / done)}"
+        else:
+            tail = "ETA --:--"
+        line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{100 * fraction:3.0f}% {done}/{total} slices, {rate:.0f} MB/s, {tail}")
+        end = "\n" if done >= total or not self.tty else ""
+        self.stream.write(("\r" if self.tty else "") + line + end)
         self.stream.flush()
 
 
-class NpyRows:
-    """Rows (along axis 0) of a C-ordered .npy file, read without mapping it."""
-
-    def __init__(self, path):
-        self.file = open(path, "rb")
-        try:
-            version = np.lib.format.read_magic(self.file)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if read_header is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            self.shape, fortran, self.dtype = read_header(self.file)
-        except Exception:
-            self.file.close()
-            raise
-        if fortran and len(self.shape) > 1:
-            self.file.close()
-            raise ValueError("Fortran-ordered arrays are not supported; save with C order")
-        self.offset = self.file.tell()
-        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, rows):
-        """Rows ``rows`` (an int array of valid indices) as a new array."""
-        out = np.empty((len(rows),) + tuple(self.shape[1:]), self.dtype)
-        flat = out.reshape(len(rows), -1).view(np.uint8)
-        start = 0
-        while start < len(rows):           # one read per run of consecutive rows
-            stop = start + 1
-            while stop < len(rows) and rows[stop] == rows[stop - 1] + 1:
-                stop += 1
-            nbytes = (stop - start) * self.row_bytes
-            data = os.pread(self.file.fileno(), nbytes, self.offset + int(rows[start]) * self.row_bytes)
-            if len(data) != nbytes:
-                raise ValueError("the input file is truncated")
-            flat[start:stop] = np.frombuffer(data, np.uint8).reshape(stop - start, -1)
-            start = stop
-        return out
-
-    def close(self):
-        self.file.close()
+def _clock(seconds):
+    minutes, seconds = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-class NpyWriter:
-    """A C-ordered .npy file of known shape, written slab by slab along axis 0."""
+def _check_dtypes(src, dtype, explicit, path):
+    """The filter computes in float32/float64 and writes integers or reals up to 64 bits."""
+    if src.dtype.kind not in "biuf" or src.dtype.itemsize > 8:
+        raise CLIError(f"cannot filter {path}: its dtype {src.dtype} is not supported; "
+                       "expected bool, integer or real floating point of at most 64 bits")
+    if dtype.kind not in "iuf" or dtype.itemsize > 8:
+        where = "--dtype" if explicit else f"the input's dtype (from {path})"
+        raise CLIError(f"{where}: the filter writes integer or real floating-point data of at "
+                       f"most 64 bits, got {dtype}; pass e.g. --dtype float32")
 
-    def __init__(self, path, shape, dtype):
-        self.dtype = np.dtype(dtype)
-        self.file = open(path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": tuple(shape)}
-        np.lib.format.write_array_header_2_0(self.file, header)
-        self.offset = self.file.tell()
-        self.row_bytes = math.prod(shape[1:]) * self.dtype.itemsize
-        self.file.truncate(self.offset + shape[0] * self.row_bytes)
 
-    def __setitem__(self, rows, values):
-        data = np.ascontiguousarray(values, dtype=self.dtype)
-        os.pwrite(self.file.fileno(), data.tobytes(), self.offset + rows.start * self.row_bytes)
-
-    def close(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+def _parse_chunks(text):
+    """--chunks: N (slices per slab, also a Zarr output's axis-0 chunk) or A,B,C."""
+    if text is None:
+        return None
+    try:
+        chunks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise CLIError(f"--chunks: expected N or comma-separated integers, got {text!r}") \
+            from None
+    if min(chunks) < 1:
+        raise CLIError(f"--chunks must be >= 1, got {text}")
+    return chunks
 
 
 def run_filter(args):
     if not os.path.exists(args.input):
         raise CLIError(f"input file not found: {args.input}")
+    chunks = _parse_chunks(args.chunks)
     try:
-        src = NpyRows(args.input)
-    except (ValueError, OSError) as exc:
-        raise CLIError(f"cannot read {args.input} as a .npy array: {exc}") from None
+        src = _volumes.open_volume(args.input)
+    except (VolumeError, ImportError) as exc:
+        raise CLIError(str(exc)) from None
     try:
         if not 1 <= src.ndim <= 3:
-            raise CLIError(f"expected a 1-D, 2-D or 3-D array in {args.input}, got shape "
-                           f"{src.shape}")
+            raise CLIError(f"expected a 1-D, 2-D or 3-D array in {args.input} (leading axes "
+                           f"of length 1 are allowed), got shape {src.full_shape}")
         if args.mode not in _NP_MODES:
             raise CLIError(f"unknown mode {args.mode!r}; expected one of {', '.join(_NP_MODES)}")
         kernel = parse_kernel(args.kernel, src.ndim)
         dtype = np.dtype(args.dtype) if args.dtype else src.dtype
-        out_dir = os.path.dirname(os.path.abspath(args.output))
-        fd, tmp = tempfile.mkstemp(prefix=".fastconv-", suffix=".npy.partial", dir=out_dir)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)      # mkstemp's 0600 would outlive the rename
+        _check_dtypes(src, dtype, args.dtype is not None, args.input)
         try:
-            dst = NpyWriter(tmp, src.shape, dtype)
-            progress = None if args.quiet else _Progress(sys.stderr, "filter")
-            filter_volume(src, dst, kernel, args.mode, args.cval, args.chunks, progress)
-            dst.close()
-            os.replace(tmp, args.output)            # OUT appears only when complete
+            if args.scheduler:
+                _volumes.require("dask.array", "--scheduler", extra="dask")
+            dst = _volumes.create_volume(args.output, src.full_shape, dtype, like=src,
+                                         chunks=chunks, compressor=args.compressor)
+        except (VolumeError, ImportError) as exc:
+            raise CLIError(str(exc)) from None
         except OSError as exc:
-            _remove(tmp)
-            if exc.errno == errno.ENOSPC:
+            raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        show = not args.quiet and (args.progress or sys.stderr.isatty())
+        progress = _Progress(sys.stderr, "filter", src.row_bytes) if show else None
+        try:
+            if args.scheduler:
+                from ._dask_filter import filter_volume_dask
+                filter_volume_dask(src, dst, kernel, args.mode, args.cval, args.scheduler,
+                                   progress)
+            else:
+                slab = chunks[0] if chunks is not None and len(chunks) == 1 else None
+                filter_volume(src, dst, kernel, args.mode, args.cval, slab, progress)
+            dst.commit()                        # OUT appears only when complete
+        except VolumeError as exc:              # corrupt input data found while reading
+            dst.abort()
+            raise CLIError(f"{exc}; nothing was written") from None
+        except OSError as exc:
+            dst.abort()
+            if _volumes.is_disk_full(exc):
                 raise CLIError(f"disk full while writing {args.output}; nothing was "
                                "written") from None
             raise
         except BaseException:
-            _remove(tmp)
+            dst.abort()
             raise
     finally:
         src.close()
@@ -289,13 +287,6 @@ def run_info():
     return 0
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 # -- entry point --------------------------------------------------------------------------
 
 def _parser():
@@ -306,16 +297,29 @@ def _parser():
     bench = sub.add_parser("bench", help="side-by-side benchmark (PyTorch, SciPy if installed)",
                            add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
-    f = sub.add_parser("filter", help="filter a .npy volume of any size (memory-mapped)")
-    f.add_argument("input", help="input .npy file (1-D to 3-D)")
-    f.add_argument("output", help="output .npy file (written atomically)")
+    f = sub.add_parser("filter", help="filter a .npy, Zarr or TIFF volume of any size, "
+                       "streaming")
+    f.add_argument("input", help="input volume, 1-D to 3-D: .npy, .zarr (v2/v3; an OME-Zarr "
+                   "level as image.zarr/0) or .tif/.tiff (multi-page, BigTIFF)")
+    f.add_argument("output", help="output volume, any of the same formats (written to a "
+                   "temporary, renamed when complete)")
     f.add_argument("--kernel", required=True,
                    help="gaussian:sigma=S[,truncate=T] | box:N | KERNEL.npy")
     f.add_argument("--mode", default="reflect", help="scipy.ndimage boundary mode")
     f.add_argument("--cval", type=float, default=0.0, help="fill value for mode=constant")
-    f.add_argument("--chunks", type=int, default=None,
-                   help="slices per slab along axis 0 (default: ~128 MiB slabs)")
+    f.add_argument("--chunks", default=None,
+                   help="N: slices per slab along axis 0 (default: ~128 MiB slabs), also a "
+                   "Zarr output's axis-0 chunk; Z,Y,X: a Zarr output's chunk shape "
+                   "(default: the input's)")
+    f.add_argument("--compressor", default=None,
+                   help="Zarr output: none | zstd[:LEVEL] | blosc[:CNAME[:LEVEL]] | "
+                   "gzip[:LEVEL] (default: the input's)")
+    f.add_argument("--scheduler", default=None, choices=["threads", "synchronous"],
+                   help="compute with fastconv.dask on this Dask scheduler, chunk by chunk "
+                   "(default: slab by slab, without Dask)")
     f.add_argument("--dtype", default=None, help="output dtype (default: the input's)")
+    f.add_argument("--progress", action="store_true",
+                   help="show the progress bar even when stderr is not a terminal")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -329,8 +333,6 @@ def main(argv=None):
     try:
         if args.command == "info":
             return run_info()
-        if args.chunks is not None and args.chunks < 1:
-            raise CLIError(f"--chunks must be >= 1, got {args.chunks}")
         if args.dtype is not None:
             try:
                 np.dtype(args.dtype)

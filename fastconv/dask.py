@@ -1,9 +1,13 @@
 """Chunked convolution of Dask arrays with fastconv's kernels.
 
 ``fastconv.dask`` runs fastconv on the existing Dask engine: the functions
-take a ``dask.array.Array`` (anything else is wrapped with
-``dask.array.asarray``) and return a lazy ``dask.array.Array`` with known
-chunks that computes to the in-memory fastconv result:
+take a ``dask.array.Array``, a ``zarr.Array`` or the path of a Zarr array
+(v2 or v3, e.g. the level ``image.zarr/0`` of an OME-Zarr image; read with
+``dask.array.from_zarr``, chunked as stored; needs ``fastconv[io]``), or any
+other array-like (wrapped with ``dask.array.asarray``), and return a lazy
+``dask.array.Array`` with known chunks that computes to the in-memory
+fastconv result (and streams to disk with ``.to_zarr(...)``, a chunk per
+task):
 
 * :func:`correlate` / :func:`convolve` -- ``scipy.ndimage`` semantics, as
   :func:`fastconv.ndimage.correlate` / :func:`fastconv.ndimage.convolve`, on
@@ -87,6 +91,7 @@ import functools
 import itertools
 import multiprocessing
 import operator
+import os
 import sys
 import threading
 import weakref
@@ -342,12 +347,40 @@ def _build(op, x, plans, out_chunks, dtype, kernel, work, fill, threads, operand
 
 
 def _as_dask(x, op):
-    if not isinstance(x, da.Array):
+    if isinstance(x, (str, os.PathLike)) or _is_zarr_array(x):
+        x = _from_zarr(x, op)
+    elif not isinstance(x, da.Array):
         x = da.asarray(x)
     if any(np.isnan(c) for cs in x.chunks for c in cs):
         raise ValueError(f"{op}: expected an input with known chunk sizes, got unknown "
                          f"(nan) chunks; call x.compute_chunk_sizes() first")
     return x
+
+
+def _is_zarr_array(x):
+    """A ``zarr.Array``, told without importing zarr."""
+    return type(x).__module__.split(".")[0] == "zarr" and hasattr(x, "chunks") \
+        and hasattr(x, "shape")
+
+
+def _from_zarr(x, op):
+    """A Zarr array or the path of one (v2 or v3; an OME-Zarr level) as a Dask array.
+
+    Its chunks become the Dask chunks, so the result (chunked as the input)
+    streams back with ``to_zarr`` one chunk per task.
+    """
+    from ._volumes import VolumeError, volume_kind
+    from ._zarr_volume import open_zarr_array
+
+    if not _is_zarr_array(x):
+        try:
+            if volume_kind(x) != "zarr":
+                raise VolumeError(f"{os.fspath(x)!r} is not a Zarr store")
+            x = open_zarr_array(x)
+        except VolumeError as exc:
+            raise ValueError(f"{op}: expected x to be a Dask array, an array-like, a "
+                             f"zarr.Array or the path of a Zarr array; {exc}") from None
+    return da.from_zarr(x)
 
 
 # --------------------------------------------------------------------------
@@ -419,9 +452,11 @@ def correlate(x, weights, mode="reflect", cval=0.0, origin=0, *, threads=None):
 
     Parameters
     ----------
-    x : dask.array.Array or array_like, 1-D to 3-D
-        Chunked any way (chunks smaller than the kernel's halo included);
-        other array-likes are wrapped with ``dask.array.asarray``.
+    x : dask.array.Array, zarr.Array, str, os.PathLike or array_like, 1-D to 3-D
+        Chunked any way (chunks smaller than the kernel's halo included); a
+        Zarr array or the path of one is read with ``dask.array.from_zarr``
+        (its chunks are kept), other array-likes are wrapped with
+        ``dask.array.asarray``.
     weights : array_like
         Kernel with ``x.ndim`` dims (a NumPy array; it is embedded in the graph
         once).  Complex weights are conjugated, as in SciPy.
@@ -469,7 +504,8 @@ def convolve(x, weights, mode="reflect", cval=0.0, origin=0, *, threads=None):
 
     Parameters
     ----------
-    x : dask.array.Array or array_like, 1-D to 3-D
+    x : dask.array.Array, zarr.Array, str, os.PathLike or array_like, 1-D to 3-D
+        As in :func:`correlate`.
     weights : array_like
         Kernel with ``x.ndim`` dims; flipped, as convolution does.
     mode : str, default 'reflect'
@@ -584,9 +620,10 @@ PyTorch's padding modes, stride, dilation, groups).
 
 Parameters
 ----------
-x : dask.array.Array or array_like, shape (N, C_in, {sp}) or (C_in, {sp})
+x : dask.array.Array, zarr.Array, path or array_like, shape (N, C_in, {sp}) or (C_in, {sp})
     Chunked along the batch and spatial axes in any way (chunks smaller than
-    the halo included); the channel axis is rechunked to one chunk.
+    the halo included); the channel axis is rechunked to one chunk.  A Zarr
+    array or the path of one is read with ``dask.array.from_zarr``.
 weight : array_like, shape (C_out, C_in / groups, {k})
     A NumPy array (embedded in the graph once).
 bias : array_like, shape (C_out,), optional

@@ -326,6 +326,62 @@ def test_conv_errors_match_in_memory():
 
 
 # --------------------------------------------------------------------------
+# Zarr arrays and paths in, to_zarr out
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_array_or_path_in_to_zarr_out(tmp_path, rng, zarr_format):
+    zarr = pytest.importorskip("zarr")
+    x = rng.random((21, 18, 16)).astype(np.float32)
+    store = zarr.create_array(str(tmp_path / "in.zarr"), shape=x.shape, chunks=(4, 9, 16),
+                              dtype=x.dtype, zarr_format=zarr_format)
+    store[...] = x
+    w = rng.random((5, 3, 4)).astype(np.float32)
+    expected = ndi.correlate(x, w, mode="wrap")
+    for source in (store, str(tmp_path / "in.zarr"), tmp_path / "in.zarr"):
+        y = fcd.correlate(source, w, mode="wrap")
+        assert y.chunks == ((4, 4, 4, 4, 4, 1), (9, 9), (16,))     # the store's chunks
+        assert_matches(y.compute(), expected, w.size, exact=False)
+    out = tmp_path / "out.zarr"
+    fcd.correlate(tmp_path / "in.zarr", w, mode="wrap").to_zarr(str(out))   # streamed
+    written = zarr.open_array(str(out), mode="r")
+    assert written.chunks == store.chunks
+    assert_matches(written[...], expected, w.size, exact=False)
+    assert_matches(fcd.convolve(store, w).compute(), ndi.convolve(x, w), w.size, exact=False)
+
+
+def test_conv3d_and_ome_zarr_level_from_a_path(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    x = rng.random((1, 2, 9, 10, 11)).astype(np.float32)          # (N, C, D, H, W)
+    group = zarr.open_group(str(tmp_path / "image.zarr"), mode="w")
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"datasets": [{"path": "0"}]}]}
+    level = group.create_array("0", shape=x.shape, chunks=(1, 2, 4, 10, 11), dtype=x.dtype)
+    level[...] = x
+    w = rng.random((3, 2, 3, 3, 3)).astype(np.float32)
+    y = fcd.conv3d(tmp_path / "image.zarr" / "0", w, padding=1, padding_mode="circular")
+    assert_matches(y.compute(), fc.conv3d(x, w, padding=1, padding_mode="circular"), 54,
+                   exact=False)
+    with pytest.raises(ValueError, match=r"conv3d: expected x to be .* OME-Zarr multiscale "
+                                         r"image, not one array; give one of its levels"):
+        fcd.conv3d(tmp_path / "image.zarr", w)
+
+
+def test_paths_that_are_not_zarr_arrays_are_refused(tmp_path, monkeypatch):
+    pytest.importorskip("zarr")
+    np.save(tmp_path / "x.npy", np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"correlate: expected x to be a Dask array, an "
+                                         r"array-like, a zarr.Array or the path of a Zarr "
+                                         r"array; '.*x.npy' is not a Zarr store"):
+        fcd.correlate(str(tmp_path / "x.npy"), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="no such directory"):
+        fcd.correlate(tmp_path / "missing.zarr", np.ones((3, 3)))
+    monkeypatch.setitem(sys.modules, "zarr", None)                 # zarr not installed
+    (tmp_path / "x.zarr").mkdir()
+    with pytest.raises(ImportError, match=r'needs the zarr package: pip install "fastconv\[io\]"'):
+        fcd.correlate(tmp_path / "x.zarr", np.ones((3, 3)))
+
+
+# --------------------------------------------------------------------------
 # Laziness, graph, threads
 # --------------------------------------------------------------------------
 
