@@ -24,7 +24,6 @@ __all__ = ["correlate", "convolve", "correlate1d", "convolve1d", "gaussian_filte
            "laplace", "gaussian_laplace", "gaussian_gradient_magnitude"]
 
 
-
 def _per_axis(value, nd, name, op):
     if np.isscalar(value):
         return [int(value)] * nd

@@ -457,8 +457,9 @@ def test_deeply_nested_pickle_is_refused_before_it_can_crash(tmp_path, fmt):
             f"    fc.load_state_dict({str(path)!r})\n"
             "except fc.CheckpointError as exc:\n"
             "    print(exc)\n")
+    # cwd: not the source tree, whose unbuilt fastconv/ would shadow the installed one
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "objects nested more than 100 levels deep: refused" in result.stdout
 
