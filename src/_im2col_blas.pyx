@@ -446,7 +446,8 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
 
 cdef void shifted_weight_grad_job(const conv_t* xp, const conv_t* gout, conv_t* dw,
                                   const Geometry* g, Py_ssize_t tile, Py_ssize_t rblock,
-                                  Py_ssize_t job, conv_t* col, conv_t* gbuf, Driver* d) noexcept nogil:
+                                  Py_ssize_t job, conv_t* col, conv_t* gbuf,
+                                  Driver* d) noexcept nogil:
     """Stride-1 weight gradient on a padded input, over the padded-width grid.
 
     Column rows are contiguous slices of xp (as in the forward); grad_output is
