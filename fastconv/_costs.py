@@ -42,8 +42,15 @@ MIN_MACS_PER_THREAD = 1 << 20
 
 
 def threads_for(total_macs, available):
-    """Threads for a call of ``total_macs``; changes speed only, never results."""
-    return max(1, min(available, total_macs // MIN_MACS_PER_THREAD))
+    """Threads for a call of ``total_macs``; changes speed only, never results.
+
+    ``available`` may be a callable, asked only when more than one thread
+    could be used (the OpenMP query costs ~2 us, a tiny call ~30 us in all).
+    """
+    wanted = total_macs // MIN_MACS_PER_THREAD
+    if wanted <= 1:
+        return 1
+    return max(1, min(available() if callable(available) else available, wanted))
 
 
 def ceil_div(a, b):
@@ -65,15 +72,27 @@ def grid_length(p):
     return ((do - 1) * hp + ho - 1) * wp + wo
 
 
-def zero_pad(x, p):
-    """x (5-D) zero-padded to exactly the extent a stride-1 output reads."""
+def padding_plan(p):
+    """(extent, destination, source) of :func:`zero_pad`; None if x needs no copy."""
     extent = padded_extent(p)
-    if p.pad == (0, 0, 0) and tuple(x.shape[2:]) == extent:
-        return x
-    xp = np.zeros(x.shape[:2] + extent, x.dtype)
-    src = tuple(slice(0, max(0, min(n, e - q))) for n, e, q in zip(x.shape[2:], extent, p.pad))
+    if p.pad == (0, 0, 0) and tuple(p.x[1:]) == extent:
+        return None
+    src = tuple(slice(0, max(0, min(n, e - q))) for n, e, q in zip(p.x[1:], extent, p.pad))
     dst = tuple(slice(q, q + s.stop) for q, s in zip(p.pad, src))
-    xp[(slice(None), slice(None)) + dst] = x[(slice(None), slice(None)) + src]
+    return extent, (slice(None), slice(None)) + dst, (slice(None), slice(None)) + src
+
+
+def zero_pad(x, p, plan=None):
+    """x (5-D) zero-padded to exactly the extent a stride-1 output reads.
+
+    ``plan`` is :func:`padding_plan`'s result, computed once per problem.
+    """
+    plan = padding_plan(p) if plan is None else plan
+    if plan is None or plan == ():
+        return x
+    extent, dst, src = plan
+    xp = np.zeros(x.shape[:2] + extent, x.dtype)
+    xp[dst] = x[src]
     return xp
 
 

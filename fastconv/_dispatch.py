@@ -152,7 +152,7 @@ def _first_reason(*reasons):
 
 
 def _nt(total_macs):
-    return _costs.threads_for(total_macs, get_num_threads())
+    return _costs.threads_for(total_macs, get_num_threads)
 
 
 # -- forward ------------------------------------------------------------------------------
@@ -196,11 +196,12 @@ def _fft_applies(p):
 
 
 def _plan_packed(p):
-    return {"tile": _costs.panel_tile(p, packed.panel_widths()), "grid": _costs.grid_length(p)}
+    return {"tile": _costs.panel_tile(p, packed.panel_widths()), "grid": _costs.grid_length(p),
+            "padding": _costs.padding_plan(p) or ()}
 
 
 def _run_packed_forward(a, p, plan, nt):
-    xp = _costs.zero_pad(a.x, p)
+    xp = _costs.zero_pad(a.x, p, plan["padding"])
     packed.conv_forward(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.dilation,
                         p.groups, nt, plan["tile"])
 
@@ -208,11 +209,11 @@ def _run_packed_forward(a, p, plan, nt):
 def _plan_shifted(p):
     return {"tile": _costs.gemm_tile(p.w[1] * p.kvol, _costs.grid_length(p), p.groups,
                                      p.dtype.itemsize),
-            "grid": _costs.grid_length(p)}
+            "grid": _costs.grid_length(p), "padding": _costs.padding_plan(p) or ()}
 
 
 def _run_shifted_forward(a, p, plan, nt):
-    xp = _costs.zero_pad(a.x, p)
+    xp = _costs.zero_pad(a.x, p, plan["padding"])
     with single_threaded_blas():
         blas.conv_forward_shifted(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out,
                                   p.dilation, p.groups, nt, plan["tile"])
