@@ -5,7 +5,7 @@ here once; functional, grad and layers all call it.  Errors name the
 argument, the rule and the value received.
 """
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -162,9 +162,49 @@ def check_groups(groups, op):
     return int(groups)
 
 
+# Validated calls, by everything validation reads (shapes, dtypes, option values
+# and their exact types): a repeated call skips straight to the result.  Only
+# plain ints, strings and tuples of ints take part, so a value that merely
+# compares equal (True == 1, 1.0 == 1) can never reuse another call's verdict.
+_VALIDATED = {}
+_VALIDATED_MAX = 512
+
+
+def _plain(value):
+    if type(value) is int or type(value) is str:
+        return True
+    return type(value) is tuple and all(type(v) is int for v in value)
+
+
+def _validation_key(op, nd, input, weight, bias, transposed, options):
+    if type(input) is not np.ndarray or type(weight) is not np.ndarray or not (
+            bias is None or type(bias) is np.ndarray) or not all(map(_plain, options)):
+        return None
+    b = None if bias is None else (bias.shape, bias.dtype)
+    return (op, nd, bool(transposed), input.shape, input.dtype, weight.shape, weight.dtype, b,
+            tuple((type(v), v) for v in options))
+
+
 def parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
                padding_mode="zeros", transposed=False, output_padding=0):
     """Validate every argument of a (transposed) convolution; return a ConvProblem."""
+    key = _validation_key(op, nd, input, weight, bias, transposed,
+                          (stride, padding, dilation, groups, padding_mode, output_padding))
+    known = _VALIDATED.get(key) if key is not None else None
+    if known is not None:
+        return replace(known, x=input if known.batched else input[np.newaxis], w=weight,
+                       bias=bias)
+    prob = _parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
+                       padding_mode, transposed, output_padding)
+    if key is not None:
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[key] = replace(prob, x=None, w=None, bias=None)
+    return prob
+
+
+def _parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
+                padding_mode, transposed, output_padding):
     x = as_array(input, "input", op)
     w = as_array(weight, "weight", op)
     b = None if bias is None else as_array(bias, "bias", op)

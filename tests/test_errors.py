@@ -415,3 +415,19 @@ def test_error_messages_name_the_function(rng):
     x, w, b = problem(rng, 3)
     with pytest.raises(ValueError, match=r"^conv3d: "):
         fc.conv3d(x, w, b, stride=0)
+
+
+def test_a_validated_call_never_lends_its_verdict_to_an_equal_comparing_value():
+    """parse_conv remembers validated calls; True == 1 and 1.0 == 1 must still be refused."""
+    x = np.ones((1, 2, 6, 6), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    fc.conv2d(x, w, stride=1, padding=1)                 # validated, remembered
+    fc.conv2d(x, w, stride=1, padding=1)                 # served from the memo
+    with pytest.raises(TypeError, match="stride"):
+        fc.conv2d(x, w, stride=True, padding=1)
+    with pytest.raises(TypeError, match="padding"):
+        fc.conv2d(x, w, stride=1, padding=1.0)
+    with pytest.raises(ValueError, match="bias"):
+        fc.conv2d(x, w, np.ones(4, np.float32), stride=1, padding=1)
+    with pytest.raises(ValueError, match="channels"):
+        fc.conv2d(np.ones((1, 3, 6, 6), np.float32), w, stride=1, padding=1)
