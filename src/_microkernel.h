@@ -36,19 +36,29 @@
 typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
 
-#define FC_DEFINE_KERNEL(NAME, T, V, NR)                                          \
-static void NAME(ptrdiff_t K, const T *A, const T *B, T *C, ptrdiff_t ldc,         \
-                 int rows, int cols, int accumulate) {                            \
+/* The kernel body.  B_ROW(k) is the address of B's row k (NR elements): a
+ * packed panel (B + k * NR) or, for the implicit GEMM, a row read straight
+ * from the padded input through a per-k offset table (base + off[k]). */
+#define FC_KERNEL_BODY(T, V, NR, B_ROW)                                           \
     enum { VLEN = NR / FC_NV };                                                   \
     V c[FC_MR][FC_NV];                                                            \
     for (int i = 0; i < FC_MR; i++)                                               \
         for (int v = 0; v < FC_NV; v++) c[i][v] = (V){0};                         \
     for (ptrdiff_t k = 0; k < K; k++) {                                           \
+        const T *brow = (B_ROW);                                                  \
         V b[FC_NV];                                                               \
-        for (int v = 0; v < FC_NV; v++) b[v] = *(const V *)(B + k * NR + v * VLEN); \
+        for (int v = 0; v < FC_NV; v++) b[v] = *(const V *)(brow + v * VLEN);     \
         const T *a = A + k * FC_MR;                                               \
         for (int i = 0; i < FC_MR; i++)   /* unrolled: one broadcast, NV FMAs */  \
             for (int v = 0; v < FC_NV; v++) c[i][v] += a[i] * b[v];               \
+    }                                                                             \
+    if (rows == FC_MR && cols == NR) {    /* whole tile: vector stores */         \
+        for (int i = 0; i < FC_MR; i++)                                           \
+            for (int v = 0; v < FC_NV; v++) {                                     \
+                V *dst = (V *)(C + i * ldc + v * VLEN);                           \
+                *dst = accumulate ? *dst + c[i][v] : c[i][v];                     \
+            }                                                                     \
+        return;                                                                   \
     }                                                                             \
     for (int i = 0; i < rows; i++) {                                              \
         T tmp[NR];                                                                \
@@ -58,7 +68,18 @@ static void NAME(ptrdiff_t K, const T *A, const T *B, T *C, ptrdiff_t ldc,      
             for (int j = 0; j < cols; j++) dst[j] += tmp[j];                      \
         else                                                                      \
             for (int j = 0; j < cols; j++) dst[j] = tmp[j];                       \
-    }                                                                             \
+    }
+
+#define FC_DEFINE_KERNEL(NAME, T, V, NR)                                          \
+static void NAME(ptrdiff_t K, const T *A, const T *B, T *C, ptrdiff_t ldc,         \
+                 int rows, int cols, int accumulate) {                            \
+    FC_KERNEL_BODY(T, V, NR, B + k * NR)                                          \
+}
+
+#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NR)                                 \
+static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
+                 T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {       \
+    FC_KERNEL_BODY(T, V, NR, base + off[k])                                       \
 }
 
 /* One panel row: a fixed-size copy the compiler turns into vector moves. */
@@ -71,5 +92,7 @@ static inline void fc_panel_copy_d(double *dst, const double *src) {
 
 FC_DEFINE_KERNEL(fc_kernel_f, float, fc_vf, FC_NR_F)
 FC_DEFINE_KERNEL(fc_kernel_d, double, fc_vd, FC_NR_D)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
 
 #endif

@@ -23,6 +23,12 @@ cdef extern from "_microkernel.h":
                      int rows, int cols, int accumulate) nogil
     void fc_kernel_d(Py_ssize_t K, const double* A, const double* B, double* C,
                      Py_ssize_t ldc, int rows, int cols, int accumulate) nogil
+    void fc_kernel_indirect_f(Py_ssize_t K, const float* A, const float* base,
+                              const Py_ssize_t* off, float* C, Py_ssize_t ldc,
+                              int rows, int cols, int accumulate) nogil
+    void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
+                              const Py_ssize_t* off, double* C, Py_ssize_t ldc,
+                              int rows, int cols, int accumulate) nogil
     void fc_panel_copy_f(float* dst, const float* src) nogil
     void fc_panel_copy_d(double* dst, const double* src) nogil
 
@@ -42,7 +48,7 @@ cdef inline int panel_width(real_t* dummy) noexcept nogil:
 
 cdef void packed_forward_job(const real_t* xp, const real_t* wp, const real_t* bias,
                              bint has_bias, real_t* out, const Geometry* g,
-                             Py_ssize_t tile, Py_ssize_t job,
+                             Py_ssize_t tile, Py_ssize_t job, const Py_ssize_t* off,
                              real_t* col, real_t* cbuf) noexcept nogil:
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
@@ -66,20 +72,27 @@ cdef void packed_forward_job(const real_t* xp, const real_t* wp, const real_t* b
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
-    # im2col straight into panels: col[(p * K + r) * NR + j] = xg[... q0 + p*NR + j + shift(r)]
-    for r in range(K):
-        decode_tap(r, g, &ci, &kd, &kh, &kw)
-        src = xg + ci * plane + q0 + tap_shift(g, kd, kh, kw)
-        for p in range(m // NR):
-            if real_t is float:
-                fc_panel_copy_f(col + (p * K + r) * NR, src + p * NR)
-            else:
-                fc_panel_copy_d(col + (p * K + r) * NR, src + p * NR)
-        if m % NR:                      # last, partial panel: zeros past the tile
-            p = m // NR
-            dst = col + (p * K + r) * NR
-            valid = m - p * NR
-            memcpy(dst, src + p * NR, valid * sizeof(real_t))
+    # Full panels are read in place (implicit GEMM: row r of panel p is the NR
+    # cells at q0 + p*NR + off[r]); only the last, partial panel is copied, with
+    # zeros past the tile, so no read goes beyond the padded input.
+    cdef Py_ssize_t nfull = m // NR
+    cdef Py_ssize_t pcol = 0 if off != NULL else nfull
+    if off == NULL:                     # im2col straight into panels
+        for r in range(K):
+            decode_tap(r, g, &ci, &kd, &kh, &kw)
+            src = xg + ci * plane + q0 + tap_shift(g, kd, kh, kw)
+            for p in range(nfull):
+                if real_t is float:
+                    fc_panel_copy_f(col + (p * K + r) * NR, src + p * NR)
+                else:
+                    fc_panel_copy_d(col + (p * K + r) * NR, src + p * NR)
+    if m % NR:
+        for r in range(K):
+            decode_tap(r, g, &ci, &kd, &kh, &kw)
+            src = xg + ci * plane + q0 + tap_shift(g, kd, kh, kw)
+            dst = col + (pcol * K + r) * NR
+            valid = m - nfull * NR
+            memcpy(dst, src + nfull * NR, valid * sizeof(real_t))
             for j in range(valid, NR):
                 dst[j] = 0
     # cbuf (cog x m, row-major) = W_g @ col, K blocked so both operands stay in L1.
@@ -88,13 +101,23 @@ cdef void packed_forward_job(const real_t* xp, const real_t* wp, const real_t* b
         klen = min(KC, K - k0)
         for p in range(npan):
             for b in range(nb):
+                if off != NULL and p < nfull:
+                    if real_t is float:
+                        fc_kernel_indirect_f(klen, wg + (b * K + k0) * FC_MR, xg + q0 + p * NR,
+                                             off + k0, cbuf + b * FC_MR * m + p * NR, m,
+                                             <int>min(FC_MR, cog - b * FC_MR), NR, k0 > 0)
+                    else:
+                        fc_kernel_indirect_d(klen, wg + (b * K + k0) * FC_MR, xg + q0 + p * NR,
+                                             off + k0, cbuf + b * FC_MR * m + p * NR, m,
+                                             <int>min(FC_MR, cog - b * FC_MR), NR, k0 > 0)
+                    continue
                 if real_t is float:
-                    fc_kernel_f(klen, wg + (b * K + k0) * FC_MR, col + (p * K + k0) * NR,
+                    fc_kernel_f(klen, wg + (b * K + k0) * FC_MR, col + ((p - nfull + pcol) * K + k0) * NR,
                                 cbuf + b * FC_MR * m + p * NR, m,
                                 <int>min(FC_MR, cog - b * FC_MR), <int>min(NR, m - p * NR),
                                 k0 > 0)
                 else:
-                    fc_kernel_d(klen, wg + (b * K + k0) * FC_MR, col + (p * K + k0) * NR,
+                    fc_kernel_d(klen, wg + (b * K + k0) * FC_MR, col + ((p - nfull + pcol) * K + k0) * NR,
                                 cbuf + b * FC_MR * m + p * NR, m,
                                 <int>min(FC_MR, cog - b * FC_MR), <int>min(NR, m - p * NR),
                                 k0 > 0)
@@ -118,10 +141,12 @@ cdef void packed_forward_job(const real_t* xp, const real_t* wp, const real_t* b
 def conv_forward(const real_t[:, :, :, :, ::1] xp, const real_t[:, :, :, :, ::1] w,
                         const real_t[::1] bias, bint has_bias,
                         real_t[:, :, :, :, ::1] out, tuple dilation, Py_ssize_t groups,
-                        int num_threads, Py_ssize_t tile):
+                        int num_threads, Py_ssize_t tile, bint implicit=True):
     """Stride-1 convolution of an already padded input on fastconv's micro-kernel.
 
     ``tile`` (grid positions per job) must be a multiple of the panel width.
+    ``implicit`` reads whole panels in place through a per-tap offset table
+    instead of copying them (same operations in the same order: same bits).
     """
     cdef Geometry g = make_geometry(&xp.shape[0], &out.shape[0], &w.shape[0],
                                     (1, 1, 1), (0, 0, 0), dilation, groups)
@@ -148,17 +173,30 @@ def conv_forward(const real_t[:, :, :, :, ::1] xp, const real_t[:, :, :, :, ::1]
                     co = b * FC_MR + i
                     wp[((grp * nb + b) * K + k) * FC_MR + i] = \
                         wflat[(grp * cog + co) * K + k] if co < cog else 0
+    cdef Py_ssize_t* off = NULL
+    cdef Py_ssize_t ci, kd, kh, kw
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    if implicit:
+        off = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
+        if off == NULL:
+            free(wp)
+            raise MemoryError("fastconv: could not allocate the tap offsets")
+        for k in range(K):
+            decode_tap(k, &g, &ci, &kd, &kh, &kw)
+            off[k] = ci * plane + tap_shift(&g, kd, kh, kw)
+    cdef Py_ssize_t colsize = K * (NR if implicit else tile)
     cdef Driver d = start(njobs, num_threads)
     with nogil, parallel(num_threads=d.threads):
-        col = <real_t*> malloc(K * tile * sizeof(real_t))
+        col = <real_t*> malloc(colsize * sizeof(real_t))
         cbuf = <real_t*> malloc(nb * FC_MR * tile * sizeof(real_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, not (col == NULL or cbuf == NULL)):
                 packed_forward_job(&xp[0, 0, 0, 0, 0], wp, &bias[0], has_bias,
-                                   &out[0, 0, 0, 0, 0], &g, tile, job, col, cbuf)
+                                   &out[0, 0, 0, 0, 0], &g, tile, job, off, col, cbuf)
         free(col)
         free(cbuf)
     free(wp)
+    free(off)
     finish(&d, "im2col buffer")
 
 
