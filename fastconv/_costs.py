@@ -18,6 +18,8 @@ INT_MAX = 2**31 - 1
 MIN_JOBS = 8                     # split work into at least this many jobs where possible
 COL_BUFFER_BYTES = 1 << 21       # per-thread im2col buffer: about L2 + a bit
 PANEL_BUFFER_BYTES = 1 << 19     # per-thread packed panels of the micro-kernel
+BAND_BUFFER_BYTES = 1 << 18      # per-thread band of the implicit GEMM: half an L2
+IMPLICIT_MAX_WASTE = 2.0         # computed cells (dropped columns included) per output cell
 # The shifted-slice paths pad a copy of the input: allowed up to this many
 # times the sample's input + output cells (+ a small constant, so tiny
 # problems with large relative padding still qualify), and computing at most
@@ -123,6 +125,46 @@ def panel_tile(p, widths):
     return max(width, ceil_div(tile, width) * width)
 
 
+def band_geometry(p):
+    """(planes per input channel, extra rows, extra columns) of an implicit-GEMM band.
+
+    The band of R x Wc output cells holds, per input channel and kernel depth
+    tap, one (R + extra rows) x (Wc + extra columns) plane per stride phase.
+    """
+    (kd, kh, kw), (_, sh, sw), (_, dh, dw) = p.kernel, p.stride, p.dilation
+    planes = kd * min(sh, (kh - 1) * dh + 1) * min(sw, (kw - 1) * dw + 1)
+    return planes, (kh - 1) * dh // sh, (kw - 1) * dw // sw
+
+
+def band_tile(p, widths):
+    """(rows, cols): output cells per implicit-GEMM job, from the shape only.
+
+    Whole output rows, as many as keep the band buffer within
+    ``BAND_BUFFER_BYTES`` (narrower column tiles only when one row is too
+    wide, as in long 1-D signals), then fewer rows if a sample would give
+    fewer than ``MIN_JOBS`` jobs.
+    """
+    width = widths[0 if p.dtype == np.float32 else 1]
+    planes, extra_rows, extra_cols = band_geometry(p)
+    per_cell = (p.x[0] // p.groups) * planes
+    budget = BAND_BUFFER_BYTES // p.dtype.itemsize
+    do, ho, wo = p.out[1:]
+    cols = wo
+    if per_cell * (1 + extra_rows) * (cols + extra_cols) > budget:
+        cols = min(wo, max(4 * width, budget // (per_cell * (1 + extra_rows)) - extra_cols))
+    rows = min(ho, max(1, budget // (per_cell * (cols + extra_cols)) - extra_rows))
+    per_sample = p.groups * do * ceil_div(wo, cols)
+    if per_sample * ceil_div(ho, rows) < MIN_JOBS:
+        rows = max(1, ceil_div(ho, ceil_div(MIN_JOBS, per_sample)))
+    return rows, cols
+
+
+def implicit_waste(p, plan):
+    """Computed cells per output cell: each band row also computes the extra columns."""
+    _, _, extra_cols = band_geometry(p)
+    return (plan["cols"] + extra_cols) / plan["cols"]
+
+
 # -- costs --------------------------------------------------------------------------------
 
 def _gemm_efficiency(rows):
@@ -148,6 +190,16 @@ def packed_cost(p, plan):
     cells = plan["grid"] / max(1, math.prod(p.out[1:]))
     return (p.macs * cells * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
             + COPY_SECONDS_PER_CELL * k * plan["grid"] * p.groups + _padding_copy(p))
+
+
+def implicit_cost(p, plan):
+    cog = p.w[0] // p.groups
+    planes, extra_rows, extra_cols = band_geometry(p)
+    rows, cols = plan["rows"], plan["cols"]
+    tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
+    copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
+    return (p.macs * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
+            + COPY_SECONDS_PER_CELL * copied)
 
 
 def shifted_cost(p, plan):

@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _costs, _fft
-from ._kernels import blas, direct, packed
+from ._kernels import blas, direct, implicit, packed
 from ._threads import get_num_threads, single_threaded_blas
 
 #: Families that ``algorithm=`` accepts besides 'auto'.
@@ -206,6 +206,26 @@ def _run_packed_forward(a, p, plan, nt):
                         p.groups, nt, plan["tile"])
 
 
+def _plan_implicit(p):
+    rows, cols = _costs.band_tile(p, implicit.panel_widths())
+    return {"rows": rows, "cols": cols}
+
+
+def _implicit_rule(p):
+    """Real floats, and a kernel not so wide that dropped columns dominate the work."""
+    reason = _real_float(p)
+    if reason:
+        return reason
+    if _costs.implicit_waste(p, _plan_implicit(p)) > _costs.IMPLICIT_MAX_WASTE:
+        return "the kernel is wider than the output: most computed columns would be dropped"
+    return ""
+
+
+def _run_implicit_forward(a, p, plan, nt):
+    implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
+                          p.pad, p.dilation, p.groups, nt, plan["rows"], plan["cols"])
+
+
 def _plan_shifted(p):
     return {"tile": _costs.gemm_tile(p.w[1] * p.kvol, _costs.grid_length(p), p.groups,
                                      p.dtype.itemsize),
@@ -239,6 +259,11 @@ FORWARD_FFT = Implementation(
 
 FORWARD = (
     FORWARD_DIRECT,
+    Implementation(
+        "implicit_gemm", "direct",
+        "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
+        "no column matrix",
+        _implicit_rule, _plan_implicit, _costs.implicit_cost, _run_implicit_forward),
     Implementation(
         "im2col_packed", "im2col",
         "stride 1: shifted-slice im2col written as packed panels, fastconv's micro-kernel",

@@ -47,4 +47,5 @@ SIMD, modules = _load()
 direct = modules["direct"]
 blas = modules["blas"]
 packed = modules["packed"]
+implicit = modules["implicit"]
 separable = modules["separable"]

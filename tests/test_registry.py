@@ -52,6 +52,11 @@ CONVS = {
     "2d_thin_stride2": ((3, 1, 11, 12), (2, 3, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 1),
     "2d_huge_padding": ((2, 1, 4, 4), (3, 2, 1, 3, 3), (1, 1, 1), (0, 9, 9), (1, 1, 1), 1),
     "3d_dilated_wide": ((2, 4, 5, 13), (24, 2, 2, 2, 3), (1, 1, 1), (0, 1, 2), (1, 2, 2), 1),
+    # stride phases along H and W with dilation, and uneven padding reach
+    "2d_stride3_dilated": ((3, 1, 17, 19), (5, 3, 1, 4, 3), (1, 3, 2), (0, 2, 1), (1, 2, 3), 1),
+    "3d_stride2": ((3, 7, 8, 9), (4, 3, 3, 3, 3), (2, 2, 1), (1, 0, 1), (1, 1, 1), 1),
+    # a row too wide for one band buffer: the implicit GEMM splits it into column tiles
+    "1d_wide_split": ((64, 1, 1, 1200), (4, 64, 1, 1, 3), (1, 1, 1), (0, 0, 1), (1, 1, 1), 1),
 }
 # Transposed convolutions: x shape without batch, w (C_in, C_out/groups, k), ...
 TRANSPOSES = {

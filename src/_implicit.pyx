@@ -1,0 +1,246 @@
+"""Implicit-GEMM convolution: float32/float64 forward with no column matrix.
+
+Each job computes one tile of one sample's output: a band of ``R`` output rows
+(of one output depth plane) by ``Wc`` output columns, for every output
+channel of one group.  It copies the input cells that tile reads into a
+thread-private band buffer, zero-padded and split into stride phases, so
+that every tap of every output cell is the band cell at a fixed offset:
+
+    buffer[ci, kd, phase_h, phase_w, row, col]
+        = x[ci, od*sd + kd*dd - pd, (oh0 + row)*sh + phase_h - ph,
+            (ow0 + col)*sw + phase_w - pw]                   (0 outside x)
+
+Output cell (r, c) of the tile sits at r * Wb + c of each (ci, kd, phases)
+plane of the buffer, and tap (ci, kd, kh, kw) reads it at a per-tap offset
+(kh*dh = sigma*sh + phase_h, kw*dw = tau*sw + phase_w, offset = plane +
+sigma*Wb + tau).  So stride, dilation and padding all reduce to a stride-1
+GEMM whose B panels are read in place by ``_microkernel.h``'s indirect
+kernel; the columns past ``Wc`` of each row are computed and dropped.
+
+The weights are packed once per call into the micro-kernel's blocks.  Every
+output's sum runs over the taps in the same blocked order whatever the tile,
+the batch or the thread count, so the bits never depend on either.
+"""
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
+from cython.parallel cimport parallel, prange
+
+from _geometry cimport Geometry, ceil_div, decode_tap, make_geometry, strided_range
+from _parallel cimport Driver, finish, proceed, start
+
+
+cdef extern from "_microkernel.h":
+    int FC_MR
+    int FC_NR_F
+    int FC_NR_D
+    void fc_kernel_indirect_f(Py_ssize_t K, const float* A, const float* base,
+                              const Py_ssize_t* off, float* C, Py_ssize_t ldc,
+                              int rows, int cols, int accumulate) nogil
+    void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
+                              const Py_ssize_t* off, double* C, Py_ssize_t ldc,
+                              int rows, int cols, int accumulate) nogil
+
+ctypedef fused real_t:
+    float
+    double
+
+cdef enum:
+    KC = 256        # K block: the B rows of a panel and the A block stay in L1
+
+
+ctypedef struct Band:
+    # Tile of output cells per job, and the band buffer that serves it.
+    Py_ssize_t R, Wc                # output rows and columns per tile
+    Py_ssize_t nbh, nbw             # tiles along H and along W
+    Py_ssize_t ph_h, ph_w           # stride phases copied along H and W
+    Py_ssize_t Hb, Wb               # rows and columns of one buffer plane
+    Py_ssize_t planes               # planes per input channel: KD * ph_h * ph_w
+    Py_ssize_t size                 # buffer elements (+ one panel of slack)
+    Py_ssize_t cells                # grid cells of a full tile: (R - 1) * Wb + Wc
+
+
+cdef inline int panel_width(real_t* dummy) noexcept nogil:
+    if real_t is float:
+        return FC_NR_F
+    return FC_NR_D
+
+
+cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR) noexcept nogil:
+    cdef Band b
+    cdef Py_ssize_t reach_h = (g.KH - 1) * g.dh, reach_w = (g.KW - 1) * g.dw
+    b.R, b.Wc = R, Wc
+    b.nbh, b.nbw = ceil_div(g.Ho, R), ceil_div(g.Wo, Wc)
+    b.ph_h = min(g.sh, reach_h + 1)
+    b.ph_w = min(g.sw, reach_w + 1)
+    b.Hb = R + reach_h // g.sh
+    b.Wb = Wc + reach_w // g.sw
+    b.planes = g.KD * b.ph_h * b.ph_w
+    b.cells = (R - 1) * b.Wb + Wc
+    # A panel past the last cell reads up to NR - 1 cells beyond the last plane.
+    b.size = (g.C // g.groups) * b.planes * b.Hb * b.Wb + NR
+    return b
+
+
+cdef void copy_band(const real_t* xg, real_t* buf, const Geometry* g, const Band* b,
+                    Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0) noexcept nogil:
+    """Fill the band buffer of the tile at (od, oh0, ow0) of one group's channels."""
+    cdef Py_ssize_t cig = g.C // g.groups
+    cdef Py_ssize_t ci, kd, fh, fw, row, col, lo, hi, idd, ih, iw0
+    cdef const real_t* src
+    cdef real_t* dst
+    for ci in range(cig):
+        for kd in range(g.KD):
+            idd = od * g.sd + kd * g.dd - g.pd
+            for fh in range(b.ph_h):
+                for fw in range(b.ph_w):
+                    # buffer column col reads x column col * sw + iw0
+                    iw0 = ow0 * g.sw + fw - g.pw
+                    strided_range(iw0, g.sw, g.W, 0, b.Wb, &lo, &hi)
+                    for row in range(b.Hb):
+                        dst = buf + ((((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw)
+                                     * b.Hb + row) * b.Wb
+                        ih = (oh0 + row) * g.sh + fh - g.ph
+                        if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H or lo == hi:
+                            memset(dst, 0, b.Wb * sizeof(real_t))
+                            continue
+                        src = xg + ((ci * g.D + idd) * g.H + ih) * g.W + iw0
+                        if lo > 0:
+                            memset(dst, 0, lo * sizeof(real_t))
+                        if g.sw == 1:
+                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(real_t))
+                        else:
+                            for col in range(lo, hi):
+                                dst[col] = src[col * g.sw]
+                        if hi < b.Wb:
+                            memset(dst + hi, 0, (b.Wb - hi) * sizeof(real_t))
+
+
+cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
+                       const real_t* bias, bint has_bias, real_t* out,
+                       const Geometry* g, const Band* b, Py_ssize_t job,
+                       real_t* buf, real_t* cbuf) noexcept nogil:
+    cdef int NR = panel_width(<real_t*>NULL)
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
+    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
+    cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
+    # job = (((n * groups + grp) * Do + od) * nbh + bh) * nbw + bw
+    cdef Py_ssize_t bw = job % b.nbw
+    cdef Py_ssize_t bh = (job // b.nbw) % b.nbh
+    cdef Py_ssize_t od = (job // (b.nbw * b.nbh)) % g.Do
+    cdef Py_ssize_t grp = (job // (b.nbw * b.nbh * g.Do)) % g.groups
+    cdef Py_ssize_t n = job // (b.nbw * b.nbh * g.Do * g.groups)
+    cdef Py_ssize_t oh0 = bh * b.R, ow0 = bw * b.Wc
+    cdef Py_ssize_t rows = min(b.R, g.Ho - oh0), cols = min(b.Wc, g.Wo - ow0)
+    cdef Py_ssize_t m = (rows - 1) * b.Wb + cols
+    cdef Py_ssize_t npan = ceil_div(m, NR), ldc = npan * NR
+    cdef const real_t* wg = wp + grp * nb * K * FC_MR
+    cdef Py_ssize_t k0, klen, p, blk, co, r, c
+    cdef real_t* orow
+    cdef const real_t* crow
+    cdef real_t bv
+    copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, buf, g, b, od, oh0, ow0)
+    # cbuf (cog x ldc) = W_g @ B, K blocked; B row k of panel p is buf[p*NR + off[k]:][:NR]
+    k0 = 0
+    while k0 < K:
+        klen = min(KC, K - k0)
+        for p in range(npan):
+            for blk in range(nb):
+                if real_t is float:
+                    fc_kernel_indirect_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
+                                         off + k0, cbuf + blk * FC_MR * ldc + p * NR, ldc,
+                                         <int>min(FC_MR, cog - blk * FC_MR),
+                                         <int>min(NR, m - p * NR), k0 > 0)
+                else:
+                    fc_kernel_indirect_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
+                                         off + k0, cbuf + blk * FC_MR * ldc + p * NR, ldc,
+                                         <int>min(FC_MR, cog - blk * FC_MR),
+                                         <int>min(NR, m - p * NR), k0 > 0)
+        k0 += klen
+    # Keep the tile's real cells (the first ``cols`` of each row), adding the bias.
+    for co in range(cog):
+        bv = bias[grp * cog + co] if has_bias else 0
+        for r in range(rows):
+            orow = out + (n * g.Co + grp * cog + co) * oplane \
+                + (od * g.Ho + oh0 + r) * g.Wo + ow0
+            crow = cbuf + co * ldc + r * b.Wb
+            for c in range(cols):
+                orow[c] = crow[c] + bv
+
+
+def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] w,
+                 const real_t[::1] bias, bint has_bias, real_t[:, :, :, :, ::1] out,
+                 tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
+                 int num_threads, Py_ssize_t rows, Py_ssize_t cols):
+    """out = conv(x, w) (+ bias): zero padding ``pad``, any stride and dilation.
+
+    ``rows`` x ``cols`` output cells per job (see ``fastconv._costs.band_tile``).
+    """
+    cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
+                                    stride, pad, dilation, groups)
+    cdef int NR = panel_width(<real_t*>NULL)
+    cdef Band b = make_band(&g, rows, cols, NR)
+    cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
+    cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
+    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
+    cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
+    cdef Py_ssize_t ldc = ceil_div(b.cells, NR) * NR
+    cdef Py_ssize_t grp, blk, i, k, co, ci, kd, kh, kw
+    cdef real_t* buf
+    cdef real_t* cbuf
+    if njobs == 0:
+        return
+    # wp[((grp * nb + blk) * K + k) * MR + i] = w[grp*cog + blk*MR + i, k]; rows past cog are 0.
+    cdef real_t* wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
+    cdef Py_ssize_t* off = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
+    if wp == NULL or off == NULL:
+        free(wp)
+        free(off)
+        raise MemoryError("fastconv: could not allocate the packed weights")
+    cdef const real_t* wflat = &w[0, 0, 0, 0, 0]
+    for grp in range(groups):
+        for blk in range(nb):
+            for k in range(K):
+                for i in range(FC_MR):
+                    co = blk * FC_MR + i
+                    wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
+                        wflat[(grp * cog + co) * K + k] if co < cog else 0
+    # Tap k reads its plane of the band buffer at (sigma, tau).
+    for k in range(K):
+        decode_tap(k, &g, &ci, &kd, &kh, &kw)
+        off[k] = ((((ci * g.KD + kd) * b.ph_h + (kh * g.dh) % g.sh) * b.ph_w
+                   + (kw * g.dw) % g.sw) * b.Hb + (kh * g.dh) // g.sh) * b.Wb \
+            + (kw * g.dw) // g.sw
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
+        # calloc: the slack panel past the last plane is read (into dropped columns)
+        buf = <real_t*> calloc(b.size, sizeof(real_t))
+        cbuf = <real_t*> malloc(nb * FC_MR * ldc * sizeof(real_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if proceed(&d, not (buf == NULL or cbuf == NULL)):
+                implicit_job(&x[0, 0, 0, 0, 0], wp, off, &bias[0], has_bias,
+                             &out[0, 0, 0, 0, 0], &g, &b, job, buf, cbuf)
+        free(buf)
+        free(cbuf)
+    free(wp)
+    free(off)
+    finish(&d, "band buffer")
+
+
+def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
+                    tuple dilation, Py_ssize_t groups, Py_ssize_t rows, Py_ssize_t cols,
+                    bint is_double):
+    """Elements of one job's band buffer (for the tests)."""
+    cdef Py_ssize_t xs[5]
+    cdef Py_ssize_t os[5]
+    cdef Py_ssize_t ws[5]
+    cdef int i
+    for i in range(5):
+        xs[i], os[i], ws[i] = x_shape[i], out_shape[i], w_shape[i]
+    cdef Geometry g = make_geometry(xs, os, ws, stride, (0, 0, 0), dilation, groups)
+    return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F).size
+
+
+def panel_widths():
+    """(float, double) panel widths of the micro-kernel in this build."""
+    return FC_NR_F, FC_NR_D
