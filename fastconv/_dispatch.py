@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _costs, _fft
+from . import _costs, _fft, _subpixel
 from ._kernels import blas, direct, implicit, packed
 from ._threads import get_num_threads, single_threaded_blas
 
@@ -260,7 +260,7 @@ FORWARD_FFT = Implementation(
 FORWARD = (
     FORWARD_DIRECT,
     Implementation(
-        "implicit_gemm", "direct",
+        "implicit_gemm", "im2col",
         "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
         "no column matrix",
         _implicit_rule, _plan_implicit, _costs.implicit_cost, _run_implicit_forward),
@@ -306,6 +306,26 @@ def _run_col2im_transpose(a, p, plan, nt):
                                p.groups, nt, plan["tile"], plan["cblock"])
 
 
+def _subpixel_rule(p):
+    reason = _real_float(p)
+    if reason:
+        return reason
+    if not p.finite_weight:
+        return "the weight holds inf/NaN: zero padding would turn into NaN (0 * inf)"
+    for _, q in _subpixel.phase_problems(p):
+        if q is not None and _implicit_rule(q):
+            return f"a stride phase: {_implicit_rule(q)}"
+    return ""
+
+
+def _plan_subpixel(p):
+    return _subpixel.plan(p, lambda q: tuple(_plan_implicit(q).values()))
+
+
+def _run_subpixel_transpose(a, p, plan, nt):
+    _subpixel.run(implicit.conv_forward, a, p, plan, nt)
+
+
 def _run_fft_transpose(a, p, plan, nt):
     _fft_per_sample(a, p, _fft.transpose_forward, _run_direct_transpose)
 
@@ -315,6 +335,9 @@ TRANSPOSE = (
                    _always, _no_plan, _costs.direct_cost, _run_direct_transpose),
     Implementation("col2im", "im2col", "BLAS GEMM per input tile, then col2im scatter-add",
                    _blas_limit, _plan_col2im, _costs.col2im_cost, _run_col2im_transpose),
+    Implementation("subpixel", "im2col",
+                   "one stride-1 implicit GEMM per stride phase, written to its strided cells",
+                   _subpixel_rule, _plan_subpixel, _subpixel.cost, _run_subpixel_transpose),
     Implementation("fft", "fft", "zero-upsampled input, scipy.fft, cropped",
                    _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose),
 )

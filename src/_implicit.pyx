@@ -59,6 +59,15 @@ ctypedef struct Band:
     Py_ssize_t cells                # grid cells of a full tile: (R - 1) * Wb + Wc
 
 
+ctypedef struct OutMap:
+    # Where output cell (od, oh, ow) of the computed grid lands in the output
+    # array (D, H, W): at start + step * (od, oh, ow).  The identity for a
+    # plain convolution; one stride phase of a transposed convolution otherwise.
+    Py_ssize_t D, H, W
+    Py_ssize_t d0, h0, w0
+    Py_ssize_t sd, sh, sw
+
+
 cdef inline int panel_width(real_t* dummy) noexcept nogil:
     if real_t is float:
         return FC_NR_F
@@ -117,13 +126,13 @@ cdef void copy_band(const real_t* xg, real_t* buf, const Geometry* g, const Band
 
 cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                        const real_t* bias, bint has_bias, real_t* out,
-                       const Geometry* g, const Band* b, Py_ssize_t job,
+                       const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t job,
                        real_t* buf, real_t* cbuf) noexcept nogil:
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
-    cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t oplane = om.D * om.H * om.W
     # job = (((n * groups + grp) * Do + od) * nbh + bh) * nbw + bw
     cdef Py_ssize_t bw = job % b.nbw
     cdef Py_ssize_t bh = (job // b.nbw) % b.nbh
@@ -162,22 +171,41 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
         bv = bias[grp * cog + co] if has_bias else 0
         for r in range(rows):
             orow = out + (n * g.Co + grp * cog + co) * oplane \
-                + (od * g.Ho + oh0 + r) * g.Wo + ow0
+                + ((om.d0 + om.sd * od) * om.H + om.h0 + om.sh * (oh0 + r)) * om.W \
+                + om.w0 + om.sw * ow0
             crow = cbuf + co * ldc + r * b.Wb
-            for c in range(cols):
-                orow[c] = crow[c] + bv
+            if om.sw == 1:
+                for c in range(cols):
+                    orow[c] = crow[c] + bv
+            else:
+                for c in range(cols):
+                    orow[c * om.sw] = crow[c] + bv
 
 
 def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] w,
                  const real_t[::1] bias, bint has_bias, real_t[:, :, :, :, ::1] out,
                  tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
-                 int num_threads, Py_ssize_t rows, Py_ssize_t cols):
+                 int num_threads, Py_ssize_t rows, Py_ssize_t cols,
+                 tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1)):
     """out = conv(x, w) (+ bias): zero padding ``pad``, any stride and dilation.
 
     ``rows`` x ``cols`` output cells per job (see ``fastconv._costs.band_tile``).
+    With ``out_size`` (the convolution's spatial output), output cell o lands
+    at ``out[..., out_start + out_step * o]`` of the larger ``out``: one phase
+    of a sub-pixel transposed convolution.  ``pad`` may be negative.
     """
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
+    cdef OutMap om
+    cdef int i
+    om.D, om.H, om.W = out.shape[2], out.shape[3], out.shape[4]
+    om.d0, om.h0, om.w0 = out_start
+    om.sd, om.sh, om.sw = out_step
+    if out_size is not None:
+        g.Do, g.Ho, g.Wo = out_size
+        for i in range(3):
+            if out_start[i] < 0 or out_start[i] + out_step[i] * (out_size[i] - 1) >= out.shape[2 + i]:
+                raise ValueError("fastconv: an output phase reaches past the output")
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Band b = make_band(&g, rows, cols, NR)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
@@ -185,7 +213,7 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
     cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
     cdef Py_ssize_t ldc = ceil_div(b.cells, NR) * NR
-    cdef Py_ssize_t grp, blk, i, k, co, ci, kd, kh, kw
+    cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
     cdef real_t* buf
     cdef real_t* cbuf
     if njobs == 0:
@@ -219,7 +247,7 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, not (buf == NULL or cbuf == NULL)):
                 implicit_job(&x[0, 0, 0, 0, 0], wp, off, &bias[0], has_bias,
-                             &out[0, 0, 0, 0, 0], &g, &b, job, buf, cbuf)
+                             &out[0, 0, 0, 0, 0], &g, &b, &om, job, buf, cbuf)
         free(buf)
         free(cbuf)
     free(wp)

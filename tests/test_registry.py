@@ -64,6 +64,9 @@ TRANSPOSES = {
     "1d_dilated_groups": ((4, 1, 1, 11), (4, 2, 1, 1, 3), (1, 1, 3), (0, 0, 1), (1, 1, 2), 2),
     "3d_k2_s2": ((2, 3, 4, 5), (2, 3, 2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), 1),
     "2d_wide": ((16, 1, 5, 5), (16, 12, 1, 2, 2), (1, 1, 1), (0, 0, 0), (1, 1, 1), 1),
+    # stride phases that no tap reaches (they hold the bias), and dilated phases
+    "1d_sparse_taps": ((4, 1, 1, 7), (4, 3, 1, 1, 2), (1, 1, 4), (0, 0, 1), (1, 1, 1), 1),
+    "2d_stride3_dilated": ((3, 1, 5, 6), (3, 2, 1, 4, 3), (1, 3, 2), (0, 2, 1), (1, 2, 3), 1),
 }
 # Single-array filters: (padded shape, kernel shape), 'valid' correlation.
 FILTERS = {

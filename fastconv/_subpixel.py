@@ -1,0 +1,108 @@
+"""Transposed convolution as stride-1 convolutions, one per stride phase (sub-pixel).
+
+A transposed convolution writes ``out[i] += x[o] * w[k]`` wherever
+``i = o * s + k * d - p``.  The outputs of one phase ``i = phi + s * j`` are
+reached only by the taps with ``(phi + p - k * d) % s == 0``, each from
+``x[j + c_k]`` with ``c_k = (phi + p - k * d) // s``: a plain stride-1
+correlation of ``x`` with those taps (reversed, channel-swapped per group),
+dilation ``d / gcd(d, s)`` and padding ``-min(c_k)``, whose output is written
+to every ``s``-th cell from ``phi``.  No scatter and no column matrix: each
+phase runs on the implicit-GEMM kernel, writing its strided cells in place.
+"""
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import _costs
+
+
+@dataclass(frozen=True)
+class AxisPhase:
+    """One stride phase along one axis: output cells start + step * j, j < size."""
+
+    start: int
+    size: int
+    taps: slice          # weight taps of the phase, in correlation order
+    count: int           # number of taps (0: the phase holds only the bias)
+    pad: int             # padding of the phase's stride-1 correlation (may be < 0)
+    dilation: int
+
+
+def axis_phases(n_out, kernel, stride, pad, dilation):
+    """The ``stride`` phases of one axis (those with output cells)."""
+    phases = []
+    step = stride // math.gcd(stride, dilation)          # k between consecutive taps
+    for phi in range(min(stride, n_out)):
+        taps = [k for k in range(kernel) if (phi + pad - k * dilation) % stride == 0]
+        size = (n_out - phi + stride - 1) // stride
+        if not taps:
+            phases.append(AxisPhase(phi, size, slice(0, 0), 0, 0, 1))
+            continue
+        k_min, k_max = taps[0], taps[-1]
+        phases.append(AxisPhase(
+            phi, size, slice(k_max, k_min - 1 if k_min > 0 else None, -step), len(taps),
+            -((phi + pad - k_max * dilation) // stride), dilation // math.gcd(stride, dilation)))
+    return phases
+
+
+def phase_problems(p):
+    """[(per-axis phases, forward Problem or None)] of a transposed Problem ``p``.
+
+    The Problem is None for a phase without taps (its cells hold the bias).
+    """
+    axes = [axis_phases(*args) for args in zip(p.out[1:], p.kernel, p.stride, p.pad,
+                                               p.dilation)]
+    c_in, cog = p.w[0], p.w[1]
+    result = []
+    for d in axes[0]:
+        for h in axes[1]:
+            for w in axes[2]:
+                ph = (d, h, w)
+                if min(a.count for a in ph) == 0:
+                    result.append((ph, None))
+                    continue
+                result.append((ph, replace(
+                    p, op="forward", w=(cog * p.groups, c_in // p.groups) + tuple(
+                        a.count for a in ph),
+                    out=(cog * p.groups,) + tuple(a.size for a in ph), stride=(1, 1, 1),
+                    pad=tuple(a.pad for a in ph), dilation=tuple(a.dilation for a in ph))))
+    return result
+
+
+def swapped_weight(w, groups):
+    """(C_in, C_out/g, k) transposed weight as a (C_out, C_in/g, k) forward weight."""
+    c_in, cog = w.shape[:2]
+    kernel = w.shape[2:]
+    return (w.reshape((groups, c_in // groups, cog) + kernel).swapaxes(1, 2)
+            .reshape((cog * groups, c_in // groups) + kernel))
+
+
+def plan(p, band_tile):
+    """Per phase: its axis phases, forward Problem and band tile (rows, cols)."""
+    return {"phases": tuple((ph, q, band_tile(q) if q is not None else None)
+                            for ph, q in phase_problems(p))}
+
+
+def cost(p, plan):
+    seconds = 0.0
+    for ph, q, tile in plan["phases"]:
+        if q is None:
+            seconds += _costs.COPY_SECONDS_PER_CELL * p.out[0] * math.prod(a.size for a in ph)
+        else:
+            seconds += _costs.implicit_cost(q, {"rows": tile[0], "cols": tile[1]})
+    return seconds
+
+
+def run(kernel, a, p, plan, nt):
+    """Fill ``a.out`` phase by phase with ``kernel`` (``_implicit.conv_forward``)."""
+    swapped = swapped_weight(a.w, p.groups)
+    for ph, q, tile in plan["phases"]:
+        cells = (Ellipsis,) + tuple(slice(x.start, None, s) for x, s in zip(ph, p.stride))
+        if q is None:
+            a.out[cells] = 0 if a.bias is None else a.bias.reshape(-1, 1, 1, 1)
+            continue
+        w = np.ascontiguousarray(swapped[(slice(None), slice(None)) + tuple(x.taps for x in ph)])
+        kernel(a.x, w, a.bias_or_zeros, a.bias is not None, a.out, (1, 1, 1), q.pad,
+               q.dilation, p.groups, nt, tile[0], tile[1], tuple(x.size for x in ph),
+               tuple(x.start for x in ph), tuple(p.stride))
