@@ -136,17 +136,18 @@ def band_geometry(p):
     return planes, (kh - 1) * dh // sh, (kw - 1) * dw // sw
 
 
-def band_tile(p, widths):
+def band_tile(p, widths, channels=None, min_jobs=True):
     """(rows, cols): output cells per implicit-GEMM job, from the shape only.
 
-    Whole output rows, as many as keep the band buffer within
-    ``BAND_BUFFER_BYTES`` (narrower column tiles only when one row is too
-    wide, as in long 1-D signals), then fewer rows if a sample would give
-    fewer than ``MIN_JOBS`` jobs.
+    Whole output rows, as many as keep the band buffer of ``channels`` input
+    channels (default: a group's) within ``BAND_BUFFER_BYTES``; narrower
+    column tiles only when one row is too wide, as in long 1-D signals.  With
+    ``min_jobs``, fewer rows if a sample would give fewer than ``MIN_JOBS``
+    jobs (the forward kernel's jobs are tiles).
     """
     width = widths[0 if p.dtype == np.float32 else 1]
     planes, extra_rows, extra_cols = band_geometry(p)
-    per_cell = (p.x[0] // p.groups) * planes
+    per_cell = (channels or p.x[0] // p.groups) * planes
     budget = BAND_BUFFER_BYTES // p.dtype.itemsize
     do, ho, wo = p.out[1:]
     cols = wo
@@ -154,9 +155,26 @@ def band_tile(p, widths):
         cols = min(wo, max(4 * width, budget // (per_cell * (1 + extra_rows)) - extra_cols))
     rows = min(ho, max(1, budget // (per_cell * (cols + extra_cols)) - extra_rows))
     per_sample = p.groups * do * ceil_div(wo, cols)
-    if per_sample * ceil_div(ho, rows) < MIN_JOBS:
+    if min_jobs and per_sample * ceil_div(ho, rows) < MIN_JOBS:
         rows = max(1, ceil_div(ho, ceil_div(MIN_JOBS, per_sample)))
     return rows, cols
+
+
+def weight_blocks(p, rows_per_block=3):
+    """(input, output) channels per implicit weight-gradient job.
+
+    A job owns a block of the weight and sums it over the whole batch, so the
+    jobs are channel blocks: input channels first (each job then copies only
+    its own channels' bands), output channels (whole register blocks of
+    ``rows_per_block``) when that gives too few jobs.
+    """
+    cig, cog = p.x[0] // p.groups, p.w[0] // p.groups
+    nci = min(cig, ceil_div(MIN_JOBS, p.groups))
+    cib = ceil_div(cig, nci)
+    nci = ceil_div(cig, cib)
+    nco = min(ceil_div(cog, rows_per_block), max(1, ceil_div(MIN_JOBS, p.groups * nci)))
+    cob = min(cog, ceil_div(ceil_div(cog, nco), rows_per_block) * rows_per_block)
+    return cib, cob
 
 
 def implicit_waste(p, plan):
@@ -200,6 +218,19 @@ def implicit_cost(p, plan):
     copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
     return (p.macs * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
             + COPY_SECONDS_PER_CELL * copied)
+
+
+def implicit_weight_cost(p, plan):
+    """The dot-product kernel idles when a job has fewer than 3 output channels or
+    4 weight columns; each output-channel block copies the bands again."""
+    cig, cog = p.x[0] // p.groups, p.w[0] // p.groups
+    planes, extra_rows, extra_cols = band_geometry(p)
+    rows, cols = plan["rows"], plan["cols"]
+    efficiency = min(1.0, cog / 3) * min(1.0, plan["cib"] * p.kvol / 4)
+    tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
+    copied = (p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
+              * ceil_div(cog, plan["cob"]))
+    return (p.macs * PACKED_SECONDS_PER_MAC / efficiency + COPY_SECONDS_PER_CELL * copied)
 
 
 def shifted_cost(p, plan):

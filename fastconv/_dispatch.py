@@ -448,6 +448,17 @@ def _plan_weight_im2col(p):
                                      p.dtype.itemsize)}
 
 
+def _plan_weight_implicit(p):
+    cib, cob = _costs.weight_blocks(p)
+    rows, cols = _costs.band_tile(p, implicit.panel_widths(), channels=cib, min_jobs=False)
+    return {"cib": cib, "cob": cob, "rows": rows, "cols": cols}
+
+
+def _run_weight_implicit(a, p, plan, nt):
+    implicit.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
+                              plan["rows"], plan["cols"], plan["cib"], plan["cob"])
+
+
 def _run_weight_im2col(a, p, plan, nt):
     with single_threaded_blas():
         blas.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
@@ -458,6 +469,11 @@ WEIGHT_GRAD = (
     Implementation("direct", "direct",
                    "thin problems: one dot product job per (out, in) channel pair",
                    _thin, _no_plan, _costs.direct_weight_cost, _run_direct_weight),
+    Implementation("implicit_gemm", "im2col",
+                   "channel-block jobs over band buffers: dot products along output cells, "
+                   "fastconv's micro-kernel",
+                   _real_float, _plan_weight_implicit, _costs.implicit_weight_cost,
+                   _run_weight_implicit),
     Implementation("im2col_shifted", "im2col", "stride 1: shifted-slice im2col + BLAS",
                    lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False),
                                            _blas_limit(p)),

@@ -39,6 +39,14 @@ cdef extern from "_microkernel.h":
     void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
                               const Py_ssize_t* off, double* C, Py_ssize_t ldc,
                               int rows, int cols, int accumulate) nogil
+    int FC_WG_MR
+    int FC_WG_NR
+    void fc_wgrad_f(const float* const* G, Py_ssize_t gstride, const float* base,
+                    const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
+                    Py_ssize_t cols, float* acc) nogil
+    void fc_wgrad_d(const double* const* G, Py_ssize_t gstride, const double* base,
+                    const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
+                    Py_ssize_t cols, double* acc) nogil
 
 ctypedef fused real_t:
     float
@@ -90,10 +98,9 @@ cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR) noex
     return b
 
 
-cdef void copy_band(const real_t* xg, real_t* buf, const Geometry* g, const Band* b,
-                    Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0) noexcept nogil:
-    """Fill the band buffer of the tile at (od, oh0, ow0) of one group's channels."""
-    cdef Py_ssize_t cig = g.C // g.groups
+cdef void copy_band(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
+                    const Band* b, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0) noexcept nogil:
+    """Fill the band buffer of the tile at (od, oh0, ow0) for channels xg[:cig]."""
     cdef Py_ssize_t ci, kd, fh, fw, row, col, lo, hi, idd, ih, iw0
     cdef const real_t* src
     cdef real_t* dst
@@ -148,7 +155,7 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
-    copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, buf, g, b, od, oh0, ow0)
+    copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
     # cbuf (cog x ldc) = W_g @ B, K blocked; B row k of panel p is buf[p*NR + off[k]:][:NR]
     k0 = 0
     while k0 < K:
@@ -251,6 +258,103 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
         free(buf)
         free(cbuf)
     free(wp)
+    free(off)
+    finish(&d, "band buffer")
+
+
+cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
+                          const Py_ssize_t* off, const Geometry* g, const Band* b,
+                          Py_ssize_t cib, Py_ssize_t cob, Py_ssize_t job,
+                          real_t* buf) noexcept nogil:
+    """dw[co0:co0+cob, ci0:ci0+cib] (one group) summed over the batch and every cell.
+
+    The job owns these weights: it visits the tiles in order (n, od, bh, bw)
+    and adds each tile's dot products to them, so the order of the sum is
+    fixed by the shape alone.
+    """
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t taps = g.KD * g.KH * g.KW, K = cig * taps
+    cdef Py_ssize_t nci = ceil_div(cig, cib), nco = ceil_div(cog, cob)
+    cdef Py_ssize_t cb = job % nco
+    cdef Py_ssize_t ib = (job // nco) % nci
+    cdef Py_ssize_t grp = job // (nco * nci)
+    cdef Py_ssize_t co0 = cb * cob, co1 = min(cog, co0 + cob)
+    cdef Py_ssize_t ci0 = ib * cib, ci1 = min(cig, ci0 + cib)
+    cdef Py_ssize_t kr = (ci1 - ci0) * taps         # weight columns of this job
+    cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, co, k, i, j, mr, nr
+    cdef const real_t* G[3]
+    cdef real_t acc[12]
+    cdef real_t* row
+    for n in range(g.N):
+        for od in range(g.Do):
+            for bh in range(b.nbh):
+                for bw in range(b.nbw):
+                    oh0, ow0 = bh * b.R, bw * b.Wc
+                    rows, cols = min(b.R, g.Ho - oh0), min(b.Wc, g.Wo - ow0)
+                    copy_band(x + (n * g.C + grp * cig + ci0) * g.D * g.H * g.W, ci1 - ci0,
+                              buf, g, b, od, oh0, ow0)
+                    co = co0
+                    while co < co1:
+                        mr = min(FC_WG_MR, co1 - co)
+                        for i in range(FC_WG_MR):       # missing rows repeat the last
+                            G[i] = gout + (n * g.Co + grp * cog + co + min(i, mr - 1)) * oplane \
+                                + (od * g.Ho + oh0) * g.Wo + ow0
+                        k = 0
+                        while k < kr:
+                            nr = min(FC_WG_NR, kr - k)
+                            if real_t is float:
+                                fc_wgrad_f(G, g.Wo, buf, off + k, b.Wb, rows, cols, acc)
+                            else:
+                                fc_wgrad_d(G, g.Wo, buf, off + k, b.Wb, rows, cols, acc)
+                            for i in range(mr):
+                                row = dw + (grp * cog + co + i) * K + ci0 * taps + k
+                                for j in range(nr):
+                                    row[j] += acc[i * FC_WG_NR + j]
+                            k += FC_WG_NR
+                        co += FC_WG_MR
+
+
+def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] gout,
+                     real_t[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
+                     Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
+                     Py_ssize_t cib, Py_ssize_t cob):
+    """dw = sum over the batch and cells of gout * (taps of x); dw is overwritten.
+
+    Jobs own blocks of ``cob`` output x ``cib`` input channels of one group;
+    ``rows`` x ``cols`` output cells per band (see ``fastconv._costs``).
+    """
+    cdef Geometry g = make_geometry(&x.shape[0], &gout.shape[0], &dw.shape[0],
+                                    stride, pad, dilation, groups)
+    cdef int NR = panel_width(<real_t*>NULL)
+    cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
+    cdef Py_ssize_t taps = g.KD * g.KH * g.KW
+    cdef Band b = make_band(&g, rows, cols, NR)
+    # The band holds cib channels: its size (+ a vector of slack) from that count.
+    cib = min(cib, cig)
+    cdef Py_ssize_t size = cib * b.planes * b.Hb * b.Wb + NR
+    cdef Py_ssize_t njobs = groups * ceil_div(cig, cib) * ceil_div(cog, cob), job
+    cdef Py_ssize_t k, ci, kd, kh, kw
+    cdef real_t* buf
+    dw[...] = 0
+    if njobs == 0 or g.N == 0:
+        return
+    cdef Py_ssize_t* off = <Py_ssize_t*> malloc((cib * taps + FC_WG_NR) * sizeof(Py_ssize_t))
+    if off == NULL:
+        raise MemoryError("fastconv: could not allocate the tap offsets")
+    for k in range(cib * taps + FC_WG_NR):      # past the last tap: repeat it (ignored)
+        decode_tap(min(k, cib * taps - 1), &g, &ci, &kd, &kh, &kw)
+        off[k] = ((((ci * g.KD + kd) * b.ph_h + (kh * g.dh) % g.sh) * b.ph_w
+                   + (kw * g.dw) % g.sw) * b.Hb + (kh * g.dh) // g.sh) * b.Wb \
+            + (kw * g.dw) // g.sw
+    cdef Driver d = start(njobs, num_threads)
+    with nogil, parallel(num_threads=d.threads):
+        buf = <real_t*> calloc(size, sizeof(real_t))
+        for job in prange(njobs, schedule="dynamic", chunksize=1):
+            if proceed(&d, buf != NULL):
+                weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
+                                off, &g, &b, cib, cob, job, buf)
+        free(buf)
     free(off)
     finish(&d, "band buffer")
 

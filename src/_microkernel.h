@@ -95,4 +95,97 @@ FC_DEFINE_KERNEL(fc_kernel_d, double, fc_vd, FC_NR_D)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
 
+/* Weight-gradient micro-kernel: dot products along output cells.
+ *
+ * acc[i * FC_WG_NR + j] = sum over the cells of a tile of G_i[cell] * B_j[cell],
+ * for FC_WG_MR rows of grad_output (G_i, one output channel) and FC_WG_NR rows
+ * of the band buffer (B_j, one tap).  The tile is `rows` rows of `cols` cells:
+ * row r of G_i starts at G[i] + r * gstride, row r of B_j at base + off[j] +
+ * r * bstride.  Both operands are contiguous along the cells, so the
+ * accumulators are vectors of partial sums, reduced lane by lane in a fixed
+ * order at the end.  The last, partial vector of a row is a masked load: no
+ * read past a row's `cols` cells of G, and no junk cell of B (which may hold
+ * inf) meets a zero of G.  3 x 4 accumulators: 7 loads per 12
+ * FMAs, as oneDNN's AVX2 backward-weights kernel blocks. */
+#define FC_WG_MR 3
+#define FC_WG_NR 4
+
+/* The first n (< one vector) elements at p, zeros in the other lanes, reading
+ * no element past p + n: masked loads where the ISA has them. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline fc_vf fc_load_partial_f(const float *p, ptrdiff_t n) {
+    return (fc_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+static inline fc_vd fc_load_partial_d(const double *p, ptrdiff_t n) {
+    return (fc_vd)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+}
+#elif defined(__AVX2__)
+#include <immintrin.h>
+static inline fc_vf fc_load_partial_f(const float *p, ptrdiff_t n) {
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return (fc_vf)_mm256_maskload_ps(p, mask);
+}
+static inline fc_vd fc_load_partial_d(const double *p, ptrdiff_t n) {
+    __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return (fc_vd)_mm256_maskload_pd(p, mask);
+}
+#else
+static inline fc_vf fc_load_partial_f(const float *p, ptrdiff_t n) {
+    fc_vf v = {0};
+    memcpy(&v, p, n * sizeof(float));
+    return v;
+}
+static inline fc_vd fc_load_partial_d(const double *p, ptrdiff_t n) {
+    fc_vd v = {0};
+    memcpy(&v, p, n * sizeof(double));
+    return v;
+}
+#endif
+
+#define FC_DEFINE_WGRAD_KERNEL(NAME, T, V, LOAD_PARTIAL)                          \
+static void NAME(const T *const *G, ptrdiff_t gstride, const T *base,             \
+                 const ptrdiff_t *off, ptrdiff_t bstride, ptrdiff_t rows,          \
+                 ptrdiff_t cols, T *acc) {                                         \
+    enum { VL = FC_VBYTES / sizeof(T) };                                          \
+    V c[FC_WG_MR][FC_WG_NR];                                                      \
+    for (int i = 0; i < FC_WG_MR; i++)                                            \
+        for (int j = 0; j < FC_WG_NR; j++) c[i][j] = (V){0};                      \
+    ptrdiff_t full = cols - cols % VL;                                            \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                        \
+        const T *g[FC_WG_MR];                                                     \
+        const T *b[FC_WG_NR];                                                     \
+        for (int i = 0; i < FC_WG_MR; i++) g[i] = G[i] + r * gstride;             \
+        for (int j = 0; j < FC_WG_NR; j++) b[j] = base + off[j] + r * bstride;    \
+        for (ptrdiff_t q = 0; q < full; q += VL) {                                \
+            V gv[FC_WG_MR];                                                       \
+            for (int i = 0; i < FC_WG_MR; i++) gv[i] = *(const V *)(g[i] + q);    \
+            for (int j = 0; j < FC_WG_NR; j++) {                                  \
+                V bv = *(const V *)(b[j] + q);                                    \
+                for (int i = 0; i < FC_WG_MR; i++) c[i][j] += gv[i] * bv;         \
+            }                                                                     \
+        }                                                                         \
+        if (full < cols) {                                                        \
+            V gv[FC_WG_MR];                                                       \
+            for (int i = 0; i < FC_WG_MR; i++)                                    \
+                gv[i] = LOAD_PARTIAL(g[i] + full, cols - full);                   \
+            for (int j = 0; j < FC_WG_NR; j++) {                                  \
+                V bv = LOAD_PARTIAL(b[j] + full, cols - full);                    \
+                for (int i = 0; i < FC_WG_MR; i++) c[i][j] += gv[i] * bv;         \
+            }                                                                     \
+        }                                                                         \
+    }                                                                             \
+    for (int i = 0; i < FC_WG_MR; i++)                                            \
+        for (int j = 0; j < FC_WG_NR; j++) {                                      \
+            T lanes[VL], sum = 0;                                                 \
+            memcpy(lanes, &c[i][j], sizeof(lanes));                               \
+            for (int l = 0; l < VL; l++) sum += lanes[l];                         \
+            acc[i * FC_WG_NR + j] = sum;                                          \
+        }                                                                         \
+}
+
+FC_DEFINE_WGRAD_KERNEL(fc_wgrad_f, float, fc_vf, fc_load_partial_f)
+FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_load_partial_d)
+
 #endif
