@@ -37,7 +37,7 @@ def path(volume, kernel, mode):
     a, b = problem.a, problem.b
     blocking = _fftconv.choose_blocking([a.shape[x] for x in problem.axes],
                                         [b.shape[x] for x in problem.axes],
-                                        problem.starts, problem.lengths, True)
+                                        problem.starts, problem.lengths, True, a.dtype.itemsize)
     return "one transform" if blocking is None else \
         f"overlap-add (axis {blocking[0]}, step {blocking[1]})"
 

@@ -160,18 +160,23 @@ def _pass_cost(lines, n, real):
     return work / 2 if real else work
 
 
-def _plain_cost(s1, s2, starts, lengths, real, other=1):
-    """Estimated cost of :func:`convolve_window` (volume and kernel transforms,
-    product, inverse), ``other`` = size of the broadcast axes."""
-    sizes = fft_lengths(s1, s2, starts, lengths, real)
-    return _transforms_cost(s1, s2, sizes, lengths, real) * other
+#: Spectra larger than this cost extra per element: past the last-level cache
+#: and glibc's largest reused heap block (32 MiB), every pass streams from
+#: memory and every temporary is freshly mapped and page-faulted.
+_BIG_BYTES = 32 << 20
+_BIG_FACTOR = 1.5
+#: Python and library overhead of one overlap-add block, in cost units
+#: (one unit is roughly a third of a nanosecond).
+_BLOCK_OVERHEAD = 1e5
 
 
-def _transforms_cost(s1, s2, sizes, lengths, real):
+def _transforms_cost(s1, s2, sizes, lengths, real, itemsize, kernel=True):
+    """Estimated cost of :func:`convolve_window` over these lengths: forward
+    transforms (the kernel's too unless ``kernel=False``), product, inverse."""
     nd = len(sizes)
     spec = [(n // 2 + 1) if (real and i == 0) else n for i, n in enumerate(sizes)]
     cost = 0.0
-    for src in (s1, s2):
+    for src in ((s1, s2) if kernel else (s1,)):
         cost += _pass_cost(math.prod(src[1:]), sizes[0], real)
         done = [spec[0]] + list(src[1:])
         for i in reversed(range(1, nd)):
@@ -184,51 +189,50 @@ def _transforms_cost(s1, s2, sizes, lengths, real):
         cost += _pass_cost(math.prod(shape) // sizes[i], sizes[i], False)
         shape[i] = lengths[i]
     cost += _pass_cost(math.prod(shape[1:]), sizes[0], real)
+    if full * 2 * itemsize > _BIG_BYTES:
+        cost *= _BIG_FACTOR
     return cost
 
 
-def choose_blocking(s1, s2, starts, lengths, real, force=False):
+def _candidate_steps(n, k, real):
+    """Block steps worth trying along an axis of length n with a kernel of k."""
+    steps = {-(-n // nb) for nb in range(2, 17)}
+    length = 16
+    while length < n:
+        for m in (length, 3 * length // 2):
+            steps.add(next_fast_len(m, real) - (k - 1))
+        length *= 2
+    # blocks at least 8x the overlap (<= 12.5 % of the work repeated)
+    return sorted(s for s in steps if 8 * (k - 1) <= s < n)
+
+
+def choose_blocking(s1, s2, starts, lengths, real, itemsize, force=False):
     """(axis index, step) for overlap-add along one convolved axis, or None.
 
-    Only from the shapes: the larger input is cut into blocks of ``step``
-    along the axis where that is estimated to be cheapest; None when the
-    plain transform is estimated to be at least as cheap.  ``s1`` must be the
-    larger input (the one cut into blocks).  ``force``: the cheapest blocking
-    even if the plain transform is cheaper (None only when no blocking fits).
+    From the shapes and the element size alone (never the thread count): the
+    larger input ``s1`` is cut into blocks of ``step`` along the axis where
+    that is estimated cheapest.  None when the plain transform is estimated
+    at least as cheap, unless ``force`` (then None only when no blocking fits).
     """
-    plain = _plain_cost(s1, s2, starts, lengths, real)
+    sizes = fft_lengths(s1, s2, starts, lengths, real)
+    plain = _transforms_cost(s1, s2, sizes, lengths, real, itemsize)
     best, choice = (math.inf if force else plain * 0.9), None   # must win clearly
     for i, (n, k) in enumerate(zip(s1, s2)):
-        if k == 1 or n < 4 * k:
+        if k == 1:
             continue
-        for nblocks in range(2, 17):
-            step = -(-n // nblocks)
-            if step < 2 * (k - 1):
-                break
-            bs1 = list(s1)
-            bs1[i] = step
-            blen = list(lengths)
-            blen[i] = step + k - 1
-            bst = list(starts)
-            bst[i] = 0
-            sizes = fft_lengths(bs1, s2, bst, blen, real)
-            cost = _transforms_cost(bs1, s2, sizes, blen, real) * nblocks
-            # the kernel's spectrum is computed once, not per block
-            cost -= _kernel_cost(s2, sizes, real) * (nblocks - 1)
-            cost += math.prod(lengths) * 2.0        # adding the blocks into the output
+        for step in _candidate_steps(n, k, real):
+            nblocks = -(-n // step)
+            bs1, blen, bst = list(s1), list(lengths), list(starts)
+            bs1[i], blen[i], bst[i] = step, step + k - 1, 0
+            bsizes = fft_lengths(bs1, s2, bst, blen, real)
+            cost = (_transforms_cost(bs1, s2, bsizes, blen, real, itemsize, kernel=False)
+                    * nblocks + _BLOCK_OVERHEAD * nblocks
+                    + math.prod(lengths) * 2.0)      # adding the blocks into the output
+            if i > 0:
+                cost *= 1.1       # blocks of a later axis are strided, slower to read and add
             if cost < best:
                 best, choice = cost, (i, step)
     return choice
-
-
-def _kernel_cost(s2, sizes, real):
-    nd = len(sizes)
-    cost = _pass_cost(math.prod(s2[1:]), sizes[0], real)
-    done = [(sizes[0] // 2 + 1) if real else sizes[0]] + list(s2[1:])
-    for i in reversed(range(1, nd)):
-        done[i] = sizes[i]
-        cost += _pass_cost(math.prod(done) // sizes[i], sizes[i], False)
-    return cost
 
 
 def overlap_add(a, b, axes, starts, lengths, workers, block, step):

@@ -279,7 +279,8 @@ class _FreqProblem:
         nt = resolve_workers(workers, op)
         blocking = _fftconv.choose_blocking(
             [a.shape[x] for x in self.axes], [b.shape[x] for x in self.axes],
-            self.starts, self.lengths, a.dtype.kind == "f", force=force_blocks)
+            self.starts, self.lengths, a.dtype.kind == "f", a.dtype.itemsize,
+            force=force_blocks)
         if blocking is not None:
             return _fftconv.overlap_add(a, b, self.axes, self.starts, self.lengths, nt,
                                         *blocking)
