@@ -7,13 +7,13 @@ fastconv's cost model (calibrated on this machine kind) instead of SciPy's.
 ``fftconvolve`` / ``oaconvolve``: N-D, with SciPy's ``axes`` and its
 broadcasting over the axes not convolved, plus ``workers=``.
 
-Deliberate differences from SciPy (each skipped by name, with this reason, in
-``benchmarks/run_scipy_tests.py --signal``):
+Deliberate differences from SciPy:
 
 * ``convolve`` / ``correlate`` with ``method='fft'`` on input holding inf or
-  NaN warn as SciPy does, but then compute directly instead of returning a
-  result spoilt by NaN everywhere.
-* long double (``np.longdouble``, ``np.clongdouble``) is computed by
+  NaN warn as SciPy does (its test passes), but then compute directly
+  instead of returning a result spoilt by NaN everywhere.
+* (skipped by name, with this reason, in ``benchmarks/run_scipy_tests.py
+  --signal``) long double (``np.longdouble``, ``np.clongdouble``) is computed by
   ``fftconvolve`` / ``oaconvolve`` (``scipy.fft`` transforms it natively), but
   not by ``convolve`` / ``correlate`` (fastconv's kernels are float32/float64
   and complex): a TypeError.
