@@ -340,7 +340,7 @@ def fftconvolve(in1, in2, mode="full", axes=None, *, workers=None):
     Examples
     --------
     >>> import fastconv.signal as fs
-    >>> fs.fftconvolve([1.0, 2.0, 3.0], [0.0, 1.0, 0.5]).round(12)
+    >>> fs.fftconvolve([1.0, 2.0, 3.0], [0.0, 1.0, 0.5]).round(12) + 0.0
     array([0. , 1. , 2.5, 4. , 1.5])
     """
     problem = _FreqProblem(in1, in2, mode, axes, "fftconvolve")
