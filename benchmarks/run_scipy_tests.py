@@ -1,7 +1,17 @@
-"""Run SciPy's own ndimage filter tests with fastconv's functions in SciPy's place.
+"""Run SciPy's own filter tests with fastconv's functions in SciPy's place.
 
     python benchmarks/run_scipy_tests.py            # the whole test_filters.py
     python benchmarks/run_scipy_tests.py -k sobel   # extra arguments go to pytest
+    python benchmarks/run_scipy_tests.py --signal   # test_signaltools.py, fastconv.signal
+
+``--signal`` runs ``scipy/signal/tests/test_signaltools.py`` of the installed
+SciPy with ``convolve``, ``correlate``, ``fftconvolve`` and ``oaconvolve``
+of ``fastconv.signal`` swapped in (in ``scipy.signal``, its
+``_signaltools`` module and the test module's own imported names); the
+tests of the other functions in that file (lfilter, medfilt, ...) run
+SciPy's code, except where they call the four (resample, for one).
+Deliberate differences are in KNOWN_SIGNAL (SciPy 1.17.1: see
+benchmarks/README.md for the counts).
 
 The test file is the one of the installed SciPy
 (``scipy/ndimage/tests/test_filters.py``).  Before it is collected,
@@ -19,8 +29,10 @@ import sys
 
 import pytest
 import scipy.ndimage
+import scipy.signal
 
 import fastconv.ndimage
+import fastconv.signal
 
 REPLACED = ("correlate1d", "convolve1d", "gaussian_filter1d", "gaussian_filter",
             "uniform_filter1d", "uniform_filter", "sobel", "prewitt", "laplace",
@@ -39,21 +51,44 @@ KNOWN = [
 ]
 
 
+SIGNAL_REPLACED = ("convolve", "correlate", "fftconvolve", "oaconvolve")
+
+
+#: (test name, predicate on the collected item or None, why fastconv differs)
+KNOWN_SIGNAL = [
+    ("test_convolve_longdtype_input", None,
+     "fastconv.signal.convolve(method='direct') does not compute long double (its kernels are "
+     "float32/float64/complex; TypeError); fftconvolve does"),
+]
+
+
 class SwapIn:
     """pytest plugin: fastconv's functions in place of SciPy's, for the session."""
 
-    def __init__(self):
+    def __init__(self, signal=False):
         self._saved = []
+        self._signal = signal
+        self._known = KNOWN_SIGNAL if signal else KNOWN
+
+    def _modules_and_names(self, session):
+        if not self._signal:
+            from scipy.ndimage import _filters
+            return fastconv.ndimage, REPLACED, [scipy.ndimage, _filters]
+        from scipy.signal import _signaltools
+        test_modules = {item.module for item in session.items if item.module is not None}
+        return fastconv.signal, SIGNAL_REPLACED, [scipy.signal, _signaltools, *test_modules]
 
     def pytest_collection_finish(self, session):
         # after collection: SciPy's test decorators look its own functions up
         # in a capabilities table at import time; the test bodies then call
         # whatever ``ndimage.<name>`` is when they run
-        from scipy.ndimage import _filters
+        ours_module, names, modules = self._modules_and_names(session)
         swap = {}
-        for name in REPLACED:
-            ours = getattr(fastconv.ndimage, name)
-            for module in (scipy.ndimage, _filters):
+        for name in names:
+            ours = getattr(ours_module, name)
+            for module in modules:
+                if not hasattr(module, name):
+                    continue
                 swap[id(getattr(module, name))] = ours
                 self._saved.append((module, name, getattr(module, name)))
                 setattr(module, name, ours)
@@ -71,19 +106,25 @@ class SwapIn:
 
     def pytest_collection_modifyitems(self, config, items):
         for item in items:
-            for name, applies, reason in KNOWN:
+            for name, applies, reason in self._known:
                 if item.originalname == name and (applies is None or applies(item)):
                     item.add_marker(pytest.mark.skip(reason=f"fastconv differs: {reason}"))
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal = "--signal" in argv
+    argv = [a for a in argv if a != "--signal"]
     package = os.path.dirname(os.path.dirname(scipy.ndimage.__file__))
-    tests = os.path.join(package, "ndimage", "tests", "test_filters.py")
+    if signal:
+        tests = os.path.join(package, "signal", "tests", "test_signaltools.py")
+    else:
+        tests = os.path.join(package, "ndimage", "tests", "test_filters.py")
     # rootdir = the scipy package, so that its conftest.py (the xp fixture,
     # the array-API marks) is loaded
     args = [tests, "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-            "--rootdir", package] + list(sys.argv[1:] if argv is None else argv)
-    return pytest.main(args, plugins=[SwapIn()])
+            "--rootdir", package] + argv
+    return pytest.main(args, plugins=[SwapIn(signal)])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(__file__))
 
 import fastconv._engine  # noqa: E402
+from fastconv import _fftconv  # noqa: E402
 import fastconv.signal as fsig  # noqa: E402
 
 FUNCS = ("convolve", "correlate")
@@ -71,6 +72,9 @@ def assert_matches(actual, expected, a, b):
 
 
 class EngineSpy:
+    """Records the algorithm of each kernel call: the engine's, or 'fft' for
+    fastconv.signal's own FFT path (``fastconv._fftconv``)."""
+
     def __init__(self):
         self.algorithms = []
         self._real = fastconv._engine.conv_forward
@@ -79,11 +83,19 @@ class EngineSpy:
         self.algorithms.append(args[8] if len(args) > 8 else kwargs.get("algorithm", "auto"))
         return self._real(*args, **kwargs)
 
+    def fft(self, real):
+        def run(*args, **kwargs):
+            self.algorithms.append("fft")
+            return real(*args, **kwargs)
+        return run
+
 
 @contextlib.contextmanager
 def spying():
     spy = EngineSpy()
-    with mock.patch.object(fastconv._engine, "conv_forward", spy):
+    with mock.patch.object(fastconv._engine, "conv_forward", spy), \
+            mock.patch.object(_fftconv, "convolve_window", spy.fft(_fftconv.convolve_window)), \
+            mock.patch.object(_fftconv, "overlap_add", spy.fft(_fftconv.overlap_add)):
         yield spy
 
 
@@ -301,7 +313,8 @@ def test_inputs_are_not_modified_and_any_array_like_is_accepted(func, method, rn
 
 # --------------------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("func", ("convolve", "correlate", "fftconvolve", "choose_conv_method"))
+@pytest.mark.parametrize("func", ("convolve", "correlate", "fftconvolve", "oaconvolve",
+                                  "choose_conv_method"))
 def test_unknown_mode_raises(func):
     with pytest.raises(ValueError, match="mode"):
         getattr(fsig, func)(np.ones(4), np.ones(2), mode="bogus")
@@ -319,10 +332,12 @@ def test_inputs_of_different_dimensionality_raise(func):
         getattr(fsig, func)(np.ones(4), np.ones((2, 2)))
 
 
-@pytest.mark.parametrize("func", ("convolve", "correlate", "fftconvolve"))
+@pytest.mark.parametrize("func", FUNCS)
 def test_four_dimensional_inputs_raise(func):
     with pytest.raises(ValueError, match="1-D to 3-D"):
         getattr(fsig, func)(np.ones((2, 2, 2, 2)), np.ones((1, 1, 1, 1)))
+    # fftconvolve takes N-D inputs
+    assert fsig.fftconvolve(np.ones((2, 2, 2, 2)), np.ones((1, 1, 1, 1))).shape == (2,) * 4
 
 
 @pytest.mark.parametrize("func", ("convolve", "correlate", "fftconvolve"))
