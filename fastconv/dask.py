@@ -640,7 +640,7 @@ def _combine_block(*blocks, combine):
 
 def _plan_graph(op, x, plan, threads):
     terms = [_chain_graph(op, x, chain, plan, threads) for chain in plan.terms]
-    if len(terms) == 1:
+    if plan.combine == "single":
         return terms[0]
     return da.map_blocks(_combine_block, *terms, combine=plan.combine, dtype=plan.out_dtype,
                          meta=np.empty((0,) * x.ndim, plan.out_dtype))
