@@ -31,6 +31,7 @@ cut across restarts at the piece's first row, which is exact for integer data
 only.
 """
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,7 +210,6 @@ def uniform_filter1d(x_dtype, ndim, size, axis=-1, output=None, mode="reflect", 
 
 
 def _uniform_size(size, op):
-    import operator
     try:
         size = operator.index(size)
     except TypeError:
