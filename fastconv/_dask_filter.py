@@ -15,6 +15,10 @@ def filter_volume_dask(src, dst, kernel, mode="reflect", cval=0.0, scheduler="th
                        progress=None):
     """dst = correlate(src, kernel), computed by ``fastconv.dask`` chunk by chunk.
 
+    ``kernel`` may instead be a :class:`fastconv.cli.NamedFilter` (gaussian:,
+    box:, sobel, ...): its ``fastconv.dask`` function then runs, with the
+    output dtype ``dst.dtype``.
+
     The input's Zarr chunks (or slabs of ``dst.align`` slices for files) are
     the tasks; blocks are written straight into ``dst`` (rechunked to whole
     output chunks for Zarr, whole slices for files, so no two tasks write one
@@ -41,10 +45,13 @@ def filter_volume_dask(src, dst, kernel, mode="reflect", cval=0.0, scheduler="th
         rows = max(dst.align, (64 << 20) // max(1, src.row_bytes) // dst.align * dst.align)
         x = da.from_array(src, chunks=(rows,) + src.shape[1:], lock=src.kind == "tiff",
                           asarray=False, meta=np.empty((0,) * src.ndim, src.dtype))
-    y = fcd.correlate(x.astype(work), kernel.astype(work), mode=mode, cval=cval)
-    if dst.dtype.kind in "iu":
-        y = da.trunc(y)
-    y = y.astype(dst.dtype)
+    if isinstance(kernel, np.ndarray):
+        y = fcd.correlate(x.astype(work), kernel.astype(work), mode=mode, cval=cval)
+        if dst.dtype.kind in "iu":
+            y = da.trunc(y)
+        y = y.astype(dst.dtype)
+    else:
+        y = kernel.dask(x, dst.dtype, mode, cval)
     if dst.kind == "zarr":
         y = y.rechunk(dst.write_chunks)
     else:

@@ -1,8 +1,12 @@
 """The ``fastconv`` command line: ``info``, ``bench`` and ``filter``.
 
-Rank-1 kernels (``gaussian:sigma=S``, ``box:N``, any outer product given as
-a .npy file) run as one 1-D pass per axis (fastconv.ndimage's separable
-filters); other kernels as an N-D correlation.
+Named kernels (``gaussian:sigma=S``, ``box:N``, ``sobel[:axis=A]``,
+``prewitt[:axis=A]``, ``laplace``, ``gaussian-gradient:sigma=S``,
+``gaussian-laplace:sigma=S``) are the separable ``fastconv.ndimage`` filters
+(``gaussian_filter``, ``uniform_filter``, ...), run pass by pass
+(:mod:`fastconv._pass_plans`).  A .npy kernel is a correlation: rank-1
+kernels (outer products) run as one 1-D pass per axis, others as an N-D
+correlation.
 
 ``fastconv filter`` streams a volume of any size through bounded memory: the
 input (.npy, Zarr or TIFF: :mod:`fastconv._volumes`) is read slab by slab
@@ -17,10 +21,11 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import _volumes
+from . import _pass_plans, _volumes
 from ._boundary import SCIPY_MODES as _NP_MODES, source_index
 from ._volumes import NpyRows, NpyWriter, VolumeError  # noqa: F401 (cli.NpyWriter)
 
@@ -31,39 +36,141 @@ class CLIError(Exception):
 
 # -- kernels ------------------------------------------------------------------------------
 
-def parse_kernel(spec, ndim):
-    """Kernel from 'gaussian:sigma=S[,truncate=T]', 'box:N' or a path to a .npy file."""
+#: The accepted forms of --kernel, listed in --help and in every spec error.
+KERNEL_FORMS = ("gaussian:sigma=S[,truncate=T] | box:N | sobel[:axis=A] | prewitt[:axis=A] | "
+                "laplace | gaussian-gradient:sigma=S[,truncate=T] | "
+                "gaussian-laplace:sigma=S[,truncate=T] | KERNEL.npy")
+
+
+@dataclass(frozen=True)
+class NamedFilter:
+    """A --kernel naming a separable filter: ``fastconv.ndimage.<function>(x,
+    *args, **kwargs)`` (and ``fastconv.dask.<function>``), plus mode and cval."""
+
+    spec: str
+    function: str
+    args: tuple = ()
+    kwargs: tuple = ()              # (name, value) pairs
+
+    def plan(self, x_dtype, ndim, out_dtype, mode, cval):
+        """The :class:`fastconv._pass_plans.FilterPlan` for a volume."""
+        build = getattr(_pass_plans, self.function)
+        return build(x_dtype, ndim, *self.args, output=out_dtype, mode=mode, cval=cval,
+                     **dict(self.kwargs))
+
+    def dask(self, x, out_dtype, mode, cval):
+        from . import dask as fcd
+        return getattr(fcd, self.function)(x, *self.args, output=out_dtype, mode=mode,
+                                           cval=cval, **dict(self.kwargs))
+
+
+def _spec_error(spec, problem):
+    return CLIError(f"--kernel: bad kernel spec {spec!r}: {problem} (accepted: {KERNEL_FORMS})")
+
+
+def _options(spec, params, allowed, positional):
+    """'k=v,k=v' (or a bare first value for ``positional``) -> dict of strings."""
+    opts = {}
+    for i, part in enumerate(p for p in params.split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if i == 0 and positional:
+                key, value = positional, part
+            else:
+                raise _spec_error(spec, f"expected name=value, got {part!r}")
+        key = key.strip()
+        if key not in allowed:
+            raise _spec_error(spec, f"unknown option {key!r}; expected "
+                              f"{' or '.join(allowed) if allowed else 'no options'}")
+        if key in opts:
+            raise _spec_error(spec, f"{key} given twice")
+        opts[key] = value.strip()
+    return opts
+
+
+def _positive(spec, opts, key, form, default=None):
+    if key not in opts:
+        if default is None:
+            raise _spec_error(spec, f"expected {form}: {key} is missing")
+        return default
+    try:
+        value = float(opts[key])
+    except ValueError:
+        raise _spec_error(spec, f"expected {form} with a number {key[0].upper()}, got "
+                          f"{key}={opts[key]!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise _spec_error(spec, f"expected {form} with {key[0].upper()} > 0, got "
+                          f"{key}={opts[key]}")
+    return value
+
+
+def parse_filter(spec, ndim):
+    """--kernel -> a :class:`NamedFilter`, or the kernel array of a .npy file."""
     name, _, params = spec.partition(":")
-    if name == "gaussian":
-        opts = dict(p.split("=", 1) for p in params.split(",") if "=" in p)
+    gaussians = {"gaussian": "gaussian_filter", "gaussian-gradient":
+                 "gaussian_gradient_magnitude", "gaussian-laplace": "gaussian_laplace"}
+    if name in gaussians:
+        form = f"{name}:sigma=S[,truncate=T]"
+        opts = _options(spec, params, ("sigma", "truncate"), "sigma")
+        sigma = _positive(spec, opts, "sigma", form)
+        truncate = _positive(spec, opts, "truncate", form, default=4.0)
+        kwargs = (("truncate", truncate),)
+        return NamedFilter(spec, gaussians[name], (sigma,), kwargs)
+    if name == "box":
+        opts = _options(spec, params, ("size",), "size")
         try:
-            sigma = float(opts.pop("sigma"))
-            truncate = float(opts.pop("truncate", 4.0))
+            size = int(opts["size"])
         except (KeyError, ValueError):
-            raise CLIError(f"bad kernel spec {spec!r}: expected gaussian:sigma=S[,truncate=T] "
-                           "with numbers") from None
-        if opts or sigma <= 0:
-            raise CLIError(f"bad kernel spec {spec!r}: expected gaussian:sigma=S with S > 0")
+            raise _spec_error(spec, "expected box:N with an integer N") from None
+        if size < 1:
+            raise _spec_error(spec, f"expected box:N with N >= 1, got {size}")
+        return NamedFilter(spec, "uniform_filter", (size,))
+    if name in ("sobel", "prewitt"):
+        opts = _options(spec, params, ("axis",), "axis")
+        try:
+            axis = int(opts.get("axis", -1))
+        except ValueError:
+            raise _spec_error(spec, f"expected {name}[:axis=A] with an integer A, got "
+                              f"axis={opts['axis']!r}") from None
+        if not -ndim <= axis < ndim:
+            raise _spec_error(spec, f"axis {axis} is out of range for a {ndim}-D volume; "
+                              f"expected {-ndim} <= A < {ndim}")
+        return NamedFilter(spec, name, (), (("axis", axis),))
+    if name == "laplace":
+        _options(spec, params, (), None)
+        return NamedFilter(spec, "laplace")
+    if os.path.exists(spec):
+        kernel = np.load(spec)
+        if kernel.ndim != ndim:
+            raise CLIError(f"--kernel: kernel {spec} has {kernel.ndim} dims, the input has "
+                           f"{ndim}")
+        return kernel
+    if spec.lower().endswith(".npy"):
+        raise CLIError(f"--kernel: kernel file not found: {spec}")
+    raise _spec_error(spec, f"unknown filter {name!r} and no such .npy file")
+
+
+def parse_kernel(spec, ndim):
+    """The kernel of 'gaussian:...', 'box:N' or a .npy file as a dense ``ndim``-D array.
+
+    (What ``scipy.ndimage.correlate`` would take; ``fastconv filter`` itself
+    runs the named filters as their separable ndimage functions.)
+    """
+    filt = parse_filter(spec, ndim)
+    if isinstance(filt, np.ndarray):
+        return filt
+    if filt.function == "gaussian_filter":
+        sigma, truncate = filt.args[0], dict(filt.kwargs)["truncate"]
         radius = int(truncate * sigma + 0.5)          # scipy.ndimage.gaussian_filter's rule
         t = np.arange(-radius, radius + 1, dtype=np.float64)
         g = np.exp(-0.5 * (t / sigma) ** 2)
         g /= g.sum()
         return _outer([g] * ndim)
-    if name == "box":
-        try:
-            size = int(params)
-        except ValueError:
-            raise CLIError(f"bad kernel spec {spec!r}: expected box:N with an integer N") from None
-        if size < 1:
-            raise CLIError(f"bad kernel spec {spec!r}: expected box:N with N >= 1")
+    if filt.function == "uniform_filter":
+        size = filt.args[0]
         return np.full((size,) * ndim, 1.0 / size ** ndim)
-    if os.path.exists(spec):
-        kernel = np.load(spec)
-        if kernel.ndim != ndim:
-            raise CLIError(f"kernel {spec} has {kernel.ndim} dims, the input has {ndim}")
-        return kernel
-    raise CLIError(f"bad kernel spec {spec!r}: expected gaussian:sigma=S, box:N or an "
-                   "existing .npy file")
+    raise CLIError(f"--kernel {spec!r} is a filter with several terms or a derivative, not "
+                   "one correlation kernel")
 
 
 def _outer(vectors):
@@ -81,14 +188,21 @@ def source_rows(positions, n, mode):
 
 
 def filter_volume(src, dst, kernel, mode="reflect", cval=0.0, slab=None, progress=None):
-    """dst = scipy.ndimage.correlate(src, kernel, mode, cval), slab by slab along axis 0.
+    """dst = the filter of ``src``, slab by slab along axis 0.
 
-    A rank-1 kernel (gaussian:, box:, any outer product) runs as 1-D passes
-    (fastconv.ndimage's separable filters), the same bits as
-    ``fastconv.ndimage.correlate`` on the whole volume.
+    ``kernel`` is either a :class:`fastconv._pass_plans.FilterPlan` (a named
+    filter: gaussian:, box:, sobel, ...; ``mode``/``cval`` are the plan's),
+    giving the bits of its ``fastconv.ndimage`` function on the whole volume,
+    or an array: ``scipy.ndimage.correlate(src, kernel, mode, cval)``, where
+    a rank-1 kernel (any outer product) runs as 1-D passes (fastconv.ndimage's
+    separable filters), the same bits as ``fastconv.ndimage.correlate`` on
+    the whole volume.
     """
     from . import _ndfilters
     from ._filter import correlate_valid
+
+    if isinstance(kernel, _pass_plans.FilterPlan):
+        return _filter_named(src, dst, kernel, slab, progress)
 
     plan = _ndfilters.separable_plan(src.dtype, kernel, dst.dtype, tuple(range(src.ndim)),
                                      [0] * src.ndim, mode, cval)
@@ -153,6 +267,24 @@ def _filter_separable(src, dst, plan, mode, cval, slab, progress):
             else:
                 _ndfilters._pass(out, out, ax, kind, f, o, mode, cv, plan.double_work, workers)
         dst[slice(z0, z1)] = out
+        if progress:
+            progress(z1, n0)
+
+
+def _filter_named(src, dst, plan, slab, progress):
+    """A named filter's passes slab by slab (:func:`fastconv._pass_plans.run_slab`):
+    bit for bit its ndimage function on the whole volume, except a box filter's
+    running sum along axis 0 on non-integer data, which restarts at each slab
+    (differences at the rounding level)."""
+    from ._ndfilters import resolve_workers
+
+    n0 = src.shape[0]
+    if slab is None:
+        slab = _pass_plans.slab_rows(src.shape, plan)
+    workers = resolve_workers(None, "filter")
+    for z0 in range(0, n0, slab):
+        z1 = min(n0, z0 + slab)
+        dst[slice(z0, z1)] = _pass_plans.run_slab(src, z0, z1, plan, workers)
         if progress:
             progress(z1, n0)
 
@@ -234,9 +366,17 @@ def run_filter(args):
                            f"of length 1 are allowed), got shape {src.full_shape}")
         if args.mode not in _NP_MODES:
             raise CLIError(f"unknown mode {args.mode!r}; expected one of {', '.join(_NP_MODES)}")
-        kernel = parse_kernel(args.kernel, src.ndim)
+        filt = parse_filter(args.kernel, src.ndim)
         dtype = np.dtype(args.dtype) if args.dtype else src.dtype
         _check_dtypes(src, dtype, args.dtype is not None, args.input)
+        if isinstance(filt, NamedFilter):
+            try:
+                kernel = filt.plan(src.dtype, src.ndim, dtype, args.mode, args.cval)
+            except (ValueError, TypeError) as exc:
+                where = "--dtype" if args.dtype else f"the input's dtype (from {args.input})"
+                raise CLIError(f"--kernel {args.kernel} with {where}: {exc}") from None
+        else:
+            kernel = filt
         try:
             if args.scheduler:
                 _volumes.require("dask.array", "--scheduler", extra="dask")
@@ -251,8 +391,8 @@ def run_filter(args):
         try:
             if args.scheduler:
                 from ._dask_filter import filter_volume_dask
-                filter_volume_dask(src, dst, kernel, args.mode, args.cval, args.scheduler,
-                                   progress)
+                filter_volume_dask(src, dst, filt if isinstance(filt, NamedFilter) else kernel,
+                                   args.mode, args.cval, args.scheduler, progress)
             else:
                 slab = chunks[0] if chunks is not None and len(chunks) == 1 else None
                 filter_volume(src, dst, kernel, args.mode, args.cval, slab, progress)
@@ -303,10 +443,17 @@ def _parser():
                    "level as image.zarr/0) or .tif/.tiff (multi-page, BigTIFF)")
     f.add_argument("output", help="output volume, any of the same formats (written to a "
                    "temporary, renamed when complete)")
-    f.add_argument("--kernel", required=True,
-                   help="gaussian:sigma=S[,truncate=T] | box:N | KERNEL.npy")
-    f.add_argument("--mode", default="reflect", help="scipy.ndimage boundary mode")
-    f.add_argument("--cval", type=float, default=0.0, help="fill value for mode=constant")
+    f.add_argument("--kernel", required=True, metavar="SPEC", help=(
+        f"{KERNEL_FORMS}. The named filters are the scipy.ndimage functions, run as "
+        "separable 1-D passes: gaussian = gaussian_filter, box = uniform_filter (size N "
+        "per axis), sobel / prewitt along axis A (default -1, the last), laplace, "
+        "gaussian-gradient = gaussian_gradient_magnitude, gaussian-laplace = "
+        "gaussian_laplace; a .npy file is a kernel for scipy.ndimage.correlate"))
+    f.add_argument("--mode", default="reflect",
+                   help=f"scipy.ndimage boundary mode: {', '.join(_NP_MODES)} (default "
+                   "reflect)")
+    f.add_argument("--cval", type=float, default=0.0,
+                   help="fill value for mode=constant / grid-constant (default 0)")
     f.add_argument("--chunks", default=None,
                    help="N: slices per slab along axis 0 (default: ~128 MiB slabs), also a "
                    "Zarr output's axis-0 chunk; Z,Y,X: a Zarr output's chunk shape "

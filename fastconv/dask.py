@@ -12,6 +12,13 @@ task):
 * :func:`correlate` / :func:`convolve` -- ``scipy.ndimage`` semantics, as
   :func:`fastconv.ndimage.correlate` / :func:`fastconv.ndimage.convolve`, on
   1-D to 3-D arrays chunked any way; the output has the input's chunks.
+* :func:`correlate1d`, :func:`convolve1d`, :func:`gaussian_filter`,
+  :func:`gaussian_filter1d`, :func:`uniform_filter`, :func:`uniform_filter1d`,
+  :func:`sobel`, :func:`prewitt`, :func:`laplace`, :func:`gaussian_laplace`,
+  :func:`gaussian_gradient_magnitude` -- the separable ``scipy.ndimage``
+  filters, as their :mod:`fastconv.ndimage` versions (same arguments, dtype
+  rules and bits), on arrays of any number of dims chunked any way; the
+  output has the input's chunks (see "Separable filters" below).
 * :func:`conv1d` / :func:`conv2d` / :func:`conv3d` -- ``torch.nn.functional``
   semantics, as :func:`fastconv.conv1d` etc., on ``(N, C, *spatial)`` (or
   unbatched ``(C, *spatial)``) inputs chunked along the batch and spatial
@@ -47,6 +54,28 @@ in-memory ones.  Where it would use FFT or im2col (GEMM), each block picks
 its own algorithm and the results agree to floating-point tolerance (the
 spec's promise for any two algorithms; GEMM tiling depends on the block
 shape).
+
+Separable filters
+-----------------
+The separable filters run as SciPy runs them, one 1-D pass per axis with
+the intermediate in the output dtype, and each pass is one layer of the
+graph: output block ``[o0, o1)`` along the pass's axis gathers exactly its
+window ``[o0 - before, o1 + after)`` (``before = len(w) // 2 + origin``) by the
+rule above, the pass's own mode at the array's edges (cval for 'constant',
+read as the in-memory kernel reads it), and runs the pass 'valid' over it;
+the other axes need no halo.  Filters that add terms (``laplace``,
+``gaussian_laplace``, ``gaussian_gradient_magnitude``) build one chain of
+layers per term and add (square, square-root) them block by block with the
+in-memory function's NumPy operations.  Every output element thus gets the
+same operations as in :mod:`fastconv.ndimage`, and ``.compute()`` equals the
+in-memory result bit for bit, every dtype and mode, chunks smaller than the
+halo included.  One caveat is handled by rechunking: a running sum
+(``uniform_filter``) restarts at the first row of a block, which changes the
+rounding unless the sums are exact (integer data of at most 32 bits and an
+integral cval); otherwise that pass runs on whole lines along its axis (the
+array is rechunked to one chunk along it, the other axes split so that a
+block stays about as large as an input block, and back afterwards).  When
+the input is a single chunk, the in-memory function runs on it directly.
 
 Threads
 -------
@@ -87,6 +116,7 @@ forked after the parent used it, ``compute()`` with the default threaded
 scheduler hangs whatever the graph (a Dask matter, not fastconv's); use
 ``scheduler='sync'`` there, or the 'spawn' / 'forkserver' start methods.
 """
+import dataclasses
 import functools
 import itertools
 import multiprocessing
@@ -109,6 +139,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "(and 'dask[distributed]' for clusters)") from exc
 
 from . import _ndfilters
+from . import _pass_plans
 from . import functional as _functional
 from . import ndimage as _ndimage
 from . import _engine
@@ -117,7 +148,10 @@ from ._boundary import SCIPY_MODES, TORCH_MODES, source_index
 from ._filter import choose as _choose_method, correlate_valid as _correlate_valid
 from ._threads import get_num_threads
 
-__all__ = ["correlate", "convolve", "conv1d", "conv2d", "conv3d", "threads_per_task"]
+__all__ = ["correlate", "convolve", "correlate1d", "convolve1d", "gaussian_filter",
+           "gaussian_filter1d", "uniform_filter", "uniform_filter1d", "sobel", "prewitt",
+           "laplace", "gaussian_laplace", "gaussian_gradient_magnitude", "conv1d", "conv2d",
+           "conv3d", "threads_per_task"]
 
 
 # --------------------------------------------------------------------------
@@ -526,6 +560,315 @@ def convolve(x, weights, mode="reflect", cval=0.0, origin=0, *, threads=None):
     correlate, fastconv.ndimage.convolve
     """
     return _filter("convolve", x, weights, mode, cval, origin, threads, flip=True)
+
+
+# --------------------------------------------------------------------------
+# The separable scipy.ndimage filters
+# --------------------------------------------------------------------------
+
+def _valid_pass_kernel(win, p, out_dtype, cval, double_work):
+    return _pass_plans.valid_pass(win, p, out_dtype, cval, double_work,
+                                  get_num_threads())
+
+
+def _exact_running_sum(dtype, cval, mode):
+    """Whether a running sum over data of ``dtype`` is exact in float64, so that
+    restarting it at a block's first row changes nothing."""
+    if dtype.kind not in "biu" or dtype.itemsize > 4:
+        return False
+    if SCIPY_MODES[mode] == "constant":
+        c = float(np.real(cval))
+        return c == round(c) and abs(c) < 2.0 ** 32
+    return True
+
+
+def _whole_lines(y, axis):
+    """``y`` rechunked to one chunk along ``axis``, the other axes split so that a
+    block holds about as many elements as the largest block of ``y``."""
+    largest = max(1, int(np.prod([max(c) for c in y.chunks])))
+    line = y.shape[axis]
+    others = [a for a in range(y.ndim) if a != axis]
+    budget = max(1, largest // max(1, line))
+    chunks = {axis: -1}
+    # split the other axes from the last one inward, keeping their chunks where they fit
+    for a in reversed(others):
+        size = max(1, min(y.shape[a], max(y.chunks[a]), budget))
+        chunks[a] = size
+        budget = max(1, budget // size)
+    return y.rechunk(chunks)
+
+
+def _pass_graph(op, y, p, plan, out_dtype, cval, threads):
+    """One pass ``p`` of a chain over the Dask array ``y`` (real or complex), into
+    ``out_dtype``, chunked as ``y``."""
+    ax = p.axis
+    chunks = y.chunks
+    if p.running_sum and len(chunks[ax]) > 1 and \
+            not _exact_running_sum(y.dtype, cval, p.mode):
+        y = _whole_lines(y, ax)
+    np_mode = SCIPY_MODES[p.mode]
+    src = _source_map(y.shape[ax], p.before, p.after, np_mode)
+    starts = np.concatenate([[0], np.cumsum(y.chunks[ax])])
+    windows = [(int(a), int(b) + p.before + p.after) for a, b in zip(starts[:-1], starts[1:])]
+    plans = [_axis_plan(src, c, windows) if a == ax else _passthrough_plan(c)
+             for a, c in enumerate(y.chunks)]
+    work = plan.work
+    if y.dtype.kind == "c" and work.kind != "c":
+        work = np.promote_types(work, np.complex64)
+    fill = np.asarray(cval).astype(work) if np_mode == "constant" else None
+    kernel = functools.partial(_valid_pass_kernel, p=p, out_dtype=out_dtype, cval=cval,
+                               double_work=plan.double_work)
+    token = tokenize(y, ax, p.weights, p.kind, p.origin, p.mode, cval, str(out_dtype),
+                     plan.double_work, threads, op)
+    out = _build(op, y, plans, y.chunks, out_dtype, kernel, work, fill, threads, [], token)
+    return out.rechunk(chunks) if out.chunks != chunks else out
+
+
+def _chain_graph(op, x, chain, plan, threads):
+    if not chain:
+        return x.astype(plan.out_dtype)          # ``out[...] = x``: an unsafe cast
+    y = x
+    for p in chain:
+        y = _pass_graph(op, y, p, plan, plan.out_dtype, plan.cval, threads)
+    return y
+
+
+def _combine_block(*blocks, combine):
+    first = np.array(blocks[0], copy=True)
+    return _pass_plans.combine_terms(combine, first, *blocks[1:])
+
+
+def _plan_graph(op, x, plan, threads):
+    terms = [_chain_graph(op, x, chain, plan, threads) for chain in plan.terms]
+    if plan.combine == "single":
+        return terms[0]
+    return da.map_blocks(_combine_block, *terms, combine=plan.combine, dtype=plan.out_dtype,
+                         meta=np.empty((0,) * x.ndim, plan.out_dtype))
+
+
+def _whole_block(block, function, args, kwargs, threads):
+    return _limited(threads, functools.partial(function, **kwargs), block, *args)
+
+
+def _check_output(output, op):
+    if isinstance(output, np.ndarray) or (output is not None and
+                                          not isinstance(output, (type, np.dtype, str))):
+        raise TypeError(f"{op}: expected output to be None or a dtype (the result is a new "
+                        f"Dask array), got {type(output).__name__}")
+
+
+def _separable(op, x, args, kwargs, threads, output):
+    """``fastconv.ndimage.<op>(x, *args, output=output, **kwargs)`` on a Dask array."""
+    x = _as_dask(x, op)
+    threads = _check_threads(threads, op)
+    _check_output(output, op)
+    in_memory = getattr(_ndimage, op)
+    # Validate exactly as the in-memory call does (same errors), on a 1-cell input.
+    in_memory(np.zeros((1,) * x.ndim, x.dtype), *args, output=output, **kwargs)
+    builder = getattr(_pass_plans, op)
+    complex_weights = op in ("correlate1d", "convolve1d") and np.iscomplexobj(args[0])
+    if complex_weights:
+        plan = None
+        out_dtype = _ndfilters._output(output, np.empty(0, x.dtype), op,
+                                       complex_output=True).dtype
+    else:
+        plan = builder(x.dtype, x.ndim, *args, output=output, **kwargs)
+        out_dtype = plan.out_dtype
+    if x.size == 0:
+        return da.zeros(x.shape, dtype=out_dtype, chunks=x.chunks)
+    if all(len(c) == 1 for c in x.chunks):
+        # one block: the in-memory function itself
+        whole = functools.partial(_whole_block, function=in_memory, args=args,
+                                  kwargs=dict(kwargs, output=out_dtype), threads=threads)
+        return x.map_blocks(whole, dtype=out_dtype, meta=np.empty((0,) * x.ndim, out_dtype))
+    if complex_weights:
+        return _complex_correlate1d(op, x, args, kwargs, out_dtype, threads)
+    return _plan_graph(op, x, plan, threads)
+
+
+def _complex_correlate1d(op, x, args, kwargs, out_dtype, threads):
+    """``_ndfilters._complex_1d``: complex weights as four (or two) real passes."""
+    weights = np.asarray(args[0])
+    axis = kwargs.get("axis", -1)
+    mode = kwargs.get("mode", "reflect")
+    cval = kwargs.get("cval", 0.0)
+    origin = kwargs.get("origin", 0)
+    builder = getattr(_pass_plans, op)
+    part = np.empty(0, out_dtype).real.dtype
+    double_work = _ndfilters._double_work(x.dtype, out_dtype)
+
+    def corr(a, w, cv, dtype):
+        plan = builder(a.dtype, a.ndim, w, axis=axis, output=dtype, mode=mode, cval=cv,
+                       origin=origin)
+        plan = dataclasses.replace(plan, double_work=double_work)
+        return _plan_graph(op, a, plan, threads)
+
+    # correlate1d correlates with the conjugate weights; convolve1d with the
+    # reversed weights, not conjugated (the builder reverses them)
+    wr, wi = np.real(weights).astype(np.float64), np.imag(weights).astype(np.float64)
+    if op == "correlate1d":
+        wi = -wi
+    cr, ci = float(np.real(cval)), float(np.imag(cval))
+    xr = x.real if x.dtype.kind == "c" else x
+    if x.dtype.kind == "c":
+        xi = x.imag
+        terms = [corr(xr, wr, cr, part), corr(xi, wi, ci, xi.dtype),
+                 corr(xr, wi, cr, part), corr(xi, wr, ci, xi.dtype)]
+    else:
+        terms = [corr(xr, wr, cr, part), corr(xr, wi, cr, part)]
+    return da.map_blocks(_complex_block, *terms, dtype=out_dtype,
+                         meta=np.empty((0,) * x.ndim, out_dtype))
+
+
+def _complex_block(*terms):
+    out = np.empty(terms[0].shape, np.result_type(terms[0].dtype, np.complex64))
+    if len(terms) == 2:
+        out.real, out.imag = terms
+    else:
+        out.real = terms[0]
+        out.real -= terms[1]
+        out.imag = terms[2]
+        out.imag += terms[3]
+    return out
+
+
+_SEPARABLE_DOC = """{summary}, on a Dask array: :func:`fastconv.ndimage.{name}`.
+
+Parameters
+----------
+input : dask.array.Array, zarr.Array, str, os.PathLike or array_like
+    Any number of dims, chunked any way (chunks smaller than the filter's
+    halo included); a Zarr array or the path of one is read with
+    ``dask.array.from_zarr`` (its chunks are kept), other array-likes are
+    wrapped with ``dask.array.asarray``.
+{params}output : dtype, optional
+    The result's dtype (default: the input's, as SciPy); not an array.
+mode, cval{extra}
+    As :func:`fastconv.ndimage.{name}` (and ``scipy.ndimage.{name}``);
+    the modes apply at the edges of the whole array, never at chunk edges.
+threads : int, optional
+    OpenMP threads per task; default: the rule in the module docstring.
+
+Returns
+-------
+dask.array.Array
+    Lazy, with the chunks of ``input``; ``.compute()`` equals
+    ``fastconv.ndimage.{name}(input.compute(), ...)`` bit for bit (same
+    dtype; float32 data into a float32 output is computed in float32, with
+    the accuracy against SciPy stated there).
+
+Raises
+------
+ValueError, TypeError, RuntimeError
+    As :func:`fastconv.ndimage.{name}`, raised when the graph is built; a
+    TypeError for an ndarray ``output``.
+
+Examples
+--------
+>>> import numpy as np, dask.array as da, fastconv.dask as fcd
+>>> x = da.random.random((32, 32, 32), chunks=(8, 16, 3))
+>>> y = fcd.{name}({example})
+>>> y.chunks == x.chunks
+True
+"""
+
+
+def _separable_doc(func, summary, params, extra, example):
+    func.__doc__ = _SEPARABLE_DOC.format(name=func.__name__, summary=summary, params=params,
+                                         extra=extra, example=example)
+    return func
+
+
+def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *,
+                threads=None):
+    return _separable("correlate1d", input, (weights,),
+                      dict(axis=axis, mode=mode, cval=cval, origin=origin), threads, output)
+
+
+def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *,
+               threads=None):
+    return _separable("convolve1d", input, (weights,),
+                      dict(axis=axis, mode=mode, cval=cval, origin=origin), threads, output)
+
+
+def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
+                      truncate=4.0, *, radius=None, threads=None):
+    return _separable("gaussian_filter1d", input, (sigma,),
+                      dict(axis=axis, order=order, mode=mode, cval=cval, truncate=truncate,
+                           radius=radius), threads, output)
+
+
+def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0,
+                    truncate=4.0, *, radius=None, axes=None, threads=None):
+    return _separable("gaussian_filter", input, (sigma,),
+                      dict(order=order, mode=mode, cval=cval, truncate=truncate,
+                           radius=radius, axes=axes), threads, output)
+
+
+def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *,
+                     threads=None):
+    return _separable("uniform_filter1d", input, (size,),
+                      dict(axis=axis, mode=mode, cval=cval, origin=origin), threads, output)
+
+
+def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *,
+                   axes=None, threads=None):
+    return _separable("uniform_filter", input, (size,),
+                      dict(mode=mode, cval=cval, origin=origin, axes=axes), threads, output)
+
+
+def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0, *, threads=None):
+    return _separable("sobel", input, (), dict(axis=axis, mode=mode, cval=cval), threads,
+                      output)
+
+
+def prewitt(input, axis=-1, output=None, mode="reflect", cval=0.0, *, threads=None):
+    return _separable("prewitt", input, (), dict(axis=axis, mode=mode, cval=cval), threads,
+                      output)
+
+
+def laplace(input, output=None, mode="reflect", cval=0.0, *, axes=None, threads=None):
+    return _separable("laplace", input, (), dict(mode=mode, cval=cval, axes=axes), threads,
+                      output)
+
+
+def gaussian_laplace(input, sigma, output=None, mode="reflect", cval=0.0, *, axes=None,
+                     threads=None, **kwargs):
+    return _separable("gaussian_laplace", input, (sigma,),
+                      dict(mode=mode, cval=cval, axes=axes, **kwargs), threads, output)
+
+
+def gaussian_gradient_magnitude(input, sigma, output=None, mode="reflect", cval=0.0, *,
+                                axes=None, threads=None, **kwargs):
+    return _separable("gaussian_gradient_magnitude", input, (sigma,),
+                      dict(mode=mode, cval=cval, axes=axes, **kwargs), threads, output)
+
+
+_WEIGHTS = "weights : array_like, (k,)\n    Real or complex taps.\n"
+_AXIS = "axis : int, default -1\n"
+_SIGMA = "sigma : scalar or sequence of scalars\n"
+_separable_doc(correlate1d, "1-D correlation along one axis", _WEIGHTS + _AXIS,
+               ", origin", "x, [1, 2, 1], axis=0, mode='wrap'")
+_separable_doc(convolve1d, "1-D convolution along one axis", _WEIGHTS + _AXIS, ", origin",
+               "x, [1, 2, 1], axis=0, mode='wrap'")
+_separable_doc(gaussian_filter1d, "1-D Gaussian filter (or derivative)",
+               "sigma : scalar\n" + _AXIS + "order : int, default 0\n",
+               ", truncate, radius", "x, 2.0, axis=1")
+_separable_doc(gaussian_filter, "Multidimensional Gaussian filter (or derivatives)",
+               _SIGMA + "order : int or sequence of ints, default 0\n",
+               ", truncate, radius, axes", "x, 1.5, mode='nearest'")
+_separable_doc(uniform_filter1d, "1-D running mean along one axis",
+               "size : int\n" + _AXIS, ", origin", "x, 5, axis=0")
+_separable_doc(uniform_filter, "Multidimensional box mean",
+               "size : int or sequence of ints, default 3\n", ", origin, axes",
+               "x, 5, mode='mirror'")
+_separable_doc(sobel, "Sobel filter", _AXIS, "", "x, axis=0")
+_separable_doc(prewitt, "Prewitt filter", _AXIS, "", "x, axis=2")
+_separable_doc(laplace, "Laplace filter (second differences)", "", ", axes", "x")
+_separable_doc(gaussian_laplace, "Laplace filter from Gaussian second derivatives", _SIGMA,
+               ", axes, **kwargs (truncate, radius)", "x, 2.0")
+_separable_doc(gaussian_gradient_magnitude, "Gradient magnitude from Gaussian derivatives",
+               _SIGMA, ", axes, **kwargs (truncate, radius)", "x, 2.0")
 
 
 # --------------------------------------------------------------------------
