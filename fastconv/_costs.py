@@ -185,6 +185,11 @@ def implicit_waste(p, plan):
 
 # -- costs --------------------------------------------------------------------------------
 
+def work(p):
+    """Real multiply-adds of one sample: a complex one is four."""
+    return p.macs * (4 if p.dtype.kind == "c" else 1)
+
+
 def _gemm_efficiency(rows):
     return min(1.0, rows / GEMM_FULL_ROWS)
 
@@ -194,7 +199,7 @@ def _padding_copy(p):
 
 
 def direct_cost(p, plan=None):
-    return p.macs * DIRECT_SECONDS_PER_MAC
+    return work(p) * DIRECT_SECONDS_PER_MAC
 
 
 def direct_weight_cost(p, plan=None):
@@ -206,7 +211,7 @@ def direct_weight_cost(p, plan=None):
 def packed_cost(p, plan):
     cog, k = p.w[0] // p.groups, p.w[1] * p.kvol
     cells = plan["grid"] / max(1, math.prod(p.out[1:]))
-    return (p.macs * cells * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
+    return (work(p) * cells * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
             + COPY_SECONDS_PER_CELL * k * plan["grid"] * p.groups + _padding_copy(p))
 
 
@@ -216,7 +221,7 @@ def implicit_cost(p, plan):
     rows, cols = plan["rows"], plan["cols"]
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
-    return (p.macs * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
+    return (work(p) * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
             + COPY_SECONDS_PER_CELL * copied)
 
 
@@ -230,13 +235,13 @@ def implicit_weight_cost(p, plan):
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = (p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
               * ceil_div(cog, plan["cob"]))
-    return (p.macs * PACKED_SECONDS_PER_MAC / efficiency + COPY_SECONDS_PER_CELL * copied)
+    return (work(p) * PACKED_SECONDS_PER_MAC / efficiency + COPY_SECONDS_PER_CELL * copied)
 
 
 def shifted_cost(p, plan):
     cog, k = p.w[0] // p.groups, p.w[1] * p.kvol
     cells = plan["grid"] / max(1, math.prod(p.out[1:]))
-    return (p.macs * cells * BLAS_SECONDS_PER_MAC / _gemm_efficiency(cog)
+    return (work(p) * cells * BLAS_SECONDS_PER_MAC / _gemm_efficiency(cog)
             + COPY_SECONDS_PER_CELL * k * plan["grid"] * p.groups + _padding_copy(p))
 
 
@@ -244,13 +249,13 @@ def im2col_cost(p, plan=None):
     cog, k = p.w[0] // p.groups, p.w[1] * p.kvol
     pointwise = p.kvol == 1 and p.stride == (1, 1, 1) and p.pad == (0, 0, 0)
     gather = 0 if pointwise else GATHER_SECONDS_PER_CELL * k * math.prod(p.out[1:]) * p.groups
-    return p.macs * BLAS_SECONDS_PER_MAC / _gemm_efficiency(cog) + gather
+    return work(p) * BLAS_SECONDS_PER_MAC / _gemm_efficiency(cog) + gather
 
 
 def col2im_cost(p, plan=None):
     cig, cog = p.w[0] // p.groups, p.w[1]
     scatter = GATHER_SECONDS_PER_CELL * p.groups * cog * p.kvol * math.prod(p.x[1:])
-    return (p.macs * BLAS_SECONDS_PER_MAC
+    return (work(p) * BLAS_SECONDS_PER_MAC
             / (_gemm_efficiency(cig) * _gemm_efficiency(cog * p.kvol)) + scatter)
 
 

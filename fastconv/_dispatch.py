@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _costs, _fft, _subpixel
+from . import _costs, _fft, _planar, _subpixel
 from ._kernels import blas, direct, implicit, packed
 from ._threads import get_num_threads, single_threaded_blas
 
@@ -206,24 +206,39 @@ def _run_packed_forward(a, p, plan, nt):
                         p.groups, nt, plan["tile"])
 
 
+def _as_real(p):
+    """The real Problem the micro-kernel runs: complex ones become planar (``_planar``)."""
+    return _planar.problem(p) if p.dtype.kind == "c" else p
+
+
 def _plan_implicit(p):
-    rows, cols = _costs.band_tile(p, implicit.panel_widths())
+    rows, cols = _costs.band_tile(_as_real(p), implicit.panel_widths())
     return {"rows": rows, "cols": cols}
 
 
 def _implicit_rule(p):
-    """Real floats, and a kernel not so wide that dropped columns dominate the work."""
-    reason = _real_float(p)
-    if reason:
-        return reason
+    """A kernel not so wide that dropped columns dominate the work."""
     if _costs.implicit_waste(p, _plan_implicit(p)) > _costs.IMPLICIT_MAX_WASTE:
         return "the kernel is wider than the output: most computed columns would be dropped"
     return ""
 
 
+def _implicit_cost(p, plan):
+    return _costs.implicit_cost(_as_real(p), plan)
+
+
 def _run_implicit_forward(a, p, plan, nt):
-    implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
-                          p.pad, p.dilation, p.groups, nt, plan["rows"], plan["cols"])
+    if p.dtype.kind != "c":
+        implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
+                              p.pad, p.dilation, p.groups, nt, plan["rows"], plan["cols"])
+        return
+    g = p.groups
+    out = np.empty((a.out.shape[0], 2 * a.out.shape[1]) + a.out.shape[2:],
+                   _planar.real_dtype(p.dtype))
+    implicit.conv_forward(_planar.planar(a.x, g), _planar.planar_weight(a.w, g),
+                          _planar.planar_bias(a.bias_or_zeros, g), a.bias is not None, out,
+                          p.stride, p.pad, p.dilation, g, nt, plan["rows"], plan["cols"])
+    _planar.unplanar(out, a.out, g)
 
 
 def _plan_shifted(p):
@@ -263,7 +278,7 @@ FORWARD = (
         "implicit_gemm", "im2col",
         "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
         "no column matrix",
-        _implicit_rule, _plan_implicit, _costs.implicit_cost, _run_implicit_forward),
+        _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward),
     Implementation(
         "im2col_packed", "im2col",
         "stride 1: shifted-slice im2col written as packed panels, fastconv's micro-kernel",
@@ -307,9 +322,6 @@ def _run_col2im_transpose(a, p, plan, nt):
 
 
 def _subpixel_rule(p):
-    reason = _real_float(p)
-    if reason:
-        return reason
     if not p.finite_weight:
         return "the weight holds inf/NaN: zero padding would turn into NaN (0 * inf)"
     for _, q in _subpixel.phase_problems(p):
@@ -319,7 +331,11 @@ def _subpixel_rule(p):
 
 
 def _plan_subpixel(p):
-    return _subpixel.plan(p, lambda q: tuple(_plan_implicit(q).values()))
+    return _subpixel.plan(_as_real(p), lambda q: tuple(_plan_implicit(q).values()))
+
+
+def _subpixel_cost(p, plan):
+    return _subpixel.cost(_as_real(p), plan)
 
 
 def _run_subpixel_transpose(a, p, plan, nt):
@@ -337,7 +353,7 @@ TRANSPOSE = (
                    _blas_limit, _plan_col2im, _costs.col2im_cost, _run_col2im_transpose),
     Implementation("subpixel", "im2col",
                    "one stride-1 implicit GEMM per stride phase, written to its strided cells",
-                   _subpixel_rule, _plan_subpixel, _subpixel.cost, _run_subpixel_transpose),
+                   _subpixel_rule, _plan_subpixel, _subpixel_cost, _run_subpixel_transpose),
     Implementation("fft", "fft", "zero-upsampled input, scipy.fft, cropped",
                    _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose),
 )
@@ -449,14 +465,26 @@ def _plan_weight_im2col(p):
 
 
 def _plan_weight_implicit(p):
-    cib, cob = _costs.weight_blocks(p)
-    rows, cols = _costs.band_tile(p, implicit.panel_widths(), channels=cib, min_jobs=False)
+    q = _as_real(p)
+    cib, cob = _costs.weight_blocks(q)
+    rows, cols = _costs.band_tile(q, implicit.panel_widths(), channels=cib, min_jobs=False)
     return {"cib": cib, "cob": cob, "rows": rows, "cols": cols}
 
 
+def _implicit_weight_cost(p, plan):
+    return _costs.implicit_weight_cost(_as_real(p), plan)
+
+
 def _run_weight_implicit(a, p, plan, nt):
-    implicit.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
+    g = p.groups
+    x, gout, dw = a.x, a.out, a.w
+    if p.dtype.kind == "c":
+        x, gout = _planar.planar(x, g), _planar.planar(gout, g)
+        dw = np.empty((2 * dw.shape[0], 2 * dw.shape[1]) + dw.shape[2:], x.dtype)
+    implicit.conv_weight_grad(x, gout, dw, p.stride, p.pad, p.dilation, g, nt,
                               plan["rows"], plan["cols"], plan["cib"], plan["cob"])
+    if p.dtype.kind == "c":
+        _planar.unplanar_weight_grad(dw, a.w, g)
 
 
 def _run_weight_im2col(a, p, plan, nt):
@@ -472,7 +500,7 @@ WEIGHT_GRAD = (
     Implementation("implicit_gemm", "im2col",
                    "channel-block jobs over band buffers: dot products along output cells, "
                    "fastconv's micro-kernel",
-                   _real_float, _plan_weight_implicit, _costs.implicit_weight_cost,
+                   _always, _plan_weight_implicit, _implicit_weight_cost,
                    _run_weight_implicit),
     Implementation("im2col_shifted", "im2col", "stride 1: shifted-slice im2col + BLAS",
                    lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _costs
+from . import _costs, _planar
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,24 @@ def cost(p, plan):
 
 
 def run(kernel, a, p, plan, nt):
-    """Fill ``a.out`` phase by phase with ``kernel`` (``_implicit.conv_forward``)."""
-    swapped = swapped_weight(a.w, p.groups)
+    """Fill ``a.out`` phase by phase with ``kernel`` (``_implicit.conv_forward``).
+
+    ``plan`` is made for the real problem: complex arrays run planar (``_planar``).
+    """
+    g = p.groups
+    x, out, bias, weight = a.x, a.out, a.bias_or_zeros, swapped_weight(a.w, g)
+    if np.iscomplexobj(out):
+        x, bias = _planar.planar(x, g), _planar.planar_bias(bias, g)
+        out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     for ph, q, tile in plan["phases"]:
-        cells = (Ellipsis,) + tuple(slice(x.start, None, s) for x, s in zip(ph, p.stride))
+        cells = (Ellipsis,) + tuple(slice(x_.start, None, s) for x_, s in zip(ph, p.stride))
         if q is None:
-            a.out[cells] = 0 if a.bias is None else a.bias.reshape(-1, 1, 1, 1)
+            out[cells] = bias.reshape(-1, 1, 1, 1) if a.bias is not None else 0
             continue
-        w = np.ascontiguousarray(swapped[(slice(None), slice(None)) + tuple(x.taps for x in ph)])
-        kernel(a.x, w, a.bias_or_zeros, a.bias is not None, a.out, (1, 1, 1), q.pad,
-               q.dilation, p.groups, nt, tile[0], tile[1], tuple(x.size for x in ph),
-               tuple(x.start for x in ph), tuple(p.stride))
+        w = weight[(slice(None), slice(None)) + tuple(x_.taps for x_ in ph)]
+        w = _planar.planar_weight(w, g) if np.iscomplexobj(w) else np.ascontiguousarray(w)
+        kernel(x, w, bias, a.bias is not None, out, (1, 1, 1), q.pad, q.dilation, g, nt,
+               tile[0], tile[1], tuple(x_.size for x_ in ph), tuple(x_.start for x_ in ph),
+               tuple(p.stride))
+    if out is not a.out:
+        _planar.unplanar(out, a.out, g)

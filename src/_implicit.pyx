@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel, prange
 
 from _geometry cimport Geometry, ceil_div, decode_tap, make_geometry, strided_range
-from _parallel cimport Driver, finish, proceed, start
+from _parallel cimport Driver, finish, interrupted, proceed, start
 
 
 cdef extern from "_microkernel.h":
@@ -265,12 +265,12 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
 cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
                           const Py_ssize_t* off, const Geometry* g, const Band* b,
                           Py_ssize_t cib, Py_ssize_t cob, Py_ssize_t job,
-                          real_t* buf) noexcept nogil:
+                          real_t* buf, Driver* drv) noexcept nogil:
     """dw[co0:co0+cob, ci0:ci0+cib] (one group) summed over the batch and every cell.
 
     The job owns these weights: it visits the tiles in order (n, od, bh, bw)
     and adds each tile's dot products to them, so the order of the sum is
-    fixed by the shape alone.
+    fixed by the shape alone.  A job spans the batch, so it polls Ctrl-C per tile.
     """
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t taps = g.KD * g.KH * g.KW, K = cig * taps
@@ -290,6 +290,8 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
         for od in range(g.Do):
             for bh in range(b.nbh):
                 for bw in range(b.nbw):
+                    if interrupted(drv):
+                        return
                     oh0, ow0 = bh * b.R, bw * b.Wc
                     rows, cols = min(b.R, g.Ho - oh0), min(b.Wc, g.Wo - ow0)
                     copy_band(x + (n * g.C + grp * cig + ci0) * g.D * g.H * g.W, ci1 - ci0,
@@ -353,7 +355,7 @@ def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, :
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, buf != NULL):
                 weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                off, &g, &b, cib, cob, job, buf)
+                                off, &g, &b, cib, cob, job, buf, &d)
         free(buf)
     free(off)
     finish(&d, "band buffer")

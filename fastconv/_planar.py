@@ -1,0 +1,80 @@
+"""Complex convolution as one real convolution with twice the channels.
+
+With ``x = xr + i xi`` and ``w = wr + i wi``, per group
+
+    [yr]   [wr  -wi] [xr]
+    [yi] = [wi   wr] [xi]
+
+so a complex convolution is a real one whose input stacks each group's real
+and imaginary channel planes, and whose weight is the 2 x 2 block above:
+four real multiply-adds per complex one, in the real kernels' register
+blocking (the same operation count as complex arithmetic, and its accuracy;
+the three-multiplication form is not used).  The weight gradient likewise:
+``dw = sum g * conj(x)`` is ``(gr xr + gi xi) + i (gi xr - gr xi)``, read
+off the real weight gradient of the planar arrays.
+"""
+import numpy as np
+
+
+def real_dtype(dtype):
+    return np.empty(0, dtype).real.dtype
+
+
+def planar(a, groups):
+    """(N, C, *S) complex -> (N, 2C, *S) real: per group, real then imaginary channels."""
+    n, c = a.shape[:2]
+    spatial = a.shape[2:]
+    grouped = a.reshape((n, groups, 1, c // groups) + spatial)
+    out = np.empty((n, groups, 2, c // groups) + spatial, real_dtype(a.dtype))
+    out[:, :, :1] = grouped.real
+    out[:, :, 1:] = grouped.imag
+    return out.reshape((n, 2 * c) + spatial)
+
+
+def planar_bias(bias, groups):
+    """(C,) complex -> (2C,) real, in :func:`planar`'s channel order."""
+    grouped = bias.reshape(groups, 1, -1)
+    return np.concatenate([grouped.real, grouped.imag], axis=1).reshape(-1)
+
+
+def planar_weight(w, groups):
+    """(Co, Ci/g, *k) complex -> (2Co, 2Ci/g, *k) real: [[wr, -wi], [wi, wr]] per group."""
+    cout, cig = w.shape[:2]
+    kernel = w.shape[2:]
+    wg = w.reshape((groups, cout // groups, cig) + kernel)
+    out = np.empty((groups, 2, cout // groups, 2, cig) + kernel, real_dtype(w.dtype))
+    out[:, 0, :, 0] = wg.real
+    out[:, 0, :, 1] = -wg.imag
+    out[:, 1, :, 0] = wg.imag
+    out[:, 1, :, 1] = wg.real
+    return out.reshape((2 * cout, 2 * cig) + kernel)
+
+
+def unplanar(real, out, groups):
+    """Write the planar result ``real`` (N, 2C, *S) into the complex ``out`` (N, C, *S)."""
+    n, c = out.shape[:2]
+    spatial = out.shape[2:]
+    src = real.reshape((n, groups, 2, c // groups) + spatial)
+    dst = out.reshape((n, groups, c // groups) + spatial)
+    dst.real = src[:, :, 0]
+    dst.imag = src[:, :, 1]
+
+
+def unplanar_weight_grad(real, dw, groups):
+    """The complex weight gradient from the planar arrays' real one.
+
+    ``real`` (2Co, 2Ci/g, *k) holds per group the blocks (g_re|g_im) x (x_re|x_im).
+    """
+    cout, cig = dw.shape[:2]
+    kernel = dw.shape[2:]
+    blocks = real.reshape((groups, 2, cout // groups, 2, cig) + kernel)
+    dst = dw.reshape((groups, cout // groups, cig) + kernel)
+    dst.real = blocks[:, 0, :, 0] + blocks[:, 1, :, 1]
+    dst.imag = blocks[:, 1, :, 0] - blocks[:, 0, :, 1]
+
+
+def problem(p):
+    """The planar real Problem of a complex one (twice the channels, real dtype)."""
+    from dataclasses import replace
+    return replace(p, x=(2 * p.x[0],) + p.x[1:], w=(2 * p.w[0], 2 * p.w[1]) + p.w[2:],
+                   out=(2 * p.out[0],) + p.out[1:], dtype=real_dtype(p.dtype))
