@@ -133,8 +133,8 @@ cdef void copy_band(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometr
 
 cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                        const real_t* bias, bint has_bias, real_t* out,
-                       const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t job,
-                       real_t* buf, real_t* cbuf) noexcept nogil:
+                       const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
+                       Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
@@ -159,7 +159,7 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     # cbuf (cog x ldc) = W_g @ B, K blocked; B row k of panel p is buf[p*NR + off[k]:][:NR]
     k0 = 0
     while k0 < K:
-        klen = min(KC, K - k0)
+        klen = min(kc, K - k0)
         for p in range(npan):
             for blk in range(nb):
                 if real_t is float:
@@ -193,7 +193,8 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
                  const real_t[::1] bias, bint has_bias, real_t[:, :, :, :, ::1] out,
                  tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
                  int num_threads, Py_ssize_t rows, Py_ssize_t cols,
-                 tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1)):
+                 tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1),
+                 Py_ssize_t kc=KC):
     """out = conv(x, w) (+ bias): zero padding ``pad``, any stride and dilation.
 
     ``rows`` x ``cols`` output cells per job (see ``fastconv._costs.band_tile``).
@@ -254,7 +255,7 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, not (buf == NULL or cbuf == NULL)):
                 implicit_job(&x[0, 0, 0, 0, 0], wp, off, &bias[0], has_bias,
-                             &out[0, 0, 0, 0, 0], &g, &b, &om, job, buf, cbuf)
+                             &out[0, 0, 0, 0, 0], &g, &b, &om, kc, job, buf, cbuf)
         free(buf)
         free(cbuf)
     free(wp)

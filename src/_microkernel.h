@@ -23,8 +23,8 @@
 #define FC_NV 1
 #elif defined(__AVX2__) || defined(__AVX__)
 #define FC_VBYTES 32
-#define FC_MR 6
-#define FC_NV 2
+#define FC_MR 4
+#define FC_NV 3
 #else
 #define FC_VBYTES 16
 #define FC_MR 6
