@@ -183,6 +183,62 @@ def implicit_waste(p, plan):
     return (plan["cols"] + extra_cols) / plan["cols"]
 
 
+# -- 1-D passes of the ndimage filters (``PassProblem``) ----------------------------------
+
+PASS_BUFFER_BYTES = 1 << 18      # per-thread line buffers ('transposed-lines')
+PASS_CACHE_BYTES = 1 << 18       # ring of rows in cache ('across-lines')
+PASS_LINE_JOB_ELEMENTS = 1 << 14  # elements per job on 'single-line' (a few lines)
+PASS_SEGMENT_ROWS = 4096         # rows per job when one line is split (long 1-D signals)
+PASS_MIN_JOBS = 16
+PASS_SECONDS_PER_TAP = 1 / 8e9   # a vectorised multiply-add of a 1-D pass
+PASS_SCALAR_PENALTY = 2.0        # 'transposed-lines' gathers whole lines side by side
+
+
+def pass_segment(p):
+    """Output rows per job: a running sum starts at row 0, so it never splits a line."""
+    return p.length if p.running_sum else max(1, min(p.length, PASS_SEGMENT_ROWS))
+
+
+def single_line_plan(p):
+    """Lines per job: about ``PASS_LINE_JOB_ELEMENTS`` elements, at least 16 jobs."""
+    segment = pass_segment(p)
+    segments = ceil_div(p.length, segment)
+    per_job = max(1, PASS_LINE_JOB_ELEMENTS // segment)
+    per_job = min(per_job, max(1, ceil_div(p.outer * segments, PASS_MIN_JOBS)))
+    return {"block": per_job, "segment": segment}
+
+
+def _lanes_plan(p, lines, slabs, block):
+    segment = pass_segment(p)
+    segments = ceil_div(p.length, segment)
+    block = max(32, min(4096, block // 32 * 32))
+    if lines <= block:
+        block = lines
+    # enough jobs for the threads to share, from the shape alone
+    while block > 32 and slabs * ceil_div(lines, block) * segments < PASS_MIN_JOBS:
+        block = max(32, block // 2 // 32 * 32)
+    if p.running_sum:
+        block = max(2, block)          # a running sum works across >= 2 lanes
+    return {"block": block, "segment": segment}
+
+
+def across_lines_plan(p):
+    """Lines (the inner cells) per job: a ring of taps + 1 rows of them stays in cache."""
+    return _lanes_plan(p, p.inner, p.outer,
+                       PASS_CACHE_BYTES // max(1, 2 * p.taps * p.dtype.itemsize))
+
+
+def transposed_lines_plan(p):
+    """Whole lines per job, loaded side by side into a buffer of that many lanes."""
+    rows = 2 * pass_segment(p) + p.taps - 1
+    return _lanes_plan(p, p.outer, 1, PASS_BUFFER_BYTES // max(1, rows * p.dtype.itemsize))
+
+
+def pass_cost(p, plan, penalty=1.0):
+    taps = 2 if p.running_sum else p.taps        # a running sum: one add, one subtract
+    return p.outer * p.length * p.inner * taps * PASS_SECONDS_PER_TAP * penalty
+
+
 # -- costs --------------------------------------------------------------------------------
 
 def work(p):

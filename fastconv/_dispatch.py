@@ -33,7 +33,7 @@ from ._threads import get_num_threads, single_threaded_blas
 
 #: Families that ``algorithm=`` accepts besides 'auto'.
 ALGORITHMS = ("direct", "im2col", "fft")
-OPS = ("forward", "transpose", "input_grad", "weight_grad", "filter")
+OPS = ("forward", "transpose", "input_grad", "weight_grad", "filter", "pass")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,25 @@ class Problem:
         # Transposed forms scatter each input cell over w[1] channels x taps.
         cells = self.x if self.op in ("transpose", "input_grad") else self.out
         return math.prod(cells) * self.w[1] * self.kvol
+
+
+@dataclass(frozen=True)
+class PassProblem:
+    """One 1-D pass of an ndimage filter: what its rules may read.
+
+    The filtered array seen as ``outer`` x ``length`` x ``inner`` cells
+    (``length`` along the filtered axis, ``inner`` the cells after it in
+    memory), the number of taps, the work dtype, and whether the pass is a
+    running sum (``uniform_filter``).  No thread count.
+    """
+
+    outer: int
+    length: int
+    inner: int
+    taps: int
+    dtype: np.dtype
+    running_sum: bool = False
+    op: str = "pass"
 
 
 @dataclass(frozen=True)
@@ -510,11 +529,53 @@ WEIGHT_GRAD = (
                    _blas_limit, _plan_weight_im2col, _costs.im2col_cost, _run_weight_im2col),
 )
 
+# -- 1-D passes of the ndimage filters (src/_separable.pyx, one entry per layout) ----------
+
+def _pass_rule(layout_reason):
+    def applies(p):
+        if p.dtype not in (np.float32, np.float64):
+            return "works in float32 or float64 (complex data runs as two real passes)"
+        return layout_reason(p)
+    return applies
+
+
+def _run_pass(layout):
+    def run(call, p, plan, nt):
+        call(layout, plan["block"], plan["segment"], nt)
+    return run
+
+
+PASS = (
+    Implementation(
+        "single-line", "separable",
+        "the filtered axis is contiguous: each line and its halo copied into a buffer",
+        _pass_rule(lambda p: "" if p.inner == 1 and not p.running_sum else
+                   ("the filtered axis is not the contiguous one" if p.inner > 1 else
+                    "a running sum needs whole lines side by side")),
+        _costs.single_line_plan, _costs.pass_cost, _run_pass(0)),
+    Implementation(
+        "across-lines", "separable",
+        "lines side by side in memory: each output row a sum of shifted input rows, "
+        "vectorised across the lines",
+        _pass_rule(lambda p: "" if p.inner > 1 else "the filtered axis is the contiguous one"),
+        _costs.across_lines_plan, _costs.pass_cost, _run_pass(1)),
+    Implementation(
+        "transposed-lines", "separable",
+        "running sums along the contiguous axis: whole lines loaded side by side into a "
+        "buffer, the sum vectorised across them",
+        _pass_rule(lambda p: "lines are already side by side" if p.inner > 1 else
+                   "" if p.running_sum else "a running-sum layout (uniform_filter)"),
+        _costs.transposed_lines_plan,
+        lambda p, plan: _costs.pass_cost(p, plan, _costs.PASS_SCALAR_PENALTY), _run_pass(2)),
+)
+
+_PASS_NAMES = frozenset(impl.name for impl in PASS)
+
 #: Single-array filtering ('valid' correlation of one channel): ndimage and signal.
 FILTER = (FORWARD_DIRECT, FORWARD_FFT)
 
 REGISTRY = {"forward": FORWARD, "transpose": TRANSPOSE, "input_grad": INPUT_GRAD,
-            "weight_grad": WEIGHT_GRAD, "filter": FILTER}
+            "weight_grad": WEIGHT_GRAD, "filter": FILTER, "pass": PASS}
 
 
 def describe():
@@ -639,6 +700,18 @@ def run(p, arrays, algorithm="auto", implementation=None):
         implementation = _FORCED.get()
     choice = select(p, algorithm, implementation)
     _run_choice(choice, arrays, p)
+    return choice
+
+
+def run_pass(p, call, threads):
+    """Run one 1-D pass: ``call(layout, block, segment, threads)`` with the chosen plan.
+
+    A ``forced`` name of this table forces the layout; other names do not concern
+    passes (a forced convolution kernel may run inside an ndimage filter).
+    """
+    forced = _FORCED.get()
+    choice = select(p, "auto", forced if forced in _PASS_NAMES else None)
+    choice.impl.run(call, p, choice.plan, threads)
     return choice
 
 

@@ -5,9 +5,10 @@ normalisation, output allocation, Gaussian weights, the order of the passes
 and the dtype of the intermediates) and hands every 1-D pass to
 ``src/_separable.pyx``, which filters blocks of lines in parallel.
 
-The choice of kernel and block shape goes through :func:`choose_separable`,
-which sees one array's shape, the kernel length and the work dtype only, so
-results never depend on the thread count.
+The layout of each pass and its block shape are chosen by the kernel
+registry (``_dispatch.PASS``), from a :class:`~fastconv._dispatch.PassProblem`:
+the array's shape around the filtered axis, the kernel length and the work
+dtype only, so results never depend on the thread count.
 
 Precision
 ---------
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _dispatch
 from ._kernels import separable as _kernel
 from ._threads import resolve_workers
 
@@ -60,17 +62,10 @@ _MODE_CODES = {"nearest": 0, "wrap": 1, "grid-wrap": 1, "reflect": 2, "grid-mirr
 _CORRELATE, _SYMMETRIC, _ANTISYMMETRIC, _UNIFORM = 0, 1, 2, 3
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
 
-#: Bytes of one slab of an extra term (laplace & co.), and of the per-thread
-#: line buffers (about half of a 1 MB L2 cache, shared by two buffers).
+#: Bytes of one slab of an extra term (laplace & co.).
 SLAB_BYTES = 1 << 23
-_BUFFER_BYTES = 1 << 18
-_CACHE_BYTES = 1 << 18
-#: Elements per job on the 'single-line' path (a few lines of a volume).
-_LINE_JOB_ELEMENTS = 1 << 14
 #: A thread gets at least this many multiply-adds (~0.1 ms), as in _engine.
 _MIN_WORK_PER_THREAD = 1 << 20
-#: Rows per job when one line is split (long 1-D signals, few lines).
-_SEGMENT_ROWS = 4096
 
 
 class ArgumentError(ValueError, RuntimeError):
@@ -79,71 +74,6 @@ class ArgumentError(ValueError, RuntimeError):
     Both a ValueError (fastconv's contract) and a RuntimeError (so that code
     written against SciPy, and SciPy's own tests, still catch it).
     """
-
-
-# ----------------------------------------------------------------------- plan
-
-@dataclass(frozen=True)
-class SeparablePlan:
-    """How one 1-D pass is cut into jobs.
-
-    name:
-      'single-line'       the filtered axis is the contiguous one: each line is
-                          copied (with its halo) into a line buffer and the
-                          multiply-adds run along it;
-      'across-lines'      lines lie side by side in memory (any axis but the
-                          last): output row i of ``block`` lines = sum over taps
-                          of w[t] * input row i + t, vectorised across the lines;
-      'transposed-lines'  (running sums along the last axis) ``block`` lines are
-                          loaded side by side into a buffer, then as above.
-    block: lines per job; segment: output rows per job (a line longer than
-    that is cut; never for a running sum, whose sum starts at row 0).
-    """
-
-    name: str
-    block: int
-    segment: int
-
-
-#: Layout codes of src/_separable.pyx (LAYOUT_*).
-_LAYOUTS = {"single-line": 0, "across-lines": 1, "transposed-lines": 2}
-
-
-def choose_separable(shape, axis, kernel_len, dtype, running_sum=False):
-    """The plan for a 1-D pass along ``axis`` of one array of ``shape``.
-
-    Reads the shape, the kernel length and the work dtype only, never the
-    thread count: every output element is computed by the same operations
-    however the work is split.
-    """
-    length = shape[axis]
-    outer = math.prod(shape[:axis])
-    inner = math.prod(shape[axis + 1:])
-    item = np.dtype(dtype).itemsize
-    segment = length if running_sum else min(length, _SEGMENT_ROWS)
-    segments = -(-length // max(1, segment))
-    if inner == 1 and not running_sum:
-        # lines per job: about _LINE_JOB_ELEMENTS elements, at least 16 jobs
-        per_job = max(1, _LINE_JOB_ELEMENTS // max(1, segment))
-        per_job = min(per_job, max(1, -(-outer * segments // 16)))
-        return SeparablePlan("single-line", per_job, max(1, segment))
-    if inner > 1:
-        # a ring of k + 1 rows of the block (and k - 1 boundary rows) in cache
-        name, lines, slabs = "across-lines", inner, outer
-        block = _CACHE_BYTES // max(1, 2 * kernel_len * item)
-    else:
-        # whole lines side by side, in and out
-        name, lines, slabs = "transposed-lines", outer, 1
-        block = _BUFFER_BYTES // max(1, (2 * segment + kernel_len - 1) * item)
-    block = max(32, min(4096, block // 32 * 32))
-    if lines <= block:
-        block = lines
-    # enough jobs for the threads to share, from the shape alone
-    while block > 32 and slabs * -(-lines // block) * segments < 16:
-        block = max(32, block // 2 // 32 * 32)
-    if running_sum:
-        block = max(2, block)          # a running sum works across >= 2 lanes
-    return SeparablePlan(name, block, max(1, segment))
 
 
 def _merge(shape, steps):
@@ -194,24 +124,25 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
     inner = math.prod(dst.shape[axis + 1:])
     outer = math.prod(dst.shape[:axis])
     in_place = src.ctypes.data == dst.ctypes.data
-    plan = choose_separable(dst.shape, axis, k, work, running_sum=kind == _UNIFORM)
+    p = _dispatch.PassProblem(outer, dst.shape[axis], inner, k, work, kind == _UNIFORM)
     rows = dst.shape[axis]
-    # in place, a job must read all of its rows before it writes: whole lines
-    segment = rows if in_place else plan.segment
     if inner > 1:
-        grid = (outer, inner, plan.block)
-        s_steps = src_steps
-        d_steps = dst_steps
+        s_steps, d_steps = src_steps, dst_steps
     else:                 # one line per outer index: the lines run along 'outer'
-        grid = (1, outer, plan.block)
         s_steps = (0, src_steps[1], src_steps[0])
         d_steps = (0, dst_steps[1], dst_steps[0])
+    weights = np.ascontiguousarray(weights, np.float64)
+
+    def call(layout, block, segment, nt):
+        grid = (outer, inner, block) if inner > 1 else (1, outer, block)
+        # in place, a job must read all of its rows before it writes: whole lines
+        _kernel.filter_pass(src, dst, _DTYPE_CODES[src.dtype], _DTYPE_CODES[dst.dtype],
+                            double_work, grid, rows if in_place else segment, layout,
+                            s_steps, d_steps, src.shape[axis], l0, rows, kind, weights,
+                            k // 2 + origin, _MODE_CODES[mode], cval, nt)
+
     nt = max(1, min(workers, dst.size * k // _MIN_WORK_PER_THREAD))
-    _kernel.filter_pass(src, dst, _DTYPE_CODES[src.dtype], _DTYPE_CODES[dst.dtype],
-                        double_work, grid, max(1, segment), _LAYOUTS[plan.name], s_steps, d_steps,
-                        src.shape[axis], l0, rows, kind,
-                        np.ascontiguousarray(weights, np.float64), k // 2 + origin,
-                        _MODE_CODES[mode], cval, nt)
+    _dispatch.run_pass(p, call, nt)
     if target is not dst:
         target[...] = dst
     return target

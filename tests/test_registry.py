@@ -14,6 +14,7 @@ lets it apply.  Also here: the rules read neither the thread count nor the
 batch size, ``fastconv.explain`` names what really runs, and the two
 reproducibility failures of issue 11.
 """
+import contextlib
 import math
 from dataclasses import replace
 
@@ -23,7 +24,8 @@ from hypothesis import given, settings, strategies as st
 
 import fastconv as fc
 from fastconv import _costs, _dispatch, _engine
-from fastconv._dispatch import REGISTRY, Problem
+from fastconv import _ndfilters
+from fastconv._dispatch import REGISTRY, PassProblem, Problem
 
 import reference
 from conftest import assert_close, random_array
@@ -76,6 +78,22 @@ FILTERS = {
 }
 
 
+# 1-D passes of the ndimage filters: (outer, length, inner) cells, taps, running sum;
+# the array is (outer, length, inner), filtered along axis 1.
+PASSES = {
+    "contiguous_lines": ((6, 40, 1), 5, False),
+    "across_lines": ((3, 17, 40), 3, False),
+    "running_sum_contiguous": ((5, 33, 1), 4, True),
+    "running_sum_across": ((2, 20, 37), 3, True),
+    "long_split_line": ((1, 9000, 1), 7, False),
+}
+
+
+def _pass_problem(name):
+    (outer, length, inner), taps, running = PASSES[name]
+    return PassProblem(outer, length, inner, taps, np.dtype(np.float64), running)
+
+
 def _conv_problem(op, name):
     x, w, s, p, d, g = CONVS[name]
     out = (w[0],) + tuple(_conv_out(n, k, ss, pp, dd)
@@ -105,6 +123,8 @@ def _problems(op):
         return {name: _conv_problem(op, name) for name in CONVS}
     if op == "transpose":
         return {name: _transpose_problem(name) for name in TRANSPOSES}
+    if op == "pass":
+        return {name: _pass_problem(name) for name in PASSES}
     return {name: _filter_problem(name) for name in FILTERS}
 
 
@@ -142,8 +162,27 @@ def _arrays(p, dtype, batch, seed=0):
     return x, w, bias
 
 
+def _run_pass(p, impl, x, w):
+    """A 1-D pass along axis 1 with ``impl`` forced: uniform_filter1d or correlate1d."""
+    with _dispatch.forced(impl) if impl else contextlib.nullcontext():
+        if p.running_sum:
+            return fc.ndimage.uniform_filter1d(x, p.taps, axis=1, mode="reflect")
+        return fc.ndimage.correlate1d(x, w, axis=1, mode="reflect")
+
+
+def _expected_pass(p, x, w):
+    """float64 oracle: SciPy's 'reflect' is NumPy's 'symmetric' padding."""
+    w = np.full(p.taps, 1 / p.taps) if p.running_sum else w
+    left = p.taps // 2
+    padded = np.pad(x.astype(np.float64), [(0, 0), (left, p.taps - 1 - left), (0, 0)],
+                    mode="symmetric")
+    return sum(w[j] * padded[:, j:j + p.length] for j in range(p.taps))
+
+
 def _run(p, impl, x, w, bias):
     """Output of ``impl`` forced on p (weight_grad: x is the input, w grad_output)."""
+    if p.op == "pass":
+        return _run_pass(p, impl, x, w)
     dtype = x.dtype
     if p.op == "weight_grad":
         dw = np.empty(p.w, dtype)
@@ -165,6 +204,10 @@ def _run(p, impl, x, w, bias):
 
 def _inputs(p, dtype, batch, seed=0):
     """Arrays for _run: for weight_grad, grad_output takes the weight's slot."""
+    if p.op == "pass":                       # one array, no batch; float64 taps
+        rng = np.random.default_rng(seed)
+        return (random_array(rng, (p.outer, p.length, p.inner), dtype),
+                rng.standard_normal(p.taps), None)
     x, w, bias = _arrays(p, dtype, batch, seed)
     if p.op == "weight_grad":
         g = random_array(np.random.default_rng(seed + 1), (batch,) + p.out, dtype)
@@ -174,6 +217,8 @@ def _inputs(p, dtype, batch, seed=0):
 
 def _expected(p, x, w, bias):
     """The float64 oracle, on the 5-D arrays (padding is symmetric in these problems)."""
+    if p.op == "pass":
+        return _expected_pass(p, x, w)
     s, d, g = p.stride, p.dilation, p.groups
     if p.op in ("forward", "filter"):
         return reference.conv(x, w, bias, s, p.pad, d, g)
@@ -188,6 +233,7 @@ def _expected(p, x, w, bias):
 def threads_on_tiny_problems(monkeypatch):
     """Let every thread work on these small problems (normally ~1 M MACs per thread)."""
     monkeypatch.setattr(_costs, "MIN_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(_ndfilters, "_MIN_WORK_PER_THREAD", 1)
     before = fc.get_num_threads()
     yield
     fc.set_num_threads(before)
@@ -198,6 +244,9 @@ def test_implementation_matches_the_float64_oracle(op, impl, p, dtype):
     x, w, bias = _inputs(p, dtype, BATCH)
     actual = _run(p, impl, x, w, bias)
     expected = _expected(p, x, w, bias)
+    if op == "pass":
+        assert_close(actual, expected, dtype, p.taps, err_msg=f"{op}/{impl}")
+        return
     reduction = p.w[1] * p.kvol
     if op in ("weight_grad",):
         reduction = BATCH * math.prod(p.out[1:])
@@ -230,7 +279,7 @@ def test_implementation_is_bitwise_identical_for_any_thread_count(
 
 
 @pytest.mark.parametrize("op, impl, p, dtype", [
-    c for c in CASES if c.values[0] != "weight_grad" and c.values[3] in (np.float32,
+    c for c in CASES if c.values[0] not in ("weight_grad", "pass") and c.values[3] in (np.float32,
                                                                        np.complex128)])
 def test_sample_does_not_depend_on_its_batch(threads_on_tiny_problems, op, impl, p, dtype):
     x, w, bias = _inputs(p, dtype, BATCH)

@@ -438,12 +438,15 @@ def test_bit_identical_for_1_2_and_3_threads(name, dtype, rng):
 def test_long_lines_split_into_segments_give_the_same_bits(rng):
     """A long 1-D signal is cut into segments that threads share: the result is
     the same as one job per line."""
-    x = make_data(rng, (3 * nf._SEGMENT_ROWS + 77,), np.float32)
-    whole = mock.patch.object(nf, "_SEGMENT_ROWS", 10**9)
+    x = make_data(rng, (3 * fastconv._costs.PASS_SEGMENT_ROWS + 77,), np.float32)
     with threads_recorded():
         a = fndi.gaussian_filter1d(x, 5.0, workers=3)
-        with whole:
-            b = fndi.gaussian_filter1d(x, 5.0, workers=3)
+        fastconv._dispatch.select.cache_clear()
+        try:
+            with mock.patch.object(fastconv._costs, "PASS_SEGMENT_ROWS", 10**9):
+                b = fndi.gaussian_filter1d(x, 5.0, workers=3)
+        finally:
+            fastconv._dispatch.select.cache_clear()
     assert a.tobytes() == b.tobytes()
     check_against_scipy("gaussian_filter1d", x, dict(sigma=5.0))
 
@@ -492,7 +495,7 @@ def test_peak_memory_is_the_output_plus_a_slab(name, dtype, rng, monkeypatch):
     that sum several terms.  (Without the slab rule those would need a second
     output-sized array per term; with np.pad, four volumes.)  (The kernel's per-thread buffers, ~0.3 MB each,
     are C allocations tracemalloc does not see; their size is fixed by
-    choose_separable, not by the volume.)"""
+    the registry's pass plans, not by the volume.)"""
     x = make_data(rng, (64, 64, 64), dtype)
     out_bytes = x.nbytes
     slab = out_bytes // 8
