@@ -185,6 +185,71 @@ def _validation_key(op, nd, input, weight, bias, transposed, options):
             tuple((type(v), v) for v in options))
 
 
+# -- the per-call fast path ----------------------------------------------------------------
+#
+# The public functions remember, per call signature, an object that holds
+# everything validation and selection worked out (see functional.py, grad.py).
+# A signature is what validation reads: each array's type, shape, dtype and
+# strides (strides say whether it can be used in place) and every option with
+# its exact type, so that a value that merely compares equal (True == 1,
+# 1.0 == 1, a tuple holding a bool) never reuses another call's verdict.
+
+def _typed(value):
+    """A hashable stand-in for an option that keeps its exact type(s)."""
+    if type(value) is int or type(value) is str or value is None:
+        return value
+    if type(value) in (tuple, list):
+        return (type(value), tuple(value), tuple(map(type, value)))
+    return (type(value), value)          # unhashable values raise TypeError on lookup
+
+
+def _array_key(a):
+    if a is None:
+        return None
+    if type(a) is not np.ndarray:
+        raise TypeError           # lists, memmaps, tensors: no fast path
+    return (a.shape, a.dtype, a.strides)
+
+
+def call_signature(tag, arrays, options):
+    """The key of a call in a :class:`CallCache`, or None when it cannot have one.
+
+    ``arrays`` are the call's array arguments (ndarray or None; anything else
+    gives None), ``options`` its other arguments.
+    """
+    try:
+        return (tag, tuple(map(_array_key, arrays)), tuple(map(_typed, options)))
+    except TypeError:
+        return None
+
+
+class CallCache:
+    """Prepared calls by :func:`call_signature`; cleared when full (bounded memory)."""
+
+    def __init__(self, maxsize=512):
+        self._calls, self._maxsize = {}, maxsize
+
+    def get(self, key):
+        try:
+            return self._calls.get(key)
+        except TypeError:               # an unhashable option (an ndarray stride, ...)
+            return None
+
+    def put(self, key, call):
+        if key is None:
+            return
+        try:
+            hash(key)
+        except TypeError:
+            return
+        if len(self._calls) >= self._maxsize:
+            self._calls.clear()
+        self._calls[key] = call
+
+    def clear(self):
+        self._calls.clear()
+
+
 def parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
                padding_mode="zeros", transposed=False, output_padding=0):
     """Validate every argument of a (transposed) convolution; return a ConvProblem."""
@@ -302,9 +367,14 @@ def check_out(out, shape, dtype, op):
     return out
 
 
+def shape5(shape, nd):
+    """An (N, C, *spatial) shape as (N, C, D, H, W) with leading unit dims."""
+    return tuple(shape[:2]) + (1,) * (3 - nd) + tuple(shape[2:])
+
+
 def to_5d(a, nd):
     """View an (N, C, *spatial) array as (N, C, D, H, W) with leading unit dims."""
-    return a.reshape(a.shape[:2] + (1,) * (3 - nd) + a.shape[2:])
+    return a.reshape(shape5(a.shape, nd))
 
 
 def pad3(values, nd, fill):

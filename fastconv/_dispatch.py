@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -58,15 +58,25 @@ class Problem:
     groups: int = 1
     finite_weight: bool = True
 
+    def __hash__(self):
+        return self._hash
+
+    # Computed once per Problem (cached_property writes the instance dict, which a
+    # frozen dataclass allows): a prepared call reuses its Problem on every call.
+    @cached_property
+    def _hash(self):
+        return hash((self.op, self.x, self.w, self.out, self.dtype, self.stride, self.pad,
+                     self.dilation, self.groups, self.finite_weight))
+
     @property
     def kernel(self):
         return self.w[2:]
 
-    @property
+    @cached_property
     def kvol(self):
         return math.prod(self.w[2:])
 
-    @property
+    @cached_property
     def macs(self):
         """Multiply-adds of one sample."""
         # Transposed forms scatter each input cell over w[1] channels x taps.
@@ -151,7 +161,8 @@ def _first_reason(*reasons):
     return next((r for r in reasons if r), "")
 
 
-def _nt(total_macs):
+def threads_for(total_macs):
+    """Threads for a call of ``total_macs`` multiply-adds (speed only, never the bits)."""
     return _costs.threads_for(total_macs, get_num_threads)
 
 
@@ -186,7 +197,7 @@ def _fft_per_sample(a, p, fft, fallback):
         if run == "fft":
             fft(sub.x, sub.w, sub.bias, sub.out, p.stride, p.pad, p.dilation, p.groups)
         else:
-            fallback(sub, p, {}, _nt(sub.x.shape[0] * p.macs))
+            fallback(sub, p, {}, threads_for(sub.x.shape[0] * p.macs))
         a.out[rows] = sub.out
 
 
@@ -496,6 +507,14 @@ def _lowering_plan(impl, p, algorithm, implementation=None):
     return {"lowered": select(lower(impl.name, p), algorithm, forced)}
 
 
+@lru_cache(maxsize=64)
+def _zeros(n, dtype):
+    """A read-only zero bias (kernels take the bias as ``const``): one per size and dtype."""
+    z = np.zeros(n, dtype)
+    z.flags.writeable = False
+    return z
+
+
 @dataclass
 class Arrays:
     """The arrays of one call, 5-D and C-contiguous; ``bias`` may be None.
@@ -504,6 +523,7 @@ class Arrays:
     its input, ``w`` the weight gradient being filled, ``out`` grad_output.
     """
 
+    __slots__ = ("x", "w", "bias", "out")     # built once per call: keep it cheap
     x: np.ndarray
     w: np.ndarray
     bias: object
@@ -511,7 +531,7 @@ class Arrays:
 
     @property
     def bias_or_zeros(self):
-        return np.zeros(self.out.shape[1], self.out.dtype) if self.bias is None else self.bias
+        return _zeros(self.out.shape[1], self.out.dtype) if self.bias is None else self.bias
 
     def take(self, rows):
         """The samples ``rows`` (a boolean mask) as a new, contiguous Arrays."""
@@ -521,7 +541,7 @@ class Arrays:
 
 def _run_choice(choice, arrays, p):
     # The thread count may read the batch size: it never changes the bits.
-    choice.impl.run(arrays, p, choice.plan, _nt(arrays.x.shape[0] * p.macs))
+    choice.impl.run(arrays, p, choice.plan, threads_for(arrays.x.shape[0] * p.macs))
 
 
 _FORCED = contextvars.ContextVar("fastconv_forced_implementation", default=None)
@@ -539,6 +559,11 @@ def forced(implementation):
         yield
     finally:
         _FORCED.reset(token)
+
+
+def forced_implementation():
+    """The implementation forced by an enclosing :func:`forced` block, or None."""
+    return _FORCED.get()
 
 
 def run(p, arrays, algorithm="auto", implementation=None):
