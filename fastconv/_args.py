@@ -194,33 +194,33 @@ def _validation_key(op, nd, input, weight, bias, transposed, options):
 # its exact type, so that a value that merely compares equal (True == 1,
 # 1.0 == 1, a tuple holding a bool) never reuses another call's verdict.
 
-def _typed(value):
-    """A hashable stand-in for an option that keeps its exact type(s)."""
-    if type(value) is int or type(value) is str or value is None:
-        return value
-    if type(value) in (tuple, list):
-        return (type(value), tuple(value), tuple(map(type, value)))
-    return (type(value), value)          # unhashable values raise TypeError on lookup
-
-
-def _array_key(a):
-    if a is None:
-        return None
-    if type(a) is not np.ndarray:
-        raise TypeError           # lists, memmaps, tensors: no fast path
-    return (a.shape, a.dtype, a.strides)
+def _with_element_types(value):
+    # A tuple or list option is keyed with its elements' types: (1, True) == (1, 1).
+    if type(value) is tuple or type(value) is list:
+        return (tuple(value), tuple(map(type, value)))
+    return value
 
 
 def call_signature(tag, arrays, options):
     """The key of a call in a :class:`CallCache`, or None when it cannot have one.
 
-    ``arrays`` are the call's array arguments (ndarray or None; anything else
-    gives None), ``options`` its other arguments.
+    ``arrays`` are the call's array arguments (ndarray or None; anything else,
+    e.g. a list, a memmap or a tensor, gives None: no fast path), ``options``
+    its other arguments, keyed with their types.  Unhashable options (an
+    ndarray stride) make a key that :class:`CallCache` declines.
     """
-    try:
-        return (tag, tuple(map(_array_key, arrays)), tuple(map(_typed, options)))
-    except TypeError:
-        return None
+    types = tuple(map(type, options))
+    if tuple in types or list in types:
+        options = tuple(map(_with_element_types, options))
+    key = [tag, options, types]
+    for a in arrays:
+        if type(a) is np.ndarray:
+            key += (a.shape, a.dtype, a.strides)
+        elif a is None:
+            key.append(None)
+        else:
+            return None
+    return tuple(key)
 
 
 class CallCache:

@@ -161,6 +161,19 @@ def _first_reason(*reasons):
     return next((r for r in reasons if r), "")
 
 
+# OpenBLAS runs a GEMM of m*n*k below 4 * 65536 on the calling thread whatever its
+# thread setting (MKL and BLIS have higher thresholds): for calls this small the
+# limiter would change nothing but its cost (~5 us: two set_num_threads calls).
+BLAS_UNTHREADED_MACS = 1 << 16
+
+
+def _blas_held_to_one_thread(a, p):
+    """:class:`single_threaded_blas`, or no-op when the whole call is below BLAS's threading."""
+    if a.x.shape[0] * p.macs < BLAS_UNTHREADED_MACS:
+        return contextlib.nullcontext()
+    return single_threaded_blas()
+
+
 def threads_for(total_macs):
     """Threads for a call of ``total_macs`` multiply-adds (speed only, never the bits)."""
     return _costs.threads_for(total_macs, get_num_threads)
@@ -225,7 +238,7 @@ def _plan_shifted(p):
 
 def _run_shifted_forward(a, p, plan, nt):
     xp = _costs.zero_pad(a.x, p, plan["padding"])
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_forward_shifted(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out,
                                   p.dilation, p.groups, nt, plan["tile"])
 
@@ -236,7 +249,7 @@ def _plan_im2col(p):
 
 
 def _run_im2col_forward(a, p, plan, nt):
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
                           p.pad, p.dilation, p.groups, nt, plan["tile"])
 
@@ -287,7 +300,7 @@ def _plan_col2im(p):
 
 
 def _run_col2im_transpose(a, p, plan, nt):
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.transpose_forward(a.x, a.w, a.bias_or_zeros, a.out, p.stride, p.pad, p.dilation,
                                p.groups, nt, plan["tile"], plan["cblock"])
 
@@ -383,7 +396,7 @@ def _plan_weight_shifted(p):
 
 def _run_weight_shifted(a, p, plan, nt):
     xp = _costs.zero_pad(a.x, p)
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_weight_grad_shifted(xp, a.out, a.w, p.dilation, p.groups, nt, plan["tile"],
                                       plan["rblock"])
 
@@ -412,7 +425,7 @@ def _plan_weight_im2col(p):
 
 
 def _run_weight_im2col(a, p, plan, nt):
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
                               plan["tile"], plan["rblock"], plan["cblock"])
 
