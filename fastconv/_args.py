@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import _fastpath
+
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 SUPPORTED_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 _SUPPORTED_NAMES = "float32, float64, complex64, complex128"
@@ -194,33 +196,8 @@ def _validation_key(op, nd, input, weight, bias, transposed, options):
 # its exact type, so that a value that merely compares equal (True == 1,
 # 1.0 == 1, a tuple holding a bool) never reuses another call's verdict.
 
-def _with_element_types(value):
-    # A tuple or list option is keyed with its elements' types: (1, True) == (1, 1).
-    if type(value) is tuple or type(value) is list:
-        return (tuple(value), tuple(map(type, value)))
-    return value
-
-
-def call_signature(tag, arrays, options):
-    """The key of a call in a :class:`CallCache`, or None when it cannot have one.
-
-    ``arrays`` are the call's array arguments (ndarray or None; anything else,
-    e.g. a list, a memmap or a tensor, gives None: no fast path), ``options``
-    its other arguments, keyed with their types.  Unhashable options (an
-    ndarray stride) make a key that :class:`CallCache` declines.
-    """
-    types = tuple(map(type, options))
-    if tuple in types or list in types:
-        options = tuple(map(_with_element_types, options))
-    key = [tag, options, types]
-    for a in arrays:
-        if type(a) is np.ndarray:
-            key += (a.shape, a.dtype, a.strides)
-        elif a is None:
-            key.append(None)
-        else:
-            return None
-    return tuple(key)
+# call_signature(tag, arrays, options) builds the key: in Cython, it runs on every call.
+call_signature = _fastpath.call_signature
 
 
 class CallCache:

@@ -330,6 +330,9 @@ def flipped_weight(w, groups):
     return np.ascontiguousarray(swapped[(Ellipsis,) + (slice(None, None, -1),) * 3])
 
 
+# The lowered Problems are pure functions of p: cached, so that a repeated
+# gradient call does not rebuild (and re-hash) one on every run.
+@lru_cache(maxsize=512)
 def _lower_to_forward(p):
     pad = tuple(d * (k - 1) - q for d, k, q in zip(p.dilation, p.kernel, p.pad))
     cout, cig = p.w[:2]
@@ -337,6 +340,7 @@ def _lower_to_forward(p):
     return replace(p, op="forward", w=w, pad=pad)
 
 
+@lru_cache(maxsize=512)
 def _lower_to_transpose(p):
     return replace(p, op="transpose")
 

@@ -89,3 +89,38 @@ def copy_into_padded(cnp.ndarray x not None, cnp.ndarray xp not None, tuple pad)
                 for h in range(ch):
                     memcpy(dst + (((pl * De + d + qd) * He + h + qh) * We + qw) * item,
                            src + (((pl * D + d) * H + h) * W) * item, cw * item)
+
+
+cdef object _with_types(object value):
+    # A tuple or list option is keyed with its elements' types: (1, True) == (1, 1).
+    if type(value) is tuple or type(value) is list:
+        return (type(value), tuple(value), tuple(map(type, value)))
+    return (type(value), value)
+
+
+def call_signature(tag, tuple arrays, tuple options):
+    """The key of a call in a prepared-call cache, or None when it cannot have one.
+
+    ``arrays``: the call's array arguments; each ndarray is keyed by its shape,
+    dtype and strides, None by itself, anything else (a list, a memmap, a
+    tensor) gives None: no fast path.  ``options``: plain ints, strings and
+    None stand for themselves; any other value is keyed with its type (and a
+    tuple's or list's elements with theirs), so that a value that merely
+    compares equal (True == 1, 1.0 == 1) never shares a key.  An unhashable
+    option (an ndarray stride) leaves a key that the cache declines.
+    """
+    cdef list key = [tag]
+    for value in options:
+        if type(value) is int or type(value) is str or value is None:
+            key.append(value)
+        else:
+            key.append(_with_types(value))
+    for item in arrays:
+        if item is None:
+            key.append(None)
+        elif type(item) is np.ndarray:
+            # Python-level attributes (the C struct fields are not objects)
+            key.append(((<object> item).shape, (<object> item).dtype, (<object> item).strides))
+        else:
+            return None
+    return tuple(key)
