@@ -7,6 +7,8 @@ batch in a fixed order.  Complex gradients follow PyTorch's convention (the
 conjugate Wirtinger derivative): ``grad_input = conv_transpose(grad_output,
 conj(weight))`` and ``grad_weight = sum(grad_output * conj(input))``.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from . import _dispatch, _docs, _engine
@@ -56,6 +58,11 @@ def _conj(a):
 _CALLS = CallCache()
 
 
+def _without_arrays(prob):
+    """The validated problem without the first call's arrays: a cache must not keep them alive."""
+    return replace(prob, x=None, w=None, bias=None)
+
+
 class _InputGradCall:
     """Input gradient of a (transposed) convolution, prepared for one signature.
 
@@ -68,7 +75,8 @@ class _InputGradCall:
 
     def __init__(self, prob, w, g, dtype):
         nd = prob.nd
-        self.prob, self.dtype, self.conj = prob, dtype, np.iscomplexobj(w)
+        self.dtype, self.conj = dtype, np.iscomplexobj(w)
+        self.prob = _without_arrays(prob)
         grad_shape = prob.x.shape
         pad_left = [left for left, _ in prob.pads]
         if prob.padding_mode != "zeros":
@@ -117,7 +125,8 @@ class _WeightGradCall:
 
     def __init__(self, prob, x, g, weight_shape, dtype):
         nd = prob.nd
-        self.prob, self.dtype, self.weight_shape = prob, dtype, weight_shape
+        self.dtype, self.weight_shape = dtype, weight_shape
+        self.prob = _without_arrays(prob)
         self.x_shape = x_shape = prob.x.shape
         pad_left = [left for left, _ in prob.pads]
         if prob.padding_mode != "zeros":

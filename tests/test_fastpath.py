@@ -173,3 +173,21 @@ def test_copy_into_padded_matches_numpy_slicing():
         dst = tuple(slice(q, q + s.stop) for q, s in zip(pad, src))
         expected[(Ellipsis,) + dst] = x[(Ellipsis,) + src]
         assert np.array_equal(xp, expected)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, w, g: fc.conv2d(x, w, padding=1),
+    lambda x, w, g: fc.grad.conv2d_input(x.shape, w, g, padding=1),
+    lambda x, w, g: fc.grad.conv2d_weight(x, w.shape, g, padding=1),
+    lambda x, w, g: fc.grad.conv_transpose2d_weight(g, w.shape, x, padding=1),
+])
+def test_prepared_calls_keep_no_reference_to_the_callers_arrays(call):
+    import gc
+    import weakref
+
+    x, w, g = _data()
+    refs = [weakref.ref(a) for a in (x, w, g)]
+    call(x, w, g)
+    del x, w, g
+    gc.collect()
+    assert all(r() is None for r in refs)
