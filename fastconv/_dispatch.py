@@ -161,9 +161,11 @@ def _first_reason(*reasons):
     return next((r for r in reasons if r), "")
 
 
-# OpenBLAS runs a GEMM of m*n*k below 4 * 65536 on the calling thread whatever its
-# thread setting (MKL and BLIS have higher thresholds): for calls this small the
-# limiter would change nothing but its cost (~5 us: two set_num_threads calls).
+# The OpenBLAS that SciPy ships runs a GEMM with m*n*k <= 4 * 65536 on the calling
+# thread whatever its thread setting (interface/gemm.c: SMP_THRESHOLD_MIN *
+# GEMM_MULTITHREAD_THRESHOLD).  Every GEMM of a call below 64 K multiply-adds
+# stays under that (a shifted-slice grid adds at most 30 %), so holding BLAS to
+# one thread would change nothing there but cost ~5 us (two set_num_threads).
 BLAS_UNTHREADED_MACS = 1 << 16
 
 
