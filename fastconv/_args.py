@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import _fastpath
+
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 SUPPORTED_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 _SUPPORTED_NAMES = "float32, float64, complex64, complex128"
@@ -185,6 +187,46 @@ def _validation_key(op, nd, input, weight, bias, transposed, options):
             tuple((type(v), v) for v in options))
 
 
+# -- the per-call fast path ----------------------------------------------------------------
+#
+# The public functions remember, per call signature, an object that holds
+# everything validation and selection worked out (see functional.py, grad.py).
+# A signature is what validation reads: each array's type, shape, dtype and
+# strides (strides say whether it can be used in place) and every option with
+# its exact type, so that a value that merely compares equal (True == 1,
+# 1.0 == 1, a tuple holding a bool) never reuses another call's verdict.
+
+# call_signature(tag, arrays, options) builds the key: in Cython, it runs on every call.
+call_signature = _fastpath.call_signature
+
+
+class CallCache:
+    """Prepared calls by :func:`call_signature`; cleared when full (bounded memory)."""
+
+    def __init__(self, maxsize=512):
+        self._calls, self._maxsize = {}, maxsize
+
+    def get(self, key):
+        try:
+            return self._calls.get(key)
+        except TypeError:               # an unhashable option (an ndarray stride, ...)
+            return None
+
+    def put(self, key, call):
+        if key is None:
+            return
+        try:
+            hash(key)
+        except TypeError:
+            return
+        if len(self._calls) >= self._maxsize:
+            self._calls.clear()
+        self._calls[key] = call
+
+    def clear(self):
+        self._calls.clear()
+
+
 def parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
                padding_mode="zeros", transposed=False, output_padding=0):
     """Validate every argument of a (transposed) convolution; return a ConvProblem."""
@@ -302,9 +344,14 @@ def check_out(out, shape, dtype, op):
     return out
 
 
+def shape5(shape, nd):
+    """An (N, C, *spatial) shape as (N, C, D, H, W) with leading unit dims."""
+    return tuple(shape[:2]) + (1,) * (3 - nd) + tuple(shape[2:])
+
+
 def to_5d(a, nd):
     """View an (N, C, *spatial) array as (N, C, D, H, W) with leading unit dims."""
-    return a.reshape(a.shape[:2] + (1,) * (3 - nd) + a.shape[2:])
+    return a.reshape(shape5(a.shape, nd))
 
 
 def pad3(values, nd, fill):

@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -58,15 +58,25 @@ class Problem:
     groups: int = 1
     finite_weight: bool = True
 
+    def __hash__(self):
+        return self._hash
+
+    # Computed once per Problem (cached_property writes the instance dict, which a
+    # frozen dataclass allows): a prepared call reuses its Problem on every call.
+    @cached_property
+    def _hash(self):
+        return hash((self.op, self.x, self.w, self.out, self.dtype, self.stride, self.pad,
+                     self.dilation, self.groups, self.finite_weight))
+
     @property
     def kernel(self):
         return self.w[2:]
 
-    @property
+    @cached_property
     def kvol(self):
         return math.prod(self.w[2:])
 
-    @property
+    @cached_property
     def macs(self):
         """Multiply-adds of one sample."""
         # Transposed forms scatter each input cell over w[1] channels x taps.
@@ -170,7 +180,23 @@ def _first_reason(*reasons):
     return next((r for r in reasons if r), "")
 
 
-def _nt(total_macs):
+# The OpenBLAS that SciPy ships runs a GEMM with m*n*k <= 4 * 65536 on the calling
+# thread whatever its thread setting (interface/gemm.c: SMP_THRESHOLD_MIN *
+# GEMM_MULTITHREAD_THRESHOLD).  Every GEMM of a call below 64 K multiply-adds
+# stays under that (a shifted-slice grid adds at most 30 %), so holding BLAS to
+# one thread would change nothing there but cost ~5 us (two set_num_threads).
+BLAS_UNTHREADED_MACS = 1 << 16
+
+
+def _blas_held_to_one_thread(a, p):
+    """:class:`single_threaded_blas`, or no-op when the whole call is below BLAS's threading."""
+    if a.x.shape[0] * p.macs < BLAS_UNTHREADED_MACS:
+        return contextlib.nullcontext()
+    return single_threaded_blas()
+
+
+def threads_for(total_macs):
+    """Threads for a call of ``total_macs`` multiply-adds (speed only, never the bits)."""
     return _costs.threads_for(total_macs, get_num_threads)
 
 
@@ -205,7 +231,7 @@ def _fft_per_sample(a, p, fft, fallback):
         if run == "fft":
             fft(sub.x, sub.w, sub.bias, sub.out, p.stride, p.pad, p.dilation, p.groups)
         else:
-            fallback(sub, p, {}, _nt(sub.x.shape[0] * p.macs))
+            fallback(sub, p, {}, threads_for(sub.x.shape[0] * p.macs))
         a.out[rows] = sub.out
 
 
@@ -268,7 +294,7 @@ def _plan_shifted(p):
 
 def _run_shifted_forward(a, p, plan, nt):
     xp = _costs.zero_pad(a.x, p, plan["padding"])
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_forward_shifted(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out,
                                   p.dilation, p.groups, nt, plan["tile"])
 
@@ -279,7 +305,7 @@ def _plan_im2col(p):
 
 
 def _run_im2col_forward(a, p, plan, nt):
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
                           p.pad, p.dilation, p.groups, nt, plan["tile"])
 
@@ -335,7 +361,7 @@ def _plan_col2im(p):
 
 
 def _run_col2im_transpose(a, p, plan, nt):
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.transpose_forward(a.x, a.w, a.bias_or_zeros, a.out, p.stride, p.pad, p.dilation,
                                p.groups, nt, plan["tile"], plan["cblock"])
 
@@ -389,6 +415,9 @@ def flipped_weight(w, groups):
     return np.ascontiguousarray(swapped[(Ellipsis,) + (slice(None, None, -1),) * 3])
 
 
+# The lowered Problems are pure functions of p: cached, so that a repeated
+# gradient call does not rebuild (and re-hash) one on every run.
+@lru_cache(maxsize=512)
 def _lower_to_forward(p):
     pad = tuple(d * (k - 1) - q for d, k, q in zip(p.dilation, p.kernel, p.pad))
     cout, cig = p.w[:2]
@@ -396,6 +425,7 @@ def _lower_to_forward(p):
     return replace(p, op="forward", w=w, pad=pad)
 
 
+@lru_cache(maxsize=512)
 def _lower_to_transpose(p):
     return replace(p, op="transpose")
 
@@ -455,7 +485,7 @@ def _plan_weight_shifted(p):
 
 def _run_weight_shifted(a, p, plan, nt):
     xp = _costs.zero_pad(a.x, p)
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_weight_grad_shifted(xp, a.out, a.w, p.dilation, p.groups, nt, plan["tile"],
                                       plan["rblock"])
 
@@ -507,7 +537,7 @@ def _run_weight_implicit(a, p, plan, nt):
 
 
 def _run_weight_im2col(a, p, plan, nt):
-    with single_threaded_blas():
+    with _blas_held_to_one_thread(a, p):
         blas.conv_weight_grad(a.x, a.out, a.w, p.stride, p.pad, p.dilation, p.groups, nt,
                               plan["tile"], plan["rblock"], plan["cblock"])
 
@@ -649,6 +679,14 @@ def _lowering_plan(impl, p, algorithm, implementation=None):
     return {"lowered": select(lower(impl.name, p), algorithm, forced)}
 
 
+@lru_cache(maxsize=64)
+def _zeros(n, dtype):
+    """A read-only zero bias (kernels take the bias as ``const``): one per size and dtype."""
+    z = np.zeros(n, dtype)
+    z.flags.writeable = False
+    return z
+
+
 @dataclass
 class Arrays:
     """The arrays of one call, 5-D and C-contiguous; ``bias`` may be None.
@@ -657,6 +695,7 @@ class Arrays:
     its input, ``w`` the weight gradient being filled, ``out`` grad_output.
     """
 
+    __slots__ = ("x", "w", "bias", "out")     # built once per call: keep it cheap
     x: np.ndarray
     w: np.ndarray
     bias: object
@@ -664,7 +703,7 @@ class Arrays:
 
     @property
     def bias_or_zeros(self):
-        return np.zeros(self.out.shape[1], self.out.dtype) if self.bias is None else self.bias
+        return _zeros(self.out.shape[1], self.out.dtype) if self.bias is None else self.bias
 
     def take(self, rows):
         """The samples ``rows`` (a boolean mask) as a new, contiguous Arrays."""
@@ -674,7 +713,7 @@ class Arrays:
 
 def _run_choice(choice, arrays, p):
     # The thread count may read the batch size: it never changes the bits.
-    choice.impl.run(arrays, p, choice.plan, _nt(arrays.x.shape[0] * p.macs))
+    choice.impl.run(arrays, p, choice.plan, threads_for(arrays.x.shape[0] * p.macs))
 
 
 _FORCED = contextvars.ContextVar("fastconv_forced_implementation", default=None)
@@ -692,6 +731,11 @@ def forced(implementation):
         yield
     finally:
         _FORCED.reset(token)
+
+
+def forced_implementation():
+    """The implementation forced by an enclosing :func:`forced` block, or None."""
+    return _FORCED.get()
 
 
 def run(p, arrays, algorithm="auto", implementation=None):

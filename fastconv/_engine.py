@@ -5,10 +5,14 @@ Everything here receives C-contiguous, 5-D arrays of one compute dtype (see
 describes the call as a per-sample :class:`~fastconv._dispatch.Problem` and
 lets the registry (``_dispatch``) pick and run the implementation.
 """
+import math
+from dataclasses import replace
+
 import numpy as np
 
 from . import _dispatch
 from ._dispatch import ALGORITHMS, Arrays, Problem  # noqa: F401 (ALGORITHMS re-exported)
+from ._fastpath import all_finite
 
 
 def _fill_bias(out, bias):
@@ -29,7 +33,7 @@ def choose(op, x_shape, w_shape, out_shape, dtype, stride=(1, 1, 1), pad=(0, 0, 
 
 
 def _finite(w):
-    return bool(np.isfinite(w).all())
+    return all_finite(w)
 
 
 def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto",
@@ -81,3 +85,70 @@ def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups, implementat
                 tuple(stride), tuple(pad), tuple(dilation), groups)
     _dispatch.run(p, Arrays(x, dw, None, grad_out), "auto", implementation)
     return dw
+
+
+class KernelCall:
+    """One kernel call with everything but the data decided, for repeated calls.
+
+    Built once per signature (5-D shapes, dtype, options) by the public
+    functions' call cache: the per-sample :class:`Problem` (whose hash and
+    cost figures are computed once, so the registry's cached choice is one
+    lookup) and what to do with empty arrays.  A call then only checks the
+    weight for inf/NaN (which changes the Problem) and runs
+    :func:`~fastconv._dispatch.run`.  The choice reads the Problem only:
+    never the batch size, never the thread count.
+
+    Parameters
+    ----------
+    op : {'forward', 'transpose', 'input_grad', 'weight_grad'}
+    x_shape, w_shape, out_shape : tuple of 5 ints
+        The arrays in :class:`~fastconv._dispatch.Arrays`'s slots (for
+        'weight_grad': the input, the weight gradient, grad_output).
+    """
+
+    __slots__ = ("_problem", "_algorithm", "_implementation", "_empty", "_check_weight")
+
+    def __init__(self, op, x_shape, w_shape, out_shape, dtype, stride, pad, dilation, groups,
+                 algorithm="auto", implementation=None):
+        self._problem = Problem(op, tuple(x_shape[1:]), tuple(w_shape), tuple(out_shape[1:]),
+                                np.dtype(dtype), tuple(stride), tuple(pad), tuple(dilation),
+                                groups)
+        self._algorithm, self._implementation = algorithm, implementation
+        self._empty = _empty_rule(op, x_shape, w_shape, out_shape)
+        # 'weight_grad' has no weight operand: its Problem is always finite.
+        self._check_weight = op != "weight_grad"
+        if not self._empty:             # choose now: errors surface here, and it is cached
+            _dispatch.select(self._problem, algorithm, implementation)
+
+    def __call__(self, x, w, bias, out):
+        """Fill the output slot (``w`` for 'weight_grad', else ``out``)."""
+        if self._empty:
+            _fill_empty(self._empty, w, bias, out)
+            return
+        p = self._problem
+        if self._check_weight and not all_finite(w):
+            p = replace(p, finite_weight=False)      # rare: not worth a second cached Problem
+        # Through _dispatch.run, the one place every kernel run goes (and is observed).
+        _dispatch.run(p, Arrays(x, w, bias, out), self._algorithm, self._implementation)
+
+
+def _empty_rule(op, x_shape, w_shape, out_shape):
+    """What a call with empty arrays does (as the functions above); '' if none is empty."""
+    if op == "weight_grad":
+        if math.prod(w_shape) == 0:
+            return "nothing"
+        return "zero_w" if 0 in (math.prod(x_shape), math.prod(out_shape)) else ""
+    if math.prod(out_shape) == 0:
+        return "nothing"
+    if 0 in (math.prod(x_shape), math.prod(w_shape)):
+        return "zero_out" if op == "input_grad" else "bias"
+    return ""
+
+
+def _fill_empty(rule, w, bias, out):
+    if rule == "bias":
+        _fill_bias(out, bias)
+    elif rule == "zero_out":
+        out[...] = 0
+    elif rule == "zero_w":
+        w[...] = 0

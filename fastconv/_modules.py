@@ -11,7 +11,8 @@ COMPUTE_MODULES = {
     "implicit": "_implicit",    # implicit-GEMM float32/float64 forward on the same micro-kernel
     "separable": "_separable",  # 1-D passes along one axis (the ndimage filters)
 }
-RUNTIME_MODULES = ("_runtime",)  # OpenMP queries: built once, no SIMD variants
+# Built once, no SIMD variants: OpenMP queries; the per-call fast path's helpers.
+RUNTIME_MODULES = ("_runtime", "_fastpath")
 ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma"],
     "avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],

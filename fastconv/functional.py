@@ -6,61 +6,101 @@ circular modes, and hands 5-D views to the kernels in ``_engine``.
 """
 import numpy as np
 
-from . import _docs, _engine
-from ._args import check_choice, check_out, parse_conv, pad3, to_5d
+from . import _dispatch, _docs, _engine
+from ._args import CallCache, call_signature, check_choice, check_out, pad3, parse_conv, shape5
 from ._padding import pad as _pad
 
 ALGORITHMS = _engine.ALGORITHMS
 
 
-def _prepare(prob, out, algorithm):
-    """Converted arrays and the array to write into, for a validated problem."""
-    check_choice(algorithm, ("auto",) + ALGORITHMS, "algorithm", prob.op)
-    if out is not None:
-        check_out(out, prob.user_out_shape, prob.dtype, prob.op)
-    x = np.ascontiguousarray(prob.x, dtype=prob.dtype)
-    w = np.ascontiguousarray(prob.w, dtype=prob.dtype)
-    b = None if prob.bias is None else np.ascontiguousarray(prob.bias, dtype=prob.dtype)
-    aliased = out is not None and any(
-        a is not None and np.may_share_memory(out, a) for a in (prob.x, prob.w, prob.bias))
-    # An out= that overlaps an operand is filled only after the kernel has run.
-    target = np.empty(prob.out_shape, prob.dtype) if out is None or aliased else out
-    return x, w, b, target.reshape(prob.out_shape)
+class _ForwardCall:
+    """A validated (transposed) convolution, prepared once per call signature.
+
+    Holds what validation, padding and kernel selection decided for these
+    shapes, dtypes and options; calling it converts the arrays (no copy when
+    they already are C-contiguous in the compute dtype), allocates the output
+    and runs the kernel.
+    """
+
+    __slots__ = ("op", "dtype", "batched", "user_out_shape", "x_shape", "x5", "w5", "out5",
+                 "pads", "padding_mode", "kernel")
+
+    def __init__(self, prob, algorithm):
+        nd = prob.nd
+        check_choice(algorithm, ("auto",) + ALGORITHMS, "algorithm", prob.op)
+        self.op, self.dtype, self.batched = prob.op, prob.dtype, prob.batched
+        self.user_out_shape = prob.user_out_shape
+        self.x_shape = prob.x.shape                       # batched
+        self.pads, self.padding_mode = prob.pads, prob.padding_mode
+        pad_left = tuple(left for left, _ in prob.pads)
+        x_shape = self.x_shape
+        if prob.padding_mode != "zeros":                  # padded explicitly, then 'valid'
+            x_shape = x_shape[:2] + tuple(n + l + r for n, (l, r) in zip(x_shape[2:], prob.pads))
+            pad_left = (0,) * nd
+        self.x5, self.w5, self.out5 = (shape5(s, nd) for s in (x_shape, prob.w.shape,
+                                                                prob.out_shape))
+        self.kernel = _engine.KernelCall(
+            "transpose" if prob.transposed else "forward", self.x5, self.w5, self.out5,
+            prob.dtype, pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
+            pad3(prob.dilation, nd, 1), prob.groups, algorithm, _dispatch.forced_implementation())
+
+    def __call__(self, input, weight, bias, out):
+        dtype = self.dtype
+        x = np.ascontiguousarray(input, dtype)
+        w = np.ascontiguousarray(weight, dtype)
+        b = None if bias is None else np.ascontiguousarray(bias, dtype)
+        if self.padding_mode != "zeros":
+            x = _pad(x.reshape(self.x_shape), self.pads, self.padding_mode)
+        if out is None:
+            result = np.empty(self.out5, dtype)
+            self.kernel(x.reshape(self.x5), w.reshape(self.w5), b, result)
+            return result.reshape(self.user_out_shape)
+        check_out(out, self.user_out_shape, dtype, self.op)
+        # An out= that overlaps an operand is filled only after the kernel has run.
+        aliased = any(a is not None and np.may_share_memory(out, a)
+                      for a in (input, weight, bias))
+        result = np.empty(self.out5, dtype) if aliased else out.reshape(self.out5)
+        self.kernel(x.reshape(self.x5), w.reshape(self.w5), b, result)
+        if aliased:
+            out[...] = result.reshape(out.shape)
+        return out
 
 
-def _finish(prob, result, out):
-    """The array to return: ``out`` itself when given, unbatched when the input was."""
-    if out is None:
-        return result if prob.batched else result[0]
-    if not np.may_share_memory(result, out):
-        out[...] = result.reshape(out.shape)
-    return out
+_CALLS = CallCache()
+
+
+def _call(tag, input, weight, bias, options, parse, algorithm, out):
+    """Run a forward call through its prepared :class:`_ForwardCall` (made on first use)."""
+    key = call_signature(tag, (input, weight, bias), options + (algorithm,
+                                                                _dispatch.forced_implementation()))
+    call = _CALLS.get(key)
+    if call is None:
+        prob = parse()
+        call = _ForwardCall(prob, algorithm)
+        _CALLS.put(key, call)
+        input, weight, bias = prob.x, prob.w, prob.bias       # as arrays
+    return call(input, weight, bias, out)
 
 
 def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
           algorithm, out):
-    prob = parse_conv(f"conv{nd}d", nd, input, weight, bias, stride, padding, dilation,
-                      groups, padding_mode)
-    x, w, b, result = _prepare(prob, out, algorithm)
-    pad_left = tuple(left for left, _ in prob.pads)
-    if prob.padding_mode != "zeros":
-        x = _pad(x, prob.pads, prob.padding_mode)
-        pad_left = (0,) * nd
-    _engine.conv_forward(to_5d(x, nd), to_5d(w, nd), b, to_5d(result, nd),
-                         pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
-                         pad3(prob.dilation, nd, 1), prob.groups, algorithm)
-    return _finish(prob, result, out)
+    options = (stride, padding, dilation, groups, padding_mode)
+    return _call(_CONV_TAGS[nd], input, weight, bias, options,
+                 lambda: parse_conv(_CONV_TAGS[nd], nd, input, weight, bias, *options),
+                 algorithm, out)
 
 
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups,
                     dilation, algorithm, out):
-    prob = parse_conv(f"conv_transpose{nd}d", nd, input, weight, bias, stride, padding,
-                      dilation, groups, transposed=True, output_padding=output_padding)
-    x, w, b, result = _prepare(prob, out, algorithm)
-    _engine.transpose_forward(to_5d(x, nd), to_5d(w, nd), b, to_5d(result, nd),
-                              pad3(prob.stride, nd, 1), pad3([l for l, _ in prob.pads], nd, 0),
-                              pad3(prob.dilation, nd, 1), prob.groups, algorithm)
-    return _finish(prob, result, out)
+    op = _TRANSPOSE_TAGS[nd]
+    return _call(op, input, weight, bias, (stride, padding, output_padding, groups, dilation),
+                 lambda: parse_conv(op, nd, input, weight, bias, stride, padding, dilation,
+                                    groups, transposed=True, output_padding=output_padding),
+                 algorithm, out)
+
+
+_CONV_TAGS = {nd: f"conv{nd}d" for nd in (1, 2, 3)}
+_TRANSPOSE_TAGS = {nd: f"conv_transpose{nd}d" for nd in (1, 2, 3)}
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,

@@ -7,10 +7,13 @@ batch in a fixed order.  Complex gradients follow PyTorch's convention (the
 conjugate Wirtinger derivative): ``grad_input = conv_transpose(grad_output,
 conj(weight))`` and ``grad_weight = sum(grad_output * conj(input))``.
 """
+from dataclasses import replace
+
 import numpy as np
 
-from . import _docs, _engine
-from ._args import as_array, parse_conv, pad3, result_dtype, to_5d
+from . import _dispatch, _docs, _engine
+from ._args import CallCache, as_array, call_signature, pad3, parse_conv, result_dtype, shape5
+from ._fastpath import all_finite
 from ._padding import pad as _pad, pad_adjoint
 
 __all__ = [f"{kind}{nd}d_{part}" for kind in ("conv", "conv_transpose")
@@ -46,96 +49,163 @@ def _conj(a):
     return np.conj(a) if np.iscomplexobj(a) else a
 
 
-def _conv_input(nd, input_shape, weight, grad_output, stride, padding, dilation, groups,
-                padding_mode):
-    op = f"conv{nd}d_input"
-    input_shape = _shape(input_shape, "input_shape", op)
-    w = as_array(weight, "weight", op)
-    prob = parse_conv(op, nd, _placeholder(input_shape, w.dtype), w, None, stride, padding,
-                      dilation, groups, padding_mode)
-    g = _check_grad_output(grad_output, prob, op)
-    dtype = result_dtype(op, w, g)
-    g = np.ascontiguousarray(g, dtype)
-    w = np.ascontiguousarray(_conj(w), dtype)
-    x_shape = prob.x.shape
-    if prob.padding_mode == "zeros":
-        grad = np.empty(x_shape, dtype)
+# -- prepared calls -------------------------------------------------------------------
+#
+# Each gradient function validates a call signature once (shapes, dtypes,
+# options: see _args.call_signature) into a prepared call; repeated calls
+# with arrays of that signature skip straight to the kernel.
+
+_CALLS = CallCache()
+
+
+def _without_arrays(prob):
+    """The validated problem without the first call's arrays: a cache must not keep them alive."""
+    return replace(prob, x=None, w=None, bias=None)
+
+
+class _InputGradCall:
+    """Input gradient of a (transposed) convolution, prepared for one signature.
+
+    For a convolution: a transposed convolution of grad_output (on the padded
+    grid for reflect/replicate/circular, folded back by ``pad_adjoint``); for
+    a transposed convolution: a convolution of grad_output, cropped.
+    """
+
+    __slots__ = ("prob", "dtype", "conj", "g5", "w5", "grad5", "grad_shape", "kernel")
+
+    def __init__(self, prob, w, g, dtype):
+        nd = prob.nd
+        self.dtype, self.conj = dtype, np.iscomplexobj(w)
+        self.prob = _without_arrays(prob)
+        grad_shape = prob.x.shape
         pad_left = [left for left, _ in prob.pads]
-    else:
-        grad = np.empty(x_shape[:2] + tuple(n + l + r for n, (l, r)
-                                             in zip(x_shape[2:], prob.pads)), dtype)
-        pad_left = (0,) * nd
-    _engine.input_grad(to_5d(g, nd), to_5d(w, nd), to_5d(grad, nd), pad3(prob.stride, nd, 1),
-                       pad3(pad_left, nd, 0), pad3(prob.dilation, nd, 1), prob.groups)
-    if prob.padding_mode != "zeros":
-        grad = pad_adjoint(grad, prob.pads, prob.padding_mode)
-    return grad if prob.batched else grad[0]
+        if prob.padding_mode != "zeros":
+            grad_shape = grad_shape[:2] + tuple(n + l + r for n, (l, r)
+                                                in zip(grad_shape[2:], prob.pads))
+            pad_left = (0,) * nd
+        self.grad_shape = grad_shape
+        self.g5, self.w5, self.grad5 = (shape5(s, nd) for s in (g.shape, w.shape, grad_shape))
+        op = "forward" if prob.transposed else "input_grad"
+        self.kernel = _engine.KernelCall(
+            op, self.g5, self.w5, self.grad5, dtype, pad3(prob.stride, nd, 1),
+            pad3(pad_left, nd, 0), pad3(prob.dilation, nd, 1), prob.groups,
+            implementation=_dispatch.forced_implementation())
+
+    def __call__(self, weight, grad_output):
+        prob, dtype = self.prob, self.dtype
+        g = np.ascontiguousarray(grad_output, dtype)
+        w = np.ascontiguousarray(np.conj(weight) if self.conj else weight, dtype)
+        grad = np.empty(self.grad5, dtype)
+        self.kernel(g.reshape(self.g5), w.reshape(self.w5), None, grad)
+        grad = grad.reshape(self.grad_shape)
+        if prob.padding_mode != "zeros":
+            grad = pad_adjoint(grad, prob.pads, prob.padding_mode)
+        return grad if prob.batched else grad[0]
 
 
-def _conv_weight(nd, input, weight_shape, grad_output, stride, padding, dilation, groups,
-                 padding_mode):
-    op = f"conv{nd}d_weight"
-    weight_shape = _shape(weight_shape, "weight_shape", op)
-    x = as_array(input, "input", op)
-    prob = parse_conv(op, nd, x, _placeholder(weight_shape, x.dtype), None, stride, padding,
-                      dilation, groups, padding_mode)
-    g = _check_grad_output(grad_output, prob, op)
-    dtype = result_dtype(op, x, g)
-    x = np.ascontiguousarray(prob.x, dtype)
-    g = np.ascontiguousarray(g, dtype)
-    pad_left = [left for left, _ in prob.pads]
-    if prob.padding_mode != "zeros":
-        x = _pad(x, prob.pads, prob.padding_mode)
-        pad_left = (0,) * nd
-    dw = np.empty(weight_shape, dtype)
-    _engine.conv_weight_grad(to_5d(x, nd), to_5d(g, nd), to_5d(dw, nd),
-                             pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
-                             pad3(prob.dilation, nd, 1), prob.groups)
-    return dw
-
-
-def _transpose_input(nd, input_shape, weight, grad_output, stride, padding, output_padding,
-                     groups, dilation):
-    op = f"conv_transpose{nd}d_input"
+def _prepare_input_grad(op, nd, input_shape, weight, grad_output, options):
+    """Validate an input-gradient call: its prepared call and the arrays to pass it."""
     input_shape = _shape(input_shape, "input_shape", op)
     w = as_array(weight, "weight", op)
-    prob = parse_conv(op, nd, _placeholder(input_shape, w.dtype), w, None, stride, padding,
-                      dilation, groups, transposed=True, output_padding=output_padding)
+    prob = parse_conv(op, nd, _placeholder(input_shape, w.dtype), w, None, **options)
     g = _check_grad_output(grad_output, prob, op)
-    dtype = result_dtype(op, w, g)
-    g = np.ascontiguousarray(g, dtype)
-    w = np.ascontiguousarray(_conj(w), dtype)
-    grad = np.empty(prob.x.shape, dtype)
-    # A convolution of grad_output, cropped to the input's size.
-    _engine.conv_forward(to_5d(g, nd), to_5d(w, nd), None, to_5d(grad, nd),
-                         pad3(prob.stride, nd, 1), pad3([l for l, _ in prob.pads], nd, 0),
-                         pad3(prob.dilation, nd, 1), prob.groups)
-    return grad if prob.batched else grad[0]
+    return _InputGradCall(prob, w, g, result_dtype(op, w, g)), (w, g)
 
 
-def _transpose_weight(nd, input, weight_shape, grad_output, stride, padding, output_padding,
-                      groups, dilation):
-    op = f"conv_transpose{nd}d_weight"
+class _WeightGradCall:
+    """Weight gradient of a (transposed) convolution, prepared for one signature.
+
+    For a convolution: the weight-gradient kernel on the input (padded
+    explicitly for reflect/replicate/circular) and grad_output; for a
+    transposed convolution: the same kernel with the two swapped, conjugated.
+    """
+
+    __slots__ = ("prob", "dtype", "x_shape", "x5", "g5", "dw5", "weight_shape", "kernel",
+                 "crop")
+
+    def __init__(self, prob, x, g, weight_shape, dtype):
+        nd = prob.nd
+        self.dtype, self.weight_shape = dtype, weight_shape
+        self.prob = _without_arrays(prob)
+        self.x_shape = x_shape = prob.x.shape
+        pad_left = [left for left, _ in prob.pads]
+        if prob.padding_mode != "zeros":
+            x_shape = x_shape[:2] + tuple(n + l + r for n, (l, r) in zip(x_shape[2:], prob.pads))
+            pad_left = (0,) * nd
+        self.x5, self.g5, self.dw5 = (shape5(s, nd) for s in (x_shape, g.shape, weight_shape))
+        stride, pad, dilation = (pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
+                                 pad3(prob.dilation, nd, 1))
+        forced = _dispatch.forced_implementation()
+        if prob.transposed:
+            # The weight gradient of the convolution that maps grad_output back to
+            # input, conjugated: sum(x * conj(g)) -> sum(g * conj(x)).
+            self.kernel = _engine.KernelCall("weight_grad", self.g5, self.dw5, self.x5, dtype,
+                                             stride, pad, dilation, prob.groups,
+                                             implementation=forced)
+            self.crop = (stride, pad, dilation)
+        else:
+            self.kernel = _engine.KernelCall("weight_grad", self.x5, self.dw5, self.g5, dtype,
+                                             stride, pad, dilation, prob.groups,
+                                             implementation=forced)
+            self.crop = None
+
+    def __call__(self, input, grad_output):
+        prob, dtype = self.prob, self.dtype
+        x = np.ascontiguousarray(input, dtype)
+        g = np.ascontiguousarray(grad_output, dtype).reshape(self.g5)
+        dw = np.empty(self.dw5, dtype)
+        if not prob.transposed:
+            if prob.padding_mode != "zeros":
+                x = _pad(x.reshape(self.x_shape), prob.pads, prob.padding_mode)
+            self.kernel(x.reshape(self.x5), dw, None, g)
+            return dw.reshape(self.weight_shape)
+        x = x.reshape(self.x5)
+        self.kernel(g, dw, None, x)
+        if not all_finite(x):
+            _nan_where_nonfinite_meets_crop(dw, x, g.shape, *self.crop, prob.groups)
+        return _conj(dw.reshape(self.weight_shape))
+
+
+def _prepare_weight_grad(op, nd, input, weight_shape, grad_output, options):
+    """Validate a weight-gradient call: its prepared call and the arrays to pass it."""
     weight_shape = _shape(weight_shape, "weight_shape", op)
     x = as_array(input, "input", op)
-    prob = parse_conv(op, nd, x, _placeholder(weight_shape, x.dtype), None, stride, padding,
-                      dilation, groups, transposed=True, output_padding=output_padding)
+    prob = parse_conv(op, nd, x, _placeholder(weight_shape, x.dtype), None, **options)
     g = _check_grad_output(grad_output, prob, op)
-    dtype = result_dtype(op, x, g)
-    x = np.ascontiguousarray(prob.x, dtype)
-    g = np.ascontiguousarray(g, dtype)
-    dw = np.empty(weight_shape, dtype)
-    # The weight gradient of the convolution that maps grad_output back to input,
-    # conjugated: sum(x * conj(g)) -> sum(g * conj(x)).
-    pad_left = pad3([left for left, _ in prob.pads], nd, 0)
-    _engine.conv_weight_grad(to_5d(g, nd), to_5d(x, nd), to_5d(dw, nd),
-                             pad3(prob.stride, nd, 1), pad_left, pad3(prob.dilation, nd, 1),
-                             prob.groups)
-    if not np.isfinite(x).all():
-        _nan_where_nonfinite_meets_crop(to_5d(dw, nd), to_5d(x, nd), to_5d(g, nd).shape,
-                                        pad3(prob.stride, nd, 1), pad_left,
-                                        pad3(prob.dilation, nd, 1), prob.groups)
-    return _conj(dw)
+    return _WeightGradCall(prob, x, g, weight_shape, result_dtype(op, x, g)), (prob.x, g)
+
+
+def _conv_options(stride, padding, dilation, groups, padding_mode):
+    """parse_conv's keyword arguments for a convolution (a fixed order: part of the key)."""
+    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                padding_mode=padding_mode)
+
+
+def _transpose_options(stride, padding, output_padding, groups, dilation):
+    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                transposed=True, output_padding=output_padding)
+
+
+def _input_grad(op, nd, input_shape, weight, grad_output, options):
+    key = call_signature(op, (weight, grad_output),
+                         (input_shape, _dispatch.forced_implementation(), *options.values()))
+    call = _CALLS.get(key)
+    if call is None:
+        call, (weight, grad_output) = _prepare_input_grad(op, nd, input_shape, weight,
+                                                          grad_output, options)
+        _CALLS.put(key, call)
+    return call(weight, grad_output)
+
+
+def _weight_grad(op, nd, input, weight_shape, grad_output, options):
+    key = call_signature(op, (input, grad_output),
+                         (weight_shape, _dispatch.forced_implementation(), *options.values()))
+    call = _CALLS.get(key)
+    if call is None:
+        call, (input, grad_output) = _prepare_weight_grad(op, nd, input, weight_shape,
+                                                          grad_output, options)
+        _CALLS.put(key, call)
+    return call(input, grad_output)
 
 
 def _nan_where_nonfinite_meets_crop(dw, x, g_shape, stride, pad, dilation, groups):
@@ -181,74 +251,74 @@ def conv_bias(grad_output, nd):
 
 def conv1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
-    return _conv_input(1, input_shape, weight, grad_output, stride, padding, dilation, groups,
-                       padding_mode)
+    return _input_grad("conv1d_input", 1, input_shape, weight, grad_output,
+                       _conv_options(stride, padding, dilation, groups, padding_mode))
 
 
 def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
-    return _conv_input(2, input_shape, weight, grad_output, stride, padding, dilation, groups,
-                       padding_mode)
+    return _input_grad("conv2d_input", 2, input_shape, weight, grad_output,
+                       _conv_options(stride, padding, dilation, groups, padding_mode))
 
 
 def conv3d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
-    return _conv_input(3, input_shape, weight, grad_output, stride, padding, dilation, groups,
-                       padding_mode)
+    return _input_grad("conv3d_input", 3, input_shape, weight, grad_output,
+                       _conv_options(stride, padding, dilation, groups, padding_mode))
 
 
 def conv1d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
-    return _conv_weight(1, input, weight_shape, grad_output, stride, padding, dilation, groups,
-                        padding_mode)
+    return _weight_grad("conv1d_weight", 1, input, weight_shape, grad_output,
+                        _conv_options(stride, padding, dilation, groups, padding_mode))
 
 
 def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
-    return _conv_weight(2, input, weight_shape, grad_output, stride, padding, dilation, groups,
-                        padding_mode)
+    return _weight_grad("conv2d_weight", 2, input, weight_shape, grad_output,
+                        _conv_options(stride, padding, dilation, groups, padding_mode))
 
 
 def conv3d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
-    return _conv_weight(3, input, weight_shape, grad_output, stride, padding, dilation, groups,
-                        padding_mode)
+    return _weight_grad("conv3d_weight", 3, input, weight_shape, grad_output,
+                        _conv_options(stride, padding, dilation, groups, padding_mode))
 
 
 def conv_transpose1d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    return _transpose_input(1, input_shape, weight, grad_output, stride, padding,
-                            output_padding, groups, dilation)
+    return _input_grad("conv_transpose1d_input", 1, input_shape, weight, grad_output,
+                       _transpose_options(stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose2d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    return _transpose_input(2, input_shape, weight, grad_output, stride, padding,
-                            output_padding, groups, dilation)
+    return _input_grad("conv_transpose2d_input", 2, input_shape, weight, grad_output,
+                       _transpose_options(stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose3d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    return _transpose_input(3, input_shape, weight, grad_output, stride, padding,
-                            output_padding, groups, dilation)
+    return _input_grad("conv_transpose3d_input", 3, input_shape, weight, grad_output,
+                       _transpose_options(stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose1d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    return _transpose_weight(1, input, weight_shape, grad_output, stride, padding,
-                             output_padding, groups, dilation)
+    return _weight_grad("conv_transpose1d_weight", 1, input, weight_shape, grad_output,
+                        _transpose_options(stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose2d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    return _transpose_weight(2, input, weight_shape, grad_output, stride, padding,
-                             output_padding, groups, dilation)
+    return _weight_grad("conv_transpose2d_weight", 2, input, weight_shape, grad_output,
+                        _transpose_options(stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose3d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    return _transpose_weight(3, input, weight_shape, grad_output, stride, padding,
-                             output_padding, groups, dilation)
+    return _weight_grad("conv_transpose3d_weight", 3, input, weight_shape, grad_output,
+                        _transpose_options(stride, padding, output_padding, groups, dilation))
 
 
 _DOCS = {

@@ -1,0 +1,126 @@
+"""Helpers of the per-call fast path: small loops that NumPy would run as several calls.
+
+Built once (no SIMD variants): they are memory-bound loops the compiler
+vectorises at the baseline instruction set.
+"""
+cimport numpy as cnp
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+cnp.import_array()
+
+
+cdef bint finite_f32(const uint32_t* bits, Py_ssize_t n) noexcept nogil:
+    # An all-ones exponent is inf or NaN; an integer OR-reduction vectorises.
+    cdef uint32_t bad = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        bad |= (bits[i] & 0x7f800000u) == 0x7f800000u
+    return bad == 0
+
+
+cdef bint finite_f64(const uint64_t* bits, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t bad = 0
+    cdef uint64_t mask = 0x7ff0000000000000u
+    cdef Py_ssize_t i
+    for i in range(n):
+        bad |= (bits[i] & mask) == mask
+    return bad == 0
+
+
+def all_finite(cnp.ndarray a not None):
+    """``bool(np.isfinite(a).all())`` without NumPy's temporary boolean array.
+
+    Parameters
+    ----------
+    a : ndarray of float32, float64, complex64 or complex128
+        Other dtypes, and arrays that are not C-contiguous, aligned and in
+        native byte order, go through NumPy.
+    """
+    cdef int kind = cnp.PyArray_TYPE(a)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    cdef const void* data = cnp.PyArray_DATA(a)
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a)):
+        return bool(np.isfinite(a).all())
+    cdef bint ok
+    if kind == cnp.NPY_FLOAT or kind == cnp.NPY_CFLOAT:
+        n *= 2 if kind == cnp.NPY_CFLOAT else 1
+        with nogil:
+            ok = finite_f32(<const uint32_t*> data, n)
+        return ok
+    if kind == cnp.NPY_DOUBLE or kind == cnp.NPY_CDOUBLE:
+        n *= 2 if kind == cnp.NPY_CDOUBLE else 1
+        with nogil:
+            ok = finite_f64(<const uint64_t*> data, n)
+        return ok
+    return bool(np.isfinite(a).all())
+
+
+def copy_into_padded(cnp.ndarray x not None, cnp.ndarray xp not None, tuple pad):
+    """``xp[:, :, pd:, ph:, pw:] = x`` clipped to ``xp``: the copy of a zero-padded input.
+
+    Both arrays 5-D, C-contiguous, of one dtype; ``xp`` is already zero
+    outside.  One ``memcpy`` per row instead of NumPy's slicing machinery
+    (which costs a few microseconds on a tiny call).
+    """
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_IS_C_CONTIGUOUS(xp)
+            and x.ndim == 5 and xp.ndim == 5 and x.dtype == xp.dtype
+            and x.shape[0] == xp.shape[0] and x.shape[1] == xp.shape[1]):
+        raise ValueError("copy_into_padded: expected two C-contiguous 5-D arrays of one "
+                         "dtype with the same (N, C)")
+    cdef Py_ssize_t qd = pad[0], qh = pad[1], qw = pad[2]
+    cdef Py_ssize_t D = x.shape[2], H = x.shape[3], W = x.shape[4]
+    cdef Py_ssize_t De = xp.shape[2], He = xp.shape[3], We = xp.shape[4]
+    cdef Py_ssize_t planes = x.shape[0] * x.shape[1], item = x.itemsize
+    # the part of x that lands inside xp
+    cdef Py_ssize_t cd = max(0, min(D, De - qd)), ch = max(0, min(H, He - qh))
+    cdef Py_ssize_t cw = max(0, min(W, We - qw))
+    cdef const char* src = <const char*> cnp.PyArray_DATA(x)
+    cdef char* dst = <char*> cnp.PyArray_DATA(xp)
+    cdef Py_ssize_t pl, d, h
+    if cw == 0:
+        return
+    with nogil:
+        for pl in range(planes):
+            for d in range(cd):
+                for h in range(ch):
+                    memcpy(dst + (((pl * De + d + qd) * He + h + qh) * We + qw) * item,
+                           src + (((pl * D + d) * H + h) * W) * item, cw * item)
+
+
+cdef object _with_types(object value):
+    # A tuple or list option is keyed with its elements' types: (1, True) == (1, 1).
+    if type(value) is tuple or type(value) is list:
+        return (type(value), tuple(value), tuple(map(type, value)))
+    return (type(value), value)
+
+
+def call_signature(tag, tuple arrays, tuple options):
+    """The key of a call in a prepared-call cache, or None when it cannot have one.
+
+    ``arrays``: the call's array arguments; each ndarray is keyed by its shape,
+    dtype and strides, None by itself, anything else (a list, a memmap, a
+    tensor) gives None: no fast path.  ``options``: plain ints, strings and
+    None stand for themselves; any other value is keyed with its type (and a
+    tuple's or list's elements with theirs), so that a value that merely
+    compares equal (True == 1, 1.0 == 1) never shares a key.  An unhashable
+    option (an ndarray stride) leaves a key that the cache declines.
+    """
+    cdef list key = [tag]
+    for value in options:
+        if type(value) is int or type(value) is str or value is None:
+            key.append(value)
+        else:
+            key.append(_with_types(value))
+    for item in arrays:
+        if item is None:
+            key.append(None)
+        elif type(item) is np.ndarray:
+            # Python-level attributes (the C struct fields are not objects)
+            key.append(((<object> item).shape, (<object> item).dtype, (<object> item).strides))
+        else:
+            return None
+    return tuple(key)
