@@ -50,14 +50,14 @@ __all__ = ["Workload", "WORKLOADS", "measure_peak", "run_workload", "main"]
 
 # --------------------------------------------------------------------------- workloads
 
-#: Groups of rows that share a target (issue 5); used for the summary table.
+#: Groups of rows that share a target (issue 12); used for the summary table.
 CATEGORY_TARGETS = {
-    "dense": "each torch/fc >= 0.9 and >= 75% of peak",
-    "thin": "each torch/fc >= 1.5, geomean >= 2",
+    "dense": "each torch/fc >= 1.0, geomean >= 1.15, >= 80% of peak",
+    "thin": "each torch/fc >= 1.5 (depthwise, grouped, 1x1, 1-D, transposed)",
     "float64": "geomean torch/fc >= 3",
-    "complex64": "geomean torch/fc >= 1.0",
-    "complex128": "geomean torch/fc >= 2",
-    "backward": "geomean torch/fc >= 1.0, no row < 0.7",
+    "complex64": "each torch/fc >= 1.2",
+    "complex128": "each torch/fc >= 2",
+    "backward": "each torch/fc >= 1.0 (depthwise and grouped >= 1.5)",
     "volume": "(no target; also vs SciPy)",
     "latency": "torch/fc >= 1 (per-call overhead)",
 }
@@ -169,6 +169,21 @@ def _workloads():
     c1d = dict(nd=1, x=(8, 128, 16000), w=(128, 128, 3))
     dw2d = dict(nd=2, x=(8, 256, 56, 56), w=(256, 1, 3, 3))
     dec3d = dict(nd=3, x=(1, 64, 32, 32, 32), w=(64, 32, 2, 2, 2))
+    unet32 = dict(nd=3, x=(1, 32, 64, 64, 64), w=(32, 32, 3, 3, 3))
+    # issue 12's rows whose gradients are timed too: name -> (op args, kwargs)
+    dense_grads = {
+        "conv2d_stride2": (dict(nd=2, x=(8, 64, 56, 56), w=(128, 64, 3, 3)),
+                           dict(stride=2, padding=1)),
+        "conv3d_c3d": (dict(nd=3, x=(2, 64, 16, 56, 56), w=(64, 64, 3, 3, 3)), dict(padding=1)),
+        "conv3d_unet_32": (unet32, dict(padding=1)),
+        "conv2d_resnet_reflect": (resnet, dict(padding=1, padding_mode="reflect")),
+        "conv2d_grouped_g32": (dict(nd=2, x=(8, 256, 56, 56), w=(256, 8, 3, 3)),
+                               dict(padding=1, groups=32)),
+        "conv3d_depthwise": (dict(nd=3, x=(2, 64, 16, 56, 56), w=(64, 1, 3, 3, 3)),
+                             dict(padding=1, groups=64)),
+        "conv2d_1x1": (dict(nd=2, x=(8, 256, 56, 56), w=(64, 256, 1, 1)), {}),
+        "conv1d_wavenet_d4": (dict(nd=1, x=(4, 64, 16000), w=(64, 64, 2)), dict(dilation=4)),
+    }
 
     # Dense float32 forward.
     add(_w("conv2d_resnet", "conv", **resnet, padding=1, quick=True))
@@ -176,6 +191,8 @@ def _workloads():
     add(_w("conv3d_c3d", "conv", 3, (2, 64, 16, 56, 56), (64, 64, 3, 3, 3), padding=1))
     add(_w("conv3d_mid", "conv", **mid3d, padding=1, quick=True))
     add(_w("conv3d_unet_enc", "conv", 3, (1, 16, 64, 64, 64), (32, 16, 3, 3, 3), padding=1))
+    add(_w("conv3d_unet_32", "conv", **unet32, padding=1))
+    add(_w("conv3d_unet_32_d2", "conv", **unet32, padding=2, dilation=2))
     for mode in ("reflect", "replicate", "circular"):
         add(_w(f"conv2d_resnet_{mode}", "conv", **resnet, padding=1, padding_mode=mode,
                quick=mode == "reflect"))
@@ -204,6 +221,17 @@ def _workloads():
            dtype="complex64", category="complex64", quick=True))
     add(_w("conv2d_c128", "conv", 2, (4, 32, 56, 56), (32, 32, 3, 3), padding=1,
            dtype="complex128", category="complex128"))
+    add(_w("conv3d_mid_c64", "conv", **mid3d, padding=1, dtype="complex64",
+           category="complex64"))
+    add(_w("conv3d_mid_c128", "conv", **mid3d, padding=1, dtype="complex128",
+           category="complex128"))
+    add(_w("conv1d_f64", "conv", **c1d, padding=1, dtype="float64", category="float64"))
+    add(_w("conv2d_1x1_f64", "conv", 2, (8, 256, 56, 56), (64, 256, 1, 1), dtype="float64",
+           category="float64"))
+    add(_w("conv2d_depthwise_f64", "conv", **dw2d, padding=1, groups=256, dtype="float64",
+           category="float64"))
+    add(_w("conv_transpose3d_unet_dec_f64", "conv_transpose", **dec3d, stride=2,
+           dtype="float64", category="float64"))
     # Single-channel volume filtering (issue 6): 128^3 and 256^3, kernels 3^3 .. 21^3.
     for n in (128, 256):
         for k in (3, 5, 7, 11, 21):
@@ -222,6 +250,9 @@ def _workloads():
                category="backward", quick=quick))
         add(_w(f"conv_transpose3d_unet_dec_grad_{part}", f"conv_transpose_{part}", **dec3d,
                stride=2, category="backward", quick=not quick))
+        for name, (shapes, kwargs) in dense_grads.items():
+            add(_w(f"{name}_grad_{part}", f"conv_{part}", **shapes, **kwargs,
+                   category="backward"))
     # Per-call latency.
     tiny = dict(nd=2, x=(1, 3, 8, 8), w=(8, 3, 3, 3), padding=1, category="latency",
                 latency=True)
@@ -971,7 +1002,7 @@ def _header(meta):
 
 
 def render_markdown(meta, rows):
-    parts = [_header(meta), "## Summary (targets of issue 5)", "",
+    parts = [_header(meta), "## Summary (targets of issue 12)", "",
              summary_table(summarize(rows)), "", "## All rows", "",
              markdown_table(rows, meta["rounds"]), ""]
     errors = [(r["workload"]["name"], n, e) for r in rows

@@ -39,6 +39,12 @@ FFT_SECONDS_PER_POINT_LOG = 0.37e-9
 FFT_CONTRACT_SECONDS = 1e-9          # per frequency and channel pair (NumPy broadcasting)
 GEMM_FULL_ROWS = 8                   # rows of a register block: fewer idle the FMA units
 
+# Python-level cost of one more kernel invocation (weights sliced and packed,
+# arguments converted): charged where an implementation calls a kernel per
+# stride phase (measured ~15 us per phase on an 8x8 transposed convolution).
+CALL_SECONDS = 10e-6
+SUBPIXEL_MAX_PHASES = 64         # stride phases (one kernel call each) worth planning
+
 # A thread gets at least this many multiply-adds (~0.1 ms): waking a second
 # thread for less costs more than it saves, and far more when the other core is
 # busy (a spinning OpenMP thread then waits for a time slice).

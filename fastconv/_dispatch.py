@@ -367,6 +367,9 @@ def _run_col2im_transpose(a, p, plan, nt):
 
 
 def _subpixel_rule(p):
+    phases = math.prod(min(s, n) for s, n in zip(p.stride, p.out[1:]))
+    if phases > _costs.SUBPIXEL_MAX_PHASES:
+        return f"{phases} stride phases: more than {_costs.SUBPIXEL_MAX_PHASES} kernel calls"
     if not p.finite_weight:
         return "the weight holds inf/NaN: zero padding would turn into NaN (0 * inf)"
     for _, q in _subpixel.phase_problems(p):

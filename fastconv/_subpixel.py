@@ -78,14 +78,23 @@ def swapped_weight(w, groups):
             .reshape((cog * groups, c_in // groups) + kernel))
 
 
+class Phases(tuple):
+    """The plan's phases: (axis phases, forward Problem or None, band tile) each."""
+
+    def __repr__(self):
+        taps = [q.w[2:] for _, q, _ in self if q is not None]
+        return f"{len(self)} phases, kernels {', '.join('x'.join(map(str, t)) for t in taps)}"
+
+
 def plan(p, band_tile):
     """Per phase: its axis phases, forward Problem and band tile (rows, cols)."""
-    return {"phases": tuple((ph, q, band_tile(q) if q is not None else None)
-                            for ph, q in phase_problems(p))}
+    return {"phases": Phases((ph, q, band_tile(q) if q is not None else None)
+                             for ph, q in phase_problems(p))}
 
 
 def cost(p, plan):
-    seconds = 0.0
+    """The phases' implicit-GEMM costs, each phase also paying one kernel call."""
+    seconds = _costs.CALL_SECONDS * len(plan["phases"])
     for ph, q, tile in plan["phases"]:
         if q is None:
             seconds += _costs.COPY_SECONDS_PER_CELL * p.out[0] * math.prod(a.size for a in ph)

@@ -366,7 +366,7 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         acc = <conv_t*> malloc(kvol * LANES * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, acc != NULL):

@@ -175,7 +175,7 @@ def conv_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, ::1] 
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         col = NULL
         cbuf = NULL
         if not pointwise:
@@ -251,7 +251,7 @@ def transpose_forward(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, 
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         col = <conv_t*> malloc(cblock * kvol * tile * sizeof(conv_t))
         xbuf = NULL
         if big:
@@ -342,7 +342,7 @@ def conv_weight_grad(const conv_t[:, :, :, :, ::1] x, const conv_t[:, :, :, :, :
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         col = NULL
         gbuf = NULL
         if not pointwise:
@@ -432,7 +432,7 @@ def conv_forward_shifted(const conv_t[:, :, :, :, ::1] xp, const conv_t[:, :, :,
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         col = <conv_t*> malloc(K * tile * sizeof(conv_t))
         cbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
@@ -514,7 +514,7 @@ def conv_weight_grad_shifted(const conv_t[:, :, :, :, ::1] xp,
     if njobs == 0:
         return
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         col = <conv_t*> malloc(rblock * tile * sizeof(conv_t))
         gbuf = <conv_t*> malloc(cog * tile * sizeof(conv_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):

@@ -248,7 +248,7 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
                    + (kw * g.dw) % g.sw) * b.Hb + (kh * g.dh) // g.sh) * b.Wb \
             + (kw * g.dw) // g.sw
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         # calloc: the slack panel past the last plane is read (into dropped columns)
         buf = <real_t*> calloc(b.size, sizeof(real_t))
         cbuf = <real_t*> malloc(nb * FC_MR * ldc * sizeof(real_t))
@@ -351,7 +351,7 @@ def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, :
                    + (kw * g.dw) % g.sw) * b.Hb + (kh * g.dh) // g.sh) * b.Wb \
             + (kw * g.dw) // g.sw
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         buf = <real_t*> calloc(size, sizeof(real_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, buf != NULL):

@@ -186,7 +186,7 @@ def conv_forward(const real_t[:, :, :, :, ::1] xp, const real_t[:, :, :, :, ::1]
             off[k] = ci * plane + tap_shift(&g, kd, kh, kw)
     cdef Py_ssize_t colsize = K * (NR if implicit else tile)
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads):
+    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         col = <real_t*> malloc(colsize * sizeof(real_t))
         cbuf = <real_t*> malloc(nb * FC_MR * tile * sizeof(real_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):

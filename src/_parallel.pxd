@@ -2,7 +2,7 @@
 # schedule of jobs, Ctrl-C polling, and the errors raised afterwards.
 #
 #     cdef Driver d = start(njobs, num_threads)
-#     with nogil, parallel(num_threads=d.threads):
+#     with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
 #         buf = <T*> malloc(...)                      # thread-private scratch
 #         for job in prange(njobs, schedule="dynamic", chunksize=1):
 #             if proceed(&d, buf != NULL):

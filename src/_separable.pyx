@@ -493,7 +493,7 @@ cdef void run_pass(const Pass* ps, work_t* wdummy, Driver* d) noexcept nogil:
     cdef bint scratch_ok
     if njobs == 0:
         return
-    with parallel(num_threads=d.threads):
+    with parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         # calloc: lanes past a partial block are computed on zeros, never on
         # uninitialised memory
         buf = <work_t*>calloc(buf_size, sizeof(work_t))
