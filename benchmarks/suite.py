@@ -480,7 +480,7 @@ def _explain(wl, arrays):
 
 
 def _auto_choice(explanation):
-    """'im2col_packed', or 'as_forward>im2col_packed' for a lowered gradient."""
+    """'implicit_gemm', or 'as_forward>implicit_gemm' for a lowered gradient."""
     lowered = explanation.plan.get("lowered")
     if lowered is not None:
         return f"{explanation.implementation}>{_auto_choice(lowered)}"

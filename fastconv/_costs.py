@@ -19,7 +19,6 @@ from ._fastpath import copy_into_padded
 INT_MAX = 2**31 - 1
 MIN_JOBS = 8                     # split work into at least this many jobs where possible
 COL_BUFFER_BYTES = 1 << 21       # per-thread im2col buffer: about L2 + a bit
-PANEL_BUFFER_BYTES = 1 << 19     # per-thread packed panels of the micro-kernel
 BAND_BUFFER_BYTES = 1 << 19      # per-thread band of the implicit GEMM: an L2 (measured best of 128 K-1 M)
 IMPLICIT_MAX_WASTE = 2.0         # computed cells (dropped columns included) per output cell
 # The shifted-slice paths pad a copy of the input: allowed up to this many
@@ -122,18 +121,6 @@ def gemm_tile(rows, length, outer_jobs, itemsize):
     if outer_jobs * ceil_div(length, tile) < MIN_JOBS:
         tile = max(min(length, 64), ceil_div(length, ceil_div(MIN_JOBS, outer_jobs)))
     return max(1, min(tile, INT_MAX))
-
-
-def panel_tile(p, widths):
-    """Grid positions per micro-kernel job: whole panels, a bounded buffer."""
-    width = widths[0 if p.dtype == np.float32 else 1]
-    rows = p.w[1] * p.kvol
-    length = grid_length(p)
-    tile = max(width, PANEL_BUFFER_BYTES // max(1, rows * p.dtype.itemsize))
-    tile = min(tile, length)
-    if p.groups * ceil_div(length, tile) < MIN_JOBS:
-        tile = ceil_div(length, ceil_div(MIN_JOBS, p.groups))
-    return max(width, ceil_div(tile, width) * width)
 
 
 def band_geometry(p):
@@ -273,13 +260,6 @@ def direct_weight_cost(p, plan=None):
     """One job per (out, in) channel pair: charged as if the missing jobs idled cores."""
     pairs = p.w[0] * p.w[1]
     return direct_cost(p) * max(1.0, MIN_JOBS / pairs)
-
-
-def packed_cost(p, plan):
-    cog, k = p.w[0] // p.groups, p.w[1] * p.kvol
-    cells = plan["grid"] / max(1, math.prod(p.out[1:]))
-    return (work(p) * cells * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
-            + COPY_SECONDS_PER_CELL * k * plan["grid"] * p.groups + _padding_copy(p))
 
 
 def implicit_cost(p, plan):

@@ -28,7 +28,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from . import _costs, _fft, _planar, _subpixel
-from ._kernels import blas, direct, implicit, packed
+from ._kernels import blas, direct, implicit
 from ._threads import get_num_threads, single_threaded_blas
 
 #: Families that ``algorithm=`` accepts besides 'auto'.
@@ -172,10 +172,6 @@ def _shifted_rule(p, pointwise_ok):
     return ""
 
 
-def _real_float(p):
-    return "" if p.dtype in (np.float32, np.float64) else "float32/float64 only"
-
-
 def _first_reason(*reasons):
     return next((r for r in reasons if r), "")
 
@@ -238,17 +234,6 @@ def _fft_per_sample(a, p, fft, fallback):
 def _fft_applies(p):
     return "" if p.finite_weight else \
         "the weight holds inf/NaN, which an FFT would spread over every output"
-
-
-def _plan_packed(p):
-    return {"tile": _costs.panel_tile(p, packed.panel_widths()), "grid": _costs.grid_length(p),
-            "padding": _costs.padding_plan(p) or ()}
-
-
-def _run_packed_forward(a, p, plan, nt):
-    xp = _costs.zero_pad(a.x, p, plan["padding"])
-    packed.conv_forward(xp, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.dilation,
-                        p.groups, nt, plan["tile"])
 
 
 def _as_real(p):
@@ -324,11 +309,6 @@ FORWARD = (
         "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
         "no column matrix",
         _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward),
-    Implementation(
-        "im2col_packed", "im2col",
-        "stride 1: shifted-slice im2col written as packed panels, fastconv's micro-kernel",
-        lambda p: _first_reason(_real_float(p), _shifted_rule(p, pointwise_ok=True)),
-        _plan_packed, _costs.packed_cost, _run_packed_forward),
     Implementation(
         "im2col_shifted", "im2col", "stride 1: shifted-slice im2col (one memcpy per row) + BLAS",
         lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False), _blas_limit(p)),

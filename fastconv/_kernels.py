@@ -46,6 +46,5 @@ def _load():
 SIMD, modules = _load()
 direct = modules["direct"]
 blas = modules["blas"]
-packed = modules["packed"]
 implicit = modules["implicit"]
 separable = modules["separable"]

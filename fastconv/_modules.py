@@ -7,7 +7,6 @@
 COMPUTE_MODULES = {
     "direct": "_direct",        # direct convolution, gather-form transposed, thin weight grad
     "blas": "_im2col_blas",     # im2col / col2im + BLAS GEMM (all dtypes)
-    "packed": "_packed",        # stride-1 float32/float64 on fastconv's micro-kernel
     "implicit": "_implicit",    # implicit-GEMM float32/float64 forward on the same micro-kernel
     "separable": "_separable",  # 1-D passes along one axis (the ndimage filters)
 }

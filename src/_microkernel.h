@@ -1,10 +1,11 @@
-/* Register-blocked GEMM micro-kernels for the stride-1 convolution path.
+/* Register-blocked micro-kernels of the implicit GEMM (src/_implicit.pyx).
  *
- * C[MR x NR] (+)= A[MR x K] * B[K x NR], where A is a packed block of MR
- * output channels' weights (A[k*MR + i]) and B a packed panel of NR output
- * positions (B[k*NR + j]), built by im2col directly in this layout so that no
- * BLAS has to pack it again.  NR is NV vector registers of the ISA this file
- * is compiled for; the MR x NV accumulators stay in registers.
+ * Forward: C[MR x NR] (+)= A[MR x K] * B[K x NR], where A is a packed block of
+ * MR output channels' weights (A[k*MR + i]) and row k of B is NR consecutive
+ * cells of the band buffer at a per-tap offset (base + off[k]): no column
+ * matrix is written.  NR is NV vector registers of the ISA this file is
+ * compiled for; the MR x NV accumulators stay in registers.
+ * Weight gradient: dot products along output cells (below).
  */
 #ifndef FASTCONV_MICROKERNEL_H
 #define FASTCONV_MICROKERNEL_H
@@ -39,16 +40,17 @@
 typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
 
-/* The kernel body.  B_ROW(k) is the address of B's row k (NR elements): a
- * packed panel (B + k * NR) or, for the implicit GEMM, a row read straight
- * from the padded input through a per-k offset table (base + off[k]). */
-#define FC_KERNEL_BODY(T, V, NR, B_ROW)                                           \
+/* C[MR x NR] (+)= A[MR x K] * B[K x NR]; B's row k is the NR cells at
+ * base + off[k].  Only `rows` x `cols` of C are written (edges). */
+#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NR)                                 \
+static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
+                 T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {       \
     enum { VLEN = NR / FC_NV };                                                   \
     V c[FC_MR][FC_NV];                                                            \
     for (int i = 0; i < FC_MR; i++)                                               \
         for (int v = 0; v < FC_NV; v++) c[i][v] = (V){0};                         \
     for (ptrdiff_t k = 0; k < K; k++) {                                           \
-        const T *brow = (B_ROW);                                                  \
+        const T *brow = base + off[k];                                            \
         V b[FC_NV];                                                               \
         for (int v = 0; v < FC_NV; v++) b[v] = *(const V *)(brow + v * VLEN);     \
         const T *a = A + k * FC_MR;                                               \
@@ -71,45 +73,12 @@ typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
             for (int j = 0; j < cols; j++) dst[j] += tmp[j];                      \
         else                                                                      \
             for (int j = 0; j < cols; j++) dst[j] = tmp[j];                       \
-    }
-
-#define FC_DEFINE_KERNEL(NAME, T, V, NR)                                          \
-static void NAME(ptrdiff_t K, const T *A, const T *B, T *C, ptrdiff_t ldc,         \
-                 int rows, int cols, int accumulate) {                            \
-    FC_KERNEL_BODY(T, V, NR, B + k * NR)                                          \
+    }                                                                             \
 }
 
-#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NR)                                 \
-static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
-                 T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {       \
-    FC_KERNEL_BODY(T, V, NR, base + off[k])                                       \
-}
-
-/* One panel row: a fixed-size copy the compiler turns into vector moves. */
-static inline void fc_panel_copy_f(float *dst, const float *src) {
-    memcpy(dst, src, FC_NR_F * sizeof(float));
-}
-static inline void fc_panel_copy_d(double *dst, const double *src) {
-    memcpy(dst, src, FC_NR_D * sizeof(double));
-}
-
-FC_DEFINE_KERNEL(fc_kernel_f, float, fc_vf, FC_NR_F)
-FC_DEFINE_KERNEL(fc_kernel_d, double, fc_vd, FC_NR_D)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
 
-/* Weight-gradient micro-kernel: dot products along output cells.
- *
- * acc[i * FC_WG_NR + j] = sum over the cells of a tile of G_i[cell] * B_j[cell],
- * for FC_WG_MR rows of grad_output (G_i, one output channel) and FC_WG_NR rows
- * of the band buffer (B_j, one tap).  The tile is `rows` rows of `cols` cells:
- * row r of G_i starts at G[i] + r * gstride, row r of B_j at base + off[j] +
- * r * bstride.  Both operands are contiguous along the cells, so the
- * accumulators are vectors of partial sums, reduced lane by lane in a fixed
- * order at the end.  The last, partial vector of a row is a masked load: no
- * read past a row's `cols` cells of G, and no junk cell of B (which may hold
- * inf) meets a zero of G.  3 x 4 accumulators: 7 loads per 12
- * FMAs, as oneDNN's AVX2 backward-weights kernel blocks. */
 #define FC_WG_MR 3
 #define FC_WG_NR 4
 

@@ -439,9 +439,9 @@ def test_explain_names_the_implementation_that_runs(op, xs, ws, kwargs):
 def test_explain_reports_why_an_implementation_does_not_apply():
     e = fc.explain("conv2d", (1, 3, 16, 16), (8, 3, 3, 3), stride=2, padding=1)
     reasons = {name: reason for name, _, _, reason in e.candidates}
-    assert reasons["im2col_packed"] == "needs stride 1"
-    e = fc.explain("conv2d", (1, 3, 16, 16), (8, 3, 3, 3), dtype=np.complex64)
-    assert "float32/float64 only" in dict((c[0], c[3]) for c in e.candidates)["im2col_packed"]
+    assert reasons["im2col_shifted"] == "needs stride 1"
+    e = fc.explain("conv1d", (1, 1, 10), (1, 1, 9))
+    assert "wider than the output" in dict((c[0], c[3]) for c in e.candidates)["implicit_gemm"]
 
 
 def test_explain_rejects_bad_arguments():
@@ -455,5 +455,5 @@ def test_explain_rejects_bad_arguments():
 
 def test_forcing_a_family_that_cannot_apply_raises_with_every_reason():
     p = _conv_problem("forward", "2d_3x3")
-    with pytest.raises(ValueError, match="im2col_packed: not the requested"):
+    with pytest.raises(ValueError, match="implicit_gemm: not the requested"):
         _dispatch.select(p, implementation="nonexistent")

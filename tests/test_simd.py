@@ -47,7 +47,7 @@ for dtype in (np.float32, np.float64, np.complex64, np.complex128):
                                      _pad3(kw.get("dilation", 1)), kw.get("groups", 1),
                                      implementation=impl.name)
             except ValueError:
-                continue          # does not apply to this problem (e.g. packed: complex)
+                continue          # does not apply to this problem (e.g. subpixel: inf weight)
             got, algorithm = out, impl.name
             ran.add(impl.name)
             tol = 1e-4 if dtype in (np.float32, np.complex64) else 1e-10
