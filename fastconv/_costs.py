@@ -4,11 +4,14 @@ Every function here reads a :class:`fastconv._dispatch.Problem` (one
 sample's shapes, the dtype, the options): never the batch size, never the
 thread count.  Costs are predicted seconds for one sample on one thread.
 
-Rates measured on a 2-core AMD EPYC, float32, one thread (``benchmarks/``):
-the direct kernel streams ~11 G multiply-adds/s; fastconv's micro-kernel
-~40 GMAC/s and OpenBLAS ~32 GMAC/s on conv-shaped GEMMs, both falling in
-proportion when the GEMM has fewer than ~8 rows of output channels (one
-register block); a real FFT costs ~0.37 ns per M log2 M points.
+Rates measured on a 2-core AMD EPYC (AVX2), float32, one thread
+(``benchmarks/``): the direct kernel streams ~11 G multiply-adds/s;
+fastconv's implicit-GEMM micro-kernel ~38-40 GMAC/s and OpenBLAS ~38 GMAC/s
+on conv-shaped GEMMs, both falling in proportion when the GEMM has fewer
+than ~8 rows of output channels (one register block); the implicit GEMM's
+band copy reads the input from memory (~0.25 ns a cell), which is what a
+1x1 convolution's in-place BLAS GEMM saves; a real FFT costs ~0.37 ns per
+M log2 M points.
 """
 import math
 
@@ -31,7 +34,8 @@ SHIFTED_MAX_WASTE = 1.3
 
 DIRECT_SECONDS_PER_MAC = 1 / 11e9
 PACKED_SECONDS_PER_MAC = 1 / 40e9
-BLAS_SECONDS_PER_MAC = 1 / 32e9
+BLAS_SECONDS_PER_MAC = 1 / 38e9
+BAND_SECONDS_PER_CELL = 0.25e-9      # band copy: the input streams from memory
 GATHER_SECONDS_PER_CELL = 0.3e-9     # im2col/col2im cell with index arithmetic
 COPY_SECONDS_PER_CELL = 0.05e-9      # contiguous copy (memcpy-like)
 FFT_SECONDS_PER_POINT_LOG = 0.37e-9
@@ -269,7 +273,7 @@ def implicit_cost(p, plan):
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
     return (work(p) * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC / _gemm_efficiency(cog)
-            + COPY_SECONDS_PER_CELL * copied)
+            + BAND_SECONDS_PER_CELL * copied)
 
 
 def implicit_weight_cost(p, plan):
@@ -282,7 +286,7 @@ def implicit_weight_cost(p, plan):
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = (p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
               * ceil_div(cog, plan["cob"]))
-    return (work(p) * PACKED_SECONDS_PER_MAC / efficiency + COPY_SECONDS_PER_CELL * copied)
+    return (work(p) * PACKED_SECONDS_PER_MAC / efficiency + BAND_SECONDS_PER_CELL * copied)
 
 
 def shifted_cost(p, plan):

@@ -53,7 +53,7 @@ ctypedef fused real_t:
     double
 
 cdef enum:
-    KC = 256        # K block: the B rows of a panel and the A block stay in L1
+    KC = 128        # K block: the B rows of a panel stay in L1 (measured best of 48-all)
 
 
 ctypedef struct Band:
@@ -64,7 +64,7 @@ ctypedef struct Band:
     Py_ssize_t Hb, Wb               # rows and columns of one buffer plane
     Py_ssize_t planes               # planes per input channel: KD * ph_h * ph_w
     Py_ssize_t size                 # buffer elements (+ one panel of slack)
-    Py_ssize_t cells                # grid cells of a full tile: (R - 1) * Wb + Wc
+    Py_ssize_t stride               # elements from one plane to the next (>= Hb * Wb)
 
 
 ctypedef struct OutMap:
@@ -82,7 +82,8 @@ cdef inline int panel_width(real_t* dummy) noexcept nogil:
     return FC_NR_D
 
 
-cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR) noexcept nogil:
+cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR,
+                    bint double_cells) noexcept nogil:
     cdef Band b
     cdef Py_ssize_t reach_h = (g.KH - 1) * g.dh, reach_w = (g.KW - 1) * g.dw
     b.R, b.Wc = R, Wc
@@ -92,10 +93,24 @@ cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR) noex
     b.Hb = R + reach_h // g.sh
     b.Wb = Wc + reach_w // g.sw
     b.planes = g.KD * b.ph_h * b.ph_w
-    b.cells = (R - 1) * b.Wb + Wc
+    # An odd number of cache lines from plane to plane: a tap's B rows in
+    # successive planes then spread over every L1 set (a power-of-two stride,
+    # e.g. 1024 floats for a 1-D band, puts them all in one 8-way set).
+    cdef Py_ssize_t line = 64 // (8 if double_cells else 4)
+    b.stride = ceil_div(b.Hb * b.Wb, line)
+    b.stride = (b.stride + 1 - b.stride % 2) * line
     # A panel past the last cell reads up to NR - 1 cells beyond the last plane.
-    b.size = (g.C // g.groups) * b.planes * b.Hb * b.Wb + NR
+    b.size = (g.C // g.groups) * b.planes * b.stride + NR
     return b
+
+
+cdef inline Py_ssize_t tap_offset(const Geometry* g, const Band* b, Py_ssize_t ci,
+                                  Py_ssize_t kd, Py_ssize_t kh, Py_ssize_t kw) noexcept nogil:
+    """Where tap (ci, kd, kh, kw) reads output cell 0 of a tile in the band buffer:
+    its plane (channel, depth tap, stride phases), then (sigma, tau)."""
+    cdef Py_ssize_t plane = (((ci * g.KD + kd) * b.ph_h + (kh * g.dh) % g.sh) * b.ph_w
+                             + (kw * g.dw) % g.sw)
+    return plane * b.stride + (kh * g.dh) // g.sh * b.Wb + (kw * g.dw) // g.sw
 
 
 cdef void copy_band(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
@@ -113,8 +128,8 @@ cdef void copy_band(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometr
                     iw0 = ow0 * g.sw + fw - g.pw
                     strided_range(iw0, g.sw, g.W, 0, b.Wb, &lo, &hi)
                     for row in range(b.Hb):
-                        dst = buf + ((((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw)
-                                     * b.Hb + row) * b.Wb
+                        dst = buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw) \
+                            * b.stride + row * b.Wb
                         ih = (oh0 + row) * g.sh + fh - g.ph
                         if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H or lo == hi:
                             memset(dst, 0, b.Wb * sizeof(real_t))
@@ -149,44 +164,65 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef Py_ssize_t oh0 = bh * b.R, ow0 = bw * b.Wc
     cdef Py_ssize_t rows = min(b.R, g.Ho - oh0), cols = min(b.Wc, g.Wo - ow0)
     cdef Py_ssize_t m = (rows - 1) * b.Wb + cols
-    cdef Py_ssize_t npan = ceil_div(m, NR), ldc = npan * NR
+    cdef Py_ssize_t npan = ceil_div(m, NR)
     cdef const real_t* wg = wp + grp * nb * K * FC_MR
-    cdef Py_ssize_t k0, klen, p, blk, co, r, c
-    cdef real_t* orow
-    cdef const real_t* crow
-    cdef real_t bv
+    cdef Py_ssize_t k0, klen, p, blk, width
     copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
-    # cbuf (cog x ldc) = W_g @ B, K blocked; B row k of panel p is buf[p*NR + off[k]:][:NR]
-    k0 = 0
-    while k0 < K:
-        klen = min(kc, K - k0)
-        for p in range(npan):
+    # Panel by panel: cbuf (cog x NR) = W_g @ B_p, K blocked so that the panel's B
+    # rows (buf[p*NR + off[k]:][:NR]) stay in L1 across the channel blocks; the
+    # panel's results then go straight to the output.
+    for p in range(npan):
+        width = min(NR, m - p * NR)
+        k0 = 0
+        while k0 < K:
+            klen = min(kc, K - k0)
             for blk in range(nb):
                 if real_t is float:
                     fc_kernel_indirect_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
-                                         off + k0, cbuf + blk * FC_MR * ldc + p * NR, ldc,
-                                         <int>min(FC_MR, cog - blk * FC_MR),
-                                         <int>min(NR, m - p * NR), k0 > 0)
+                                         off + k0, cbuf + blk * FC_MR * NR, NR,
+                                         <int>min(FC_MR, cog - blk * FC_MR), <int>width, k0 > 0)
                 else:
                     fc_kernel_indirect_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
-                                         off + k0, cbuf + blk * FC_MR * ldc + p * NR, ldc,
-                                         <int>min(FC_MR, cog - blk * FC_MR),
-                                         <int>min(NR, m - p * NR), k0 > 0)
-        k0 += klen
-    # Keep the tile's real cells (the first ``cols`` of each row), adding the bias.
-    for co in range(cog):
-        bv = bias[grp * cog + co] if has_bias else 0
-        for r in range(rows):
-            orow = out + (n * g.Co + grp * cog + co) * oplane \
-                + ((om.d0 + om.sd * od) * om.H + om.h0 + om.sh * (oh0 + r)) * om.W \
-                + om.w0 + om.sw * ow0
-            crow = cbuf + co * ldc + r * b.Wb
-            if om.sw == 1:
-                for c in range(cols):
-                    orow[c] = crow[c] + bv
-            else:
-                for c in range(cols):
-                    orow[c * om.sw] = crow[c] + bv
+                                         off + k0, cbuf + blk * FC_MR * NR, NR,
+                                         <int>min(FC_MR, cog - blk * FC_MR), <int>width, k0 > 0)
+            k0 += klen
+        store_panel(cbuf, NR, p * NR, width, out, bias, has_bias, g, b, om, n, grp, od,
+                    oh0, ow0, cols)
+
+
+cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize_t width,
+                      real_t* out, const real_t* bias, bint has_bias, const Geometry* g,
+                      const Band* b, const OutMap* om, Py_ssize_t n, Py_ssize_t grp,
+                      Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0,
+                      Py_ssize_t cols) noexcept nogil:
+    """Write grid cells q0 .. q0 + width - 1 of a tile (+ bias): the real ones only.
+
+    Cell q of the tile is output (row q // Wb, column q % Wb); columns >= cols
+    are the dropped ones between rows.
+    """
+    cdef Py_ssize_t cog = g.Co // g.groups, oplane = om.D * om.H * om.W
+    cdef Py_ssize_t q = q0, r, c, hi, co, j
+    cdef real_t* orow
+    cdef const real_t* crow
+    cdef real_t bv
+    while q < q0 + width:
+        r = q // b.Wb
+        c = q - r * b.Wb
+        hi = min(b.Wb, c + q0 + width - q)         # this row's cells in the panel
+        if c < cols:
+            for co in range(cog):
+                bv = bias[grp * cog + co] if has_bias else 0
+                orow = out + (n * g.Co + grp * cog + co) * oplane \
+                    + ((om.d0 + om.sd * od) * om.H + om.h0 + om.sh * (oh0 + r)) * om.W \
+                    + om.w0 + om.sw * ow0
+                crow = cbuf + co * NR - q0 + r * b.Wb
+                if om.sw == 1:
+                    for j in range(c, min(hi, cols)):
+                        orow[j] = crow[j] + bv
+                else:
+                    for j in range(c, min(hi, cols)):
+                        orow[j * om.sw] = crow[j] + bv
+        q += hi - c
 
 
 def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] w,
@@ -215,12 +251,11 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
             if out_start[i] < 0 or out_start[i] + out_step[i] * (out_size[i] - 1) >= out.shape[2 + i]:
                 raise ValueError("fastconv: an output phase reaches past the output")
     cdef int NR = panel_width(<real_t*>NULL)
-    cdef Band b = make_band(&g, rows, cols, NR)
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
     cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
-    cdef Py_ssize_t ldc = ceil_div(b.cells, NR) * NR
     cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
     cdef real_t* buf
     cdef real_t* cbuf
@@ -244,14 +279,12 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
     # Tap k reads its plane of the band buffer at (sigma, tau).
     for k in range(K):
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
-        off[k] = ((((ci * g.KD + kd) * b.ph_h + (kh * g.dh) % g.sh) * b.ph_w
-                   + (kw * g.dw) % g.sw) * b.Hb + (kh * g.dh) // g.sh) * b.Wb \
-            + (kw * g.dw) // g.sw
+        off[k] = tap_offset(&g, &b, ci, kd, kh, kw)
     cdef Driver d = start(njobs, num_threads)
     with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         # calloc: the slack panel past the last plane is read (into dropped columns)
         buf = <real_t*> calloc(b.size, sizeof(real_t))
-        cbuf = <real_t*> malloc(nb * FC_MR * ldc * sizeof(real_t))
+        cbuf = <real_t*> malloc(nb * FC_MR * NR * sizeof(real_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, not (buf == NULL or cbuf == NULL)):
                 implicit_job(&x[0, 0, 0, 0, 0], wp, off, &bias[0], has_bias,
@@ -332,10 +365,10 @@ def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, :
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t taps = g.KD * g.KH * g.KW
-    cdef Band b = make_band(&g, rows, cols, NR)
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double)
     # The band holds cib channels: its size (+ a vector of slack) from that count.
     cib = min(cib, cig)
-    cdef Py_ssize_t size = cib * b.planes * b.Hb * b.Wb + NR
+    cdef Py_ssize_t size = cib * b.planes * b.stride + NR
     cdef Py_ssize_t njobs = groups * ceil_div(cig, cib) * ceil_div(cog, cob), job
     cdef Py_ssize_t k, ci, kd, kh, kw
     cdef real_t* buf
@@ -347,9 +380,7 @@ def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, :
         raise MemoryError("fastconv: could not allocate the tap offsets")
     for k in range(cib * taps + FC_WG_NR):      # past the last tap: repeat it (ignored)
         decode_tap(min(k, cib * taps - 1), &g, &ci, &kd, &kh, &kw)
-        off[k] = ((((ci * g.KD + kd) * b.ph_h + (kh * g.dh) % g.sh) * b.ph_w
-                   + (kw * g.dw) % g.sw) * b.Hb + (kh * g.dh) // g.sh) * b.Wb \
-            + (kw * g.dw) // g.sw
+        off[k] = tap_offset(&g, &b, ci, kd, kh, kw)
     cdef Driver d = start(njobs, num_threads)
     with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         buf = <real_t*> calloc(size, sizeof(real_t))
@@ -373,7 +404,7 @@ def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
     for i in range(5):
         xs[i], os[i], ws[i] = x_shape[i], out_shape[i], w_shape[i]
     cdef Geometry g = make_geometry(xs, os, ws, stride, (0, 0, 0), dilation, groups)
-    return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F).size
+    return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F, is_double).size
 
 
 def panel_widths():
