@@ -241,8 +241,13 @@ def _as_real(p):
     return _planar.problem(p) if p.dtype.kind == "c" else p
 
 
+def _forward_real(p):
+    """As :func:`_as_real`; complex64 forward convolutions take the Gauss form."""
+    return _planar.gauss_problem(p) if p.dtype == np.complex64 else _as_real(p)
+
+
 def _plan_implicit(p):
-    rows, cols = _costs.band_tile(_as_real(p), implicit.panel_widths())
+    rows, cols = _costs.band_tile(_forward_real(p), implicit.panel_widths())
     return {"rows": rows, "cols": cols}
 
 
@@ -254,20 +259,27 @@ def _implicit_rule(p):
 
 
 def _implicit_cost(p, plan):
-    return _costs.implicit_cost(_as_real(p), plan)
+    return _costs.implicit_cost(_forward_real(p), plan)
 
 
 def _run_implicit_forward(a, p, plan, nt):
+    args = (p.stride, p.pad, p.dilation)
     if p.dtype.kind != "c":
-        implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, p.stride,
-                              p.pad, p.dilation, p.groups, nt, plan["rows"], plan["cols"])
+        implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, *args,
+                              p.groups, nt, plan["rows"], plan["cols"])
+        return
+    q = _forward_real(p)
+    out = np.empty(a.out.shape[:1] + q.out, q.dtype)
+    if p.dtype == np.complex64:
+        implicit.conv_forward(_planar.gauss_input(a.x), _planar.gauss_weight(a.w),
+                              _planar.gauss_bias(a.bias_or_zeros), a.bias is not None, out,
+                              *args, q.groups, nt, plan["rows"], plan["cols"])
+        _planar.ungauss(out, a.out)
         return
     g = p.groups
-    out = np.empty((a.out.shape[0], 2 * a.out.shape[1]) + a.out.shape[2:],
-                   _planar.real_dtype(p.dtype))
     implicit.conv_forward(_planar.planar(a.x, g), _planar.planar_weight(a.w, g),
                           _planar.planar_bias(a.bias_or_zeros, g), a.bias is not None, out,
-                          p.stride, p.pad, p.dilation, g, nt, plan["rows"], plan["cols"])
+                          *args, g, nt, plan["rows"], plan["cols"])
     _planar.unplanar(out, a.out, g)
 
 
