@@ -15,6 +15,7 @@ about 2-3x the input.
 import numpy as np
 import scipy.fft as sfft
 
+from . import _fftconv
 from ._threads import get_num_threads
 
 
@@ -28,12 +29,37 @@ def _dilate(w, dilation):
     return out
 
 
+def _single_channel(x, wd, out, pad):
+    """out = the window of conv(x, flipped wd) that a one-channel, stride-1
+    correlation reads, by ``signal.fftconvolve``'s engine: transforms of the
+    needed length per axis, no padded copy of x, overlap-add when cheaper."""
+    axes = (2, 3, 4)
+    k = wd.shape[2:]
+    wf = wd[(slice(None), slice(None)) + (slice(None, None, -1),) * 3]
+    starts = [kk - 1 - p for kk, p in zip(k, pad)]
+    lengths = list(out.shape[2:])
+    s1, s2 = list(x.shape[2:]), list(k)
+    real = x.dtype.kind == "f"
+    blocking = _fftconv.choose_blocking(s1, s2, starts, lengths, real, x.dtype.itemsize)
+    workers = get_num_threads()
+    if blocking is None:
+        out[...] = _fftconv.convolve_window(x, wf, axes, starts, lengths, workers)
+    else:
+        out[...] = _fftconv.overlap_add(x, wf, axes, starts, lengths, workers, *blocking)
+
+
 def conv_forward(x, w, bias, out, stride, pad, dilation, groups):
     """out = conv(x, w) + bias via FFT; x, w, out are 5-D, zero padding ``pad`` (left)."""
     nd = 3
     axes = tuple(range(2, 2 + nd))
     wd = _dilate(w, dilation)
     k = wd.shape[2:]
+    if w.shape[:2] == (1, 1) and x.shape[1] == 1 and stride == (1, 1, 1) and \
+            all(p <= kk - 1 for p, kk in zip(pad, k)):
+        _single_channel(x, wd, out, pad)
+        if bias is not None:
+            out += bias.reshape(1, -1, 1, 1, 1)
+        return out
     # Only the input region the output reads: left pad, and just enough on the right.
     need = [(o - 1) * s + kk for o, s, kk in zip(out.shape[2:], stride, k)]
     xp = np.zeros(x.shape[:2] + tuple(need), x.dtype)
