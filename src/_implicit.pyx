@@ -1,4 +1,4 @@
-"""Implicit-GEMM convolution: float32/float64 forward with no column matrix.
+"""Implicit-GEMM convolution (float32/float64): forward and weight gradient, no column matrix.
 
 Each job computes one tile of one sample's output: a band of ``R`` output rows
 (of one output depth plane) by ``Wc`` output columns, for every output
@@ -12,14 +12,16 @@ that every tap of every output cell is the band cell at a fixed offset:
 
 Output cell (r, c) of the tile sits at r * Wb + c of each (ci, kd, phases)
 plane of the buffer, and tap (ci, kd, kh, kw) reads it at a per-tap offset
-(kh*dh = sigma*sh + phase_h, kw*dw = tau*sw + phase_w, offset = plane +
-sigma*Wb + tau).  So stride, dilation and padding all reduce to a stride-1
+(kh*dh = sigma*sh + phase_h, kw*dw = tau*sw + phase_w, offset = plane start
++ sigma*Wb + tau; see ``tap_offset``).  So stride, dilation and padding all reduce to a stride-1
 GEMM whose B panels are read in place by ``_microkernel.h``'s indirect
 kernel; the columns past ``Wc`` of each row are computed and dropped.
 
 The weights are packed once per call into the micro-kernel's blocks.  Every
 output's sum runs over the taps in the same blocked order whatever the tile,
-the batch or the thread count, so the bits never depend on either.
+the batch or the thread count, so the bits never depend on either.  The weight
+gradient (``conv_weight_grad``) reads the same bands with a dot-product
+kernel; each job owns a block of the weight and sums the whole batch in order.
 """
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
