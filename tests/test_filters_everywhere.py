@@ -267,9 +267,10 @@ def test_cli_named_kernels_through_zarr_and_tiff(tmp_path, spec, name, args, kwa
     np.testing.assert_array_equal(got, getattr(sndi, name)(x, *args, mode="wrap", **kwargs))
 
 
-def test_cli_help_lists_the_named_kernels():
+def test_cli_help_lists_the_named_kernels(tmp_path):
+    # outside the source tree: CI imports the installed (compiled) package
     result = subprocess.run([sys.executable, "-m", "fastconv", "filter", "--help"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for form in ("gaussian:sigma=S", "box:N", "sobel[:axis=A]", "prewitt[:axis=A]", "laplace",
