@@ -290,7 +290,7 @@ def implicit_cost(p, plan):
 def implicit_weight_cost(p, plan):
     """The dot-product kernel idles when a job has fewer than 3 output channels or
     4 weight columns; each output-channel block copies the bands again."""
-    cig, cog = p.x[0] // p.groups, p.w[0] // p.groups
+    cog = p.w[0] // p.groups
     planes, extra_rows, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
     efficiency = min(1.0, cog / 3) * min(1.0, plan["cib"] * p.kvol / 4)

@@ -114,6 +114,28 @@ def random_array(rng, shape, dtype):
     raise ValueError(f"random_array: unsupported dtype {dtype}")
 
 
+@contextlib.contextmanager
+def dispatch_recorded():
+    """Record every kernel run inside the block: a list of (Problem, Choice).
+
+    Wraps ``fastconv._dispatch.run``, the one place every kernel run goes.
+    """
+    from fastconv import _dispatch
+    runs = []
+    real = _dispatch.run
+
+    def recording(problem, arrays, algorithm="auto", implementation=None):
+        choice = real(problem, arrays, algorithm, implementation)
+        runs.append((problem, choice))
+        return choice
+
+    _dispatch.run = recording
+    try:
+        yield runs
+    finally:
+        _dispatch.run = real
+
+
 @pytest.fixture
 def rng(request):
     """A generator seeded from the test's node id: reproducible, distinct per case."""

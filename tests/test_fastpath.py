@@ -12,6 +12,8 @@ import fastconv as fc
 from fastconv import _dispatch, functional, grad
 from fastconv._fastpath import all_finite, copy_into_padded
 
+from conftest import dispatch_recorded
+
 
 def _bits(a):
     return np.ascontiguousarray(a).view(np.uint8)
@@ -109,39 +111,18 @@ def test_thread_setting_is_read_on_every_call(monkeypatch):
 def test_forced_implementation_is_part_of_the_signature():
     x, w, _ = _data()
     fc.conv2d(x, w, padding=1)                        # prepared with 'auto'
-    with _dispatch.forced("direct"):
-        ran = []
-        real = _dispatch.run
-
-        def recording(p, arrays, algorithm="auto", implementation=None):
-            choice = real(p, arrays, algorithm, implementation)
-            ran.append(choice.impl.name)
-            return choice
-
-        _dispatch.run = recording
-        try:
-            fc.conv2d(x, w, padding=1)
-        finally:
-            _dispatch.run = real
+    with _dispatch.forced("direct"), dispatch_recorded() as runs:
+        fc.conv2d(x, w, padding=1)
+    ran = [choice.impl.name for _, choice in runs]
     assert ran == ["direct"]
 
 
 def test_choice_of_a_prepared_call_does_not_depend_on_the_batch():
     x, w, _ = _data()
-    ran = []
-    real = _dispatch.run
-
-    def recording(p, arrays, algorithm="auto", implementation=None):
-        choice = real(p, arrays, algorithm, implementation)
-        ran.append((p, choice.impl.name))
-        return choice
-
-    _dispatch.run = recording
-    try:
+    with dispatch_recorded() as runs:
         whole = fc.conv2d(x, w, padding=1)
         alone = fc.conv2d(x[1:], w, padding=1)
-    finally:
-        _dispatch.run = real
+    ran = [(p, choice.impl.name) for p, choice in runs]
     assert ran[0] == ran[1]
     assert np.array_equal(_bits(alone), _bits(whole[1:]))
 

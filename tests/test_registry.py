@@ -28,7 +28,7 @@ from fastconv import _ndfilters
 from fastconv._dispatch import REGISTRY, PassProblem, Problem
 
 import reference
-from conftest import assert_close, random_array
+from conftest import assert_close, dispatch_recorded, random_array
 
 DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
 DTYPE_IDS = [np.dtype(t).name for t in DTYPES]
@@ -322,20 +322,10 @@ def test_problem_holds_no_batch_size_and_no_thread_count():
 def test_choice_is_the_same_for_every_batch_size(batch, name, op):
     p = _conv_problem(op, name)
     x, w, bias = _inputs(p, np.float32, batch)
-    seen = []
-    real_run = _dispatch.run
-
-    def recording(problem, arrays, algorithm="auto", implementation=None):
-        choice = real_run(problem, arrays, algorithm, implementation)
-        seen.append(choice.impl.name)
-        return choice
-
-    _dispatch.run = recording
-    try:
+    with dispatch_recorded() as runs:
         _run(p, None, x, w, bias)
         _run(p, None, x[:1], w, bias)
-    finally:
-        _dispatch.run = real_run
+    seen = [choice.impl.name for _, choice in runs]
     assert seen[0] == seen[1]
 
 
@@ -369,20 +359,9 @@ def test_sample_of_a_batch_equals_the_sample_alone_with_a_large_kernel():
 # -- explain ------------------------------------------------------------------------------
 
 def _recorded(call):
-    seen = []
-    real_run = _dispatch.run
-
-    def recording(problem, arrays, algorithm="auto", implementation=None):
-        choice = real_run(problem, arrays, algorithm, implementation)
-        seen.append((problem.op, choice.impl.name))
-        return choice
-
-    _dispatch.run = recording
-    try:
+    with dispatch_recorded() as runs:
         call()
-    finally:
-        _dispatch.run = real_run
-    return seen
+    return [(problem.op, choice.impl.name) for problem, choice in runs]
 
 
 EXPLAINED = [

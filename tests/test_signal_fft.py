@@ -4,7 +4,6 @@ length 1), every mode, dtypes (float32 stays float32 as in SciPy), 1-3 dims,
 overlap-add, ``workers=``, the numpy.fft fallback, and SciPy's errors.
 """
 import itertools
-import zlib
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from hypothesis import strategies as st
 import fastconv
 import fastconv.signal as fsig
 from fastconv import _fftconv
+
+from conftest import random_array
 
 MODES = ("full", "same", "valid")
 FREQ_FUNCS = ("fftconvolve", "oaconvolve")
@@ -28,22 +29,6 @@ DTYPES = {
     np.uint8: (np.float64, 1e-12),
     np.uint16: (np.float64, 1e-12),
 }
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
-
-
-def random_data(rng, shape, dtype):
-    dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "u":
-        return rng.integers(0, 50, size=shape).astype(dtype)
-    return rng.integers(-50, 50, size=shape).astype(dtype)
 
 
 def reference(a, b, mode="full", axes=None):
@@ -101,7 +86,7 @@ SHAPES = {1: [((17,), (4,)), ((5,), (9,)), ((12,), (12,))],
 def test_matches_scipy_and_the_float64_oracle(func, nd, mode, dtype, rng):
     result_dtype, rtol = DTYPES[dtype]
     for s1, s2 in SHAPES[nd]:
-        a, b = random_data(rng, s1, dtype), random_data(rng, s2, dtype)
+        a, b = random_array(rng, s1, dtype), random_array(rng, s2, dtype)
         # axes of length 1 are not convolved (SciPy), so (6, 1, 5) 'valid' (2, 3, 2) is fine
         convolved = [(p, q) for p, q in zip(s1, s2) if p > 1 and q > 1]
         if mode == "valid" and not (all(p >= q for p, q in convolved)
@@ -125,8 +110,8 @@ def test_matches_scipy_and_the_float64_oracle(func, nd, mode, dtype, rng):
                                              ((np.float32, np.complex128), np.complex128)],
                          ids=str)
 def test_mixed_dtypes_give_scipys_dtype(dtypes, expected, rng):
-    a = random_data(rng, (7, 6), dtypes[0])
-    b = random_data(rng, (3, 2), dtypes[1])
+    a = random_array(rng, (7, 6), dtypes[0])
+    b = random_array(rng, (3, 2), dtypes[1])
     for mode in MODES:
         result = fsig.fftconvolve(a, b, mode)
         scipys = ssig.fftconvolve(a, b, mode)
@@ -137,8 +122,8 @@ def test_mixed_dtypes_give_scipys_dtype(dtypes, expected, rng):
 
 def test_float32_is_computed_in_single_precision(rng):
     """Same as SciPy: float32 in, float32 out, at float32's accuracy."""
-    a = random_data(rng, (40, 30, 20), np.float32)
-    b = random_data(rng, (5, 4, 3), np.float32)
+    a = random_array(rng, (40, 30, 20), np.float32)
+    b = random_array(rng, (5, 4, 3), np.float32)
     result = fsig.fftconvolve(a, b, "same")
     assert result.dtype == np.float32
     error = np.abs(result - reference(a, b, "same")).max()
@@ -165,7 +150,7 @@ AXES_CASES = [
 def test_axes_match_scipy_and_the_oracle(func, case, mode, rng):
     s1, s2, axes = case
     for dtype in (np.float64, np.complex64):
-        a, b = random_data(rng, s1, dtype), random_data(rng, s2, dtype)
+        a, b = random_array(rng, s1, dtype), random_array(rng, s2, dtype)
         try:
             expected = getattr(ssig, func)(a, b, mode, axes=axes)
         except ValueError as exc:
@@ -202,7 +187,7 @@ def test_scalars_and_empty_inputs_as_scipy():
 @pytest.mark.parametrize("shapes", [((300,), (7,)), ((120, 40), (5, 3)), ((90, 30, 20), (4, 3, 3)),
                                     ((7,), (200,)), ((50, 60, 8), (3, 60, 2))], ids=str)
 def test_overlap_add_matches_the_plain_transform(shapes, mode, rng):
-    a, b = random_data(rng, shapes[0], np.float64), random_data(rng, shapes[1], np.float64)
+    a, b = random_array(rng, shapes[0], np.float64), random_array(rng, shapes[1], np.float64)
     if mode == "valid" and not all(p >= q for p, q in zip(*shapes)) and \
             not all(p <= q for p, q in zip(*shapes)):
         return
@@ -213,8 +198,8 @@ def test_overlap_add_matches_the_plain_transform(shapes, mode, rng):
 
 @pytest.mark.parametrize("block, step", [(0, 16), (0, 17), (1, 9), (2, 5)])
 def test_every_blocking_gives_the_same_result(block, step, rng):
-    a = random_data(rng, (40, 30, 20), np.complex128)
-    b = random_data(rng, (3, 4, 2), np.complex128)
+    a = random_array(rng, (40, 30, 20), np.complex128)
+    b = random_array(rng, (3, 4, 2), np.complex128)
     axes, starts, lengths = [0, 1, 2], [1, 1, 0], [40, 30, 20]      # 'same'
     result = _fftconv.overlap_add(a, b, axes, starts, lengths, 1, block, step)
     assert_close(result, reference(a, b, "same"), 1e-12)
@@ -233,8 +218,8 @@ def test_overlap_add_is_chosen_for_a_small_kernel_on_a_large_volume():
 def test_result_does_not_depend_on_the_thread_count(rng):
     """The path is chosen from shapes only, and each transform line is
     computed the same way by any thread."""
-    a = random_data(rng, (96, 40, 30), np.float32)
-    b = random_data(rng, (3, 3, 3), np.float32)
+    a = random_array(rng, (96, 40, 30), np.float32)
+    b = random_array(rng, (3, 3, 3), np.float32)
     for func in (fsig.fftconvolve, fsig.oaconvolve):
         one = func(a, b, "same", workers=1)
         np.testing.assert_array_equal(one, func(a, b, "same", workers=2))
@@ -246,7 +231,7 @@ def test_workers_none_reads_fastconvs_thread_setting(rng, monkeypatch):
     real = _fftconv._call
     monkeypatch.setattr(_fftconv, "_call", lambda *args, **kw: seen.append(args[4]) or
                         real(*args, **kw))
-    a, b = random_data(rng, (30, 20), np.float64), random_data(rng, (3, 3), np.float64)
+    a, b = random_array(rng, (30, 20), np.float64), random_array(rng, (3, 3), np.float64)
     fsig.fftconvolve(a, b)
     assert set(seen) == {fastconv.get_num_threads()}
 
@@ -256,7 +241,7 @@ def test_numpy_fft_fallback_without_scipy(rng, monkeypatch):
     assert _fftconv.next_fast_len(131, True) == 135
     assert _fftconv.next_fast_len(97, True) == 100
     for dtype in (np.float32, np.complex128):
-        a, b = random_data(rng, (20, 11, 9), dtype), random_data(rng, (4, 3, 2), dtype)
+        a, b = random_array(rng, (20, 11, 9), dtype), random_array(rng, (4, 3, 2), dtype)
         for mode in MODES:
             result = fsig.fftconvolve(a, b, mode)
             assert result.dtype == dtype
@@ -264,8 +249,8 @@ def test_numpy_fft_fallback_without_scipy(rng, monkeypatch):
 
 
 def test_inputs_are_not_modified_and_views_are_read(rng):
-    a = random_data(rng, (30, 24), np.float32)[::2, ::-1]
-    b = np.asfortranarray(random_data(rng, (3, 5), np.float32))
+    a = random_array(rng, (30, 24), np.float32)[::2, ::-1]
+    b = np.asfortranarray(random_array(rng, (3, 5), np.float32))
     a_copy, b_copy = a.copy(), b.copy()
     for func in (fsig.fftconvolve, fsig.oaconvolve):
         result = func(a, b, "same")
@@ -364,8 +349,8 @@ def freq_problems(draw):
 @given(problem=freq_problems())
 def test_random_problems_match_scipy(problem):
     rng = np.random.default_rng(problem["seed"])
-    a = random_data(rng, problem["s1"], problem["dtype"])
-    b = random_data(rng, problem["s2"], problem["dtype"])
+    a = random_array(rng, problem["s1"], problem["dtype"])
+    b = random_array(rng, problem["s2"], problem["dtype"])
     args = (a, b, problem["mode"])
     kwargs = {"axes": problem["axes"]}
     try:
