@@ -15,7 +15,7 @@ from . import _costs, _dispatch
 from ._args import parse_conv, pad3
 from ._threads import get_num_threads
 
-_OP = re.compile(r"^conv(_transpose)?([123])d(_input|_weight)?$")
+_OP = re.compile(r"^(?:grad\.)?conv(_transpose)?([123])d(_input|_weight)?$")
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _placeholder(value, dtype, name, op):
     return value
 
 
-def explain(op, input, weight, *, stride=1, padding=0, dilation=1, groups=1,
+def explain(op, input, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
             padding_mode="zeros", output_padding=0, algorithm="auto", dtype=None):
     """Which implementation a call would run, its plan and predicted time; nothing is computed.
 
@@ -89,11 +89,14 @@ def explain(op, input, weight, *, stride=1, padding=0, dilation=1, groups=1,
     op : str
         A function of fastconv: ``'conv1d'`` .. ``'conv3d'``,
         ``'conv_transpose1d'`` .. ``'conv_transpose3d'``, or a gradient of
-        ``fastconv.grad`` (``'conv2d_input'``, ``'conv3d_weight'``,
-        ``'conv_transpose2d_weight'``, ...).
+        ``fastconv.grad`` (``'conv2d_input'`` or ``'grad.conv2d_input'``,
+        ``'conv3d_weight'``, ``'conv_transpose2d_weight'``, ...).
     input, weight : array_like or tuple of ints
         The forward call's input and weight (for gradients too), or their
         shapes; shapes compute in ``dtype`` (default float32).
+    bias : array_like, tuple of ints or None
+        The forward call's bias (checked like the call's; it does not change
+        the choice).
     stride, padding, dilation, groups, padding_mode, output_padding
         As the call (``padding_mode`` for convolutions, ``output_padding`` for
         transposed ones).
@@ -118,7 +121,7 @@ def explain(op, input, weight, *, stride=1, padding=0, dilation=1, groups=1,
     match = _OP.match(op) if isinstance(op, str) else None
     if match is None:
         raise ValueError("explain: expected op like 'conv2d', 'conv_transpose3d', "
-                         f"'conv2d_input' or 'conv_transpose1d_weight', got {op!r}")
+                         f"'grad.conv2d_input' or 'conv_transpose1d_weight', got {op!r}")
     transposed, nd, grad = bool(match.group(1)), int(match.group(2)), match.group(3)
     if algorithm not in ("auto",) + _dispatch.ALGORITHMS:
         raise ValueError(f"explain: expected algorithm to be one of 'auto', "
@@ -128,9 +131,12 @@ def explain(op, input, weight, *, stride=1, padding=0, dilation=1, groups=1,
                      else None, "input", op)
     w = _placeholder(weight, shape_dtype if dtype is not None or isinstance(weight, tuple)
                      else None, "weight", op)
+    b = None if bias is None else _placeholder(
+        bias, shape_dtype if dtype is not None or isinstance(bias, tuple) else None, "bias", op)
     kwargs = dict(transposed=True, output_padding=output_padding) if transposed else \
         dict(padding_mode=padding_mode)
-    prob = parse_conv(op, nd, x, w, None, stride, padding, dilation, groups, **kwargs)
+    call = op.removeprefix("grad.")
+    prob = parse_conv(call, nd, x, w, b, stride, padding, dilation, groups, **kwargs)
     p = _kernel_problem(prob, nd, transposed, grad)
     choice = _dispatch.select(p, algorithm if grad is None else "auto")
     batch = prob.out_shape[0]

@@ -423,6 +423,19 @@ def test_explain_reports_why_an_implementation_does_not_apply():
     assert "wider than the output" in dict((c[0], c[3]) for c in e.candidates)["implicit_gemm"]
 
 
+def test_explain_takes_the_spec_signature():
+    """SPEC: fc.explain(op, input, weight, bias=None, **kwargs), op as 'grad.conv2d_weight'."""
+    shapes = ((2, 4, 9, 10), (6, 4, 3, 3))
+    plain = fc.explain("conv2d_weight", *shapes, padding=1)
+    prefixed = fc.explain("grad.conv2d_weight", *shapes, padding=1)
+    assert prefixed.implementation == plain.implementation
+    assert prefixed.plan == plain.plan
+    with_bias = fc.explain("conv2d", *shapes, np.zeros(6, np.float32), padding=1)
+    assert with_bias.implementation == fc.explain("conv2d", *shapes, padding=1).implementation
+    with pytest.raises(ValueError, match="bias"):
+        fc.explain("conv2d", *shapes, (5,), padding=1)
+
+
 def test_explain_rejects_bad_arguments():
     with pytest.raises(ValueError, match="explain: expected op"):
         fc.explain("conv4d", (1, 1, 4), (1, 1, 3))
