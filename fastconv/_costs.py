@@ -36,6 +36,7 @@ DIRECT_SECONDS_PER_MAC = 1 / 11e9
 PACKED_SECONDS_PER_MAC = 1 / 40e9
 BLAS_SECONDS_PER_MAC = 1 / 38e9
 BAND_SECONDS_PER_CELL = 0.25e-9      # band copy: the input streams from memory
+PAD_SECONDS_PER_CELL = 0.7e-9        # explicit reflect/replicate/circular copy (NumPy slices)
 GATHER_SECONDS_PER_CELL = 0.3e-9     # im2col/col2im cell with index arithmetic
 COPY_SECONDS_PER_CELL = 0.05e-9      # contiguous copy (memcpy-like)
 FFT_SECONDS_PER_POINT_LOG = 0.37e-9

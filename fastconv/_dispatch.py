@@ -27,7 +27,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from . import _costs, _fft, _planar, _subpixel
+from . import _costs, _fft, _padding, _planar, _subpixel
 from ._kernels import blas, direct, implicit
 from ._threads import get_num_threads, single_threaded_blas
 
@@ -44,7 +44,8 @@ class Problem:
     dims) without the batch axis.  ``x`` and ``out`` are the kernel's input and
     output: for ``'weight_grad'``, the forward input and ``grad_output``; for
     ``'input_grad'``, ``grad_output`` and the gradient.  ``pad`` is the left
-    (zero) padding.
+    padding; ``padding_mode`` what it reads (``'zeros'``, or ``'reflect'``,
+    ``'replicate'``, ``'circular'`` for 'forward' and 'weight_grad').
     """
 
     op: str
@@ -57,6 +58,7 @@ class Problem:
     dilation: tuple = (1, 1, 1)
     groups: int = 1
     finite_weight: bool = True
+    padding_mode: str = "zeros"
 
     def __hash__(self):
         return self._hash
@@ -66,7 +68,7 @@ class Problem:
     @cached_property
     def _hash(self):
         return hash((self.op, self.x, self.w, self.out, self.dtype, self.stride, self.pad,
-                     self.dilation, self.groups, self.finite_weight))
+                     self.dilation, self.groups, self.finite_weight, self.padding_mode))
 
     @property
     def kernel(self):
@@ -110,7 +112,9 @@ class Implementation:
     ``applies(p)`` returns ``''`` when the kernel can run ``p``, else the reason
     it cannot; ``plan(p)`` returns its tiling (a dict); ``cost(p, plan)`` its
     predicted seconds for one sample on one thread; ``run(arrays, p, plan,
-    threads)`` fills the output.
+    threads)`` fills the output.  ``modes``: it reads reflect / replicate /
+    circular padding itself; the others see such problems through the
+    'pad_first' lowering.
     """
 
     name: str
@@ -120,6 +124,7 @@ class Implementation:
     plan: object
     cost: object
     run: object
+    modes: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,45 @@ def threads_for(total_macs):
     return _costs.threads_for(total_macs, get_num_threads)
 
 
+# -- reflect / replicate / circular padding for the kernels that read zeros only ----------
+
+@lru_cache(maxsize=512)
+def _lower_to_padded(p):
+    """The 'valid' (zero-padding) Problem on the input padded explicitly in p's mode."""
+    return replace(p, x=p.x[:1] + _padded_extent(p), pad=(0, 0, 0), padding_mode="zeros")
+
+
+def _padded_extent(p):
+    """(D, H, W) of the padded input: the extent the output reads, at least x's own."""
+    return tuple(max(n + q, (o - 1) * s + d * (k - 1) + 1)
+                 for n, q, o, s, d, k in zip(p.x[1:], p.pad, p.out[1:], p.stride, p.dilation,
+                                             p.kernel))
+
+
+def _pad_first_applies(p):
+    return "" if p.padding_mode != "zeros" else "zero padding: the kernels read it themselves"
+
+
+def _pad_first_cost(p, plan):
+    return plan["lowered"].seconds + math.prod(_padded_extent(p)) * p.x[0] \
+        * _costs.PAD_SECONDS_PER_CELL
+
+
+def _run_pad_first(a, p, plan, nt):
+    q = _lower_to_padded(p)
+    pads = tuple((left, n - x - left) for left, n, x in zip(p.pad, q.x[1:], p.x[1:]))
+    xp = _padding.pad(a.x, pads, p.padding_mode)
+    _run_choice(plan["lowered"], Arrays(xp, a.w, a.bias, a.out), q)
+
+
+#: In 'forward' and 'weight_grad': the input padded in its mode, then a kernel
+#: that reads zero padding only runs it 'valid'.
+PAD_FIRST = Implementation(
+    "pad_first", "lowering",
+    "reflect / replicate / circular: the input padded explicitly, then a 'valid' convolution",
+    _pad_first_applies, None, _pad_first_cost, _run_pad_first)
+
+
 # -- forward ------------------------------------------------------------------------------
 
 def _run_direct_forward(a, p, plan, nt):
@@ -266,20 +310,22 @@ def _run_implicit_forward(a, p, plan, nt):
     args = (p.stride, p.pad, p.dilation)
     if p.dtype.kind != "c":
         implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, *args,
-                              p.groups, nt, plan["rows"], plan["cols"])
+                              p.groups, nt, plan["rows"], plan["cols"],
+                              padding_mode=p.padding_mode)
         return
     q = _forward_real(p)
     out = np.empty(a.out.shape[:1] + q.out, q.dtype)
     if p.dtype == np.complex64:
         implicit.conv_forward(_planar.gauss_input(a.x), _planar.gauss_weight(a.w),
                               _planar.gauss_bias(a.bias_or_zeros), a.bias is not None, out,
-                              *args, q.groups, nt, plan["rows"], plan["cols"])
+                              *args, q.groups, nt, plan["rows"], plan["cols"],
+                              padding_mode=p.padding_mode)
         _planar.ungauss(out, a.out)
         return
     g = p.groups
     implicit.conv_forward(_planar.planar(a.x, g), _planar.planar_weight(a.w, g),
                           _planar.planar_bias(a.bias_or_zeros, g), a.bias is not None, out,
-                          *args, g, nt, plan["rows"], plan["cols"])
+                          *args, g, nt, plan["rows"], plan["cols"], padding_mode=p.padding_mode)
     _planar.unplanar(out, a.out, g)
 
 
@@ -320,7 +366,7 @@ FORWARD = (
         "implicit_gemm", "im2col",
         "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
         "no column matrix",
-        _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward),
+        _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward, modes=True),
     Implementation(
         "im2col_shifted", "im2col", "stride 1: shifted-slice im2col (one memcpy per row) + BLAS",
         lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False), _blas_limit(p)),
@@ -329,6 +375,7 @@ FORWARD = (
         "im2col", "im2col", "im2col tiles + BLAS GEMM (1x1: the input is the column matrix)",
         _blas_limit, _plan_im2col, _costs.im2col_cost, _run_im2col_forward),
     FORWARD_FFT,
+    PAD_FIRST,
 )
 
 
@@ -526,7 +573,8 @@ def _run_weight_implicit(a, p, plan, nt):
         x, gout = _planar.planar(x, g), _planar.planar(gout, g)
         dw = np.empty((2 * dw.shape[0], 2 * dw.shape[1]) + dw.shape[2:], x.dtype)
     implicit.conv_weight_grad(x, gout, dw, p.stride, p.pad, p.dilation, g, nt,
-                              plan["rows"], plan["cols"], plan["cib"], plan["cob"])
+                              plan["rows"], plan["cols"], plan["cib"], plan["cob"],
+                              padding_mode=p.padding_mode)
     if p.dtype.kind == "c":
         _planar.unplanar_weight_grad(dw, a.w, g)
 
@@ -545,13 +593,14 @@ WEIGHT_GRAD = (
                    "channel-block jobs over band buffers: dot products along output cells, "
                    "fastconv's micro-kernel",
                    _always, _plan_weight_implicit, _implicit_weight_cost,
-                   _run_weight_implicit),
+                   _run_weight_implicit, modes=True),
     Implementation("im2col_shifted", "im2col", "stride 1: shifted-slice im2col + BLAS",
                    lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False),
                                            _blas_limit(p)),
                    _plan_weight_shifted, _costs.shifted_cost, _run_weight_shifted),
     Implementation("im2col", "im2col", "im2col row blocks + BLAS, reduced over the batch",
                    _blas_limit, _plan_weight_im2col, _costs.im2col_cost, _run_weight_im2col),
+    PAD_FIRST,
 )
 
 # -- 1-D passes of the ndimage filters (src/_separable.pyx, one entry per layout) ----------
@@ -625,7 +674,8 @@ def select(p, algorithm="auto", implementation=None):
     """
     candidates, applicable = [], []
     for impl in REGISTRY[p.op]:
-        reason = _mismatch(impl, p.op, algorithm, implementation) or impl.applies(p)
+        reason = _mismatch(impl, p.op, algorithm, implementation) or _mode_reason(impl, p) \
+            or impl.applies(p)
         if reason and impl.family == "lowering" and implementation is not None \
                 and not impl.applies(p):
             # forcing a kernel of the lowered operation: the lowering that reaches it
@@ -648,6 +698,13 @@ def select(p, algorithm="auto", implementation=None):
     return replace(best, candidates=tuple(candidates))
 
 
+def _mode_reason(impl, p):
+    mode = getattr(p, "padding_mode", "zeros")         # a PassProblem has none
+    if mode == "zeros" or impl.modes or impl.family == "lowering":
+        return ""
+    return f"reads zero padding only ('pad_first' pads a copy for {mode!r})"
+
+
 def _reaches(lowering, p, algorithm, implementation):
     try:
         select(lower(lowering.name, p), algorithm, implementation)
@@ -666,7 +723,8 @@ def _mismatch(impl, op, algorithm, implementation):
 
 def lower(name, p):
     """The Problem an 'input_grad' lowering entry runs as."""
-    return {"as_forward": _lower_to_forward, "as_transpose": _lower_to_transpose}[name](p)
+    return {"as_forward": _lower_to_forward, "as_transpose": _lower_to_transpose,
+            "pad_first": _lower_to_padded}[name](p)
 
 
 def _lowering_plan(impl, p, algorithm, implementation=None):

@@ -19,9 +19,10 @@ def _fill_bias(out, bias):
     out[...] = 0 if bias is None else bias.reshape((1, -1) + (1,) * (out.ndim - 2))
 
 
-def _problem(op, x, w, out, stride, pad, dilation, groups, finite_weight=True):
+def _problem(op, x, w, out, stride, pad, dilation, groups, finite_weight=True,
+             padding_mode="zeros"):
     return Problem(op, x.shape[1:], w.shape, out.shape[1:], x.dtype, tuple(stride), tuple(pad),
-                   tuple(dilation), groups, finite_weight)
+                   tuple(dilation), groups, finite_weight, padding_mode)
 
 
 def choose(op, x_shape, w_shape, out_shape, dtype, stride=(1, 1, 1), pad=(0, 0, 0),
@@ -37,14 +38,14 @@ def _finite(w):
 
 
 def conv_forward(x, w, bias, out, stride, pad, dilation, groups, algorithm="auto",
-                 implementation=None, op="forward"):
-    """out = conv(x, w) + bias, with left padding ``pad`` (zeros)."""
+                 implementation=None, op="forward", padding_mode="zeros"):
+    """out = conv(x, w) + bias, with left padding ``pad`` in ``padding_mode``."""
     if out.size == 0:
         return out
     if x.size == 0 or w.size == 0:          # no input channels: the sum is empty
         _fill_bias(out, bias)
         return out
-    p = _problem(op, x, w, out, stride, pad, dilation, groups, _finite(w))
+    p = _problem(op, x, w, out, stride, pad, dilation, groups, _finite(w), padding_mode)
     _dispatch.run(p, Arrays(x, w, bias, out), algorithm, implementation)
     return out
 
@@ -74,15 +75,17 @@ def input_grad(g, w, grad, stride, pad, dilation, groups, implementation=None):
     return grad
 
 
-def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups, implementation=None):
-    """dw = sum over batch and positions of grad_out * conj(im2col(x)) (overwritten)."""
+def conv_weight_grad(x, grad_out, dw, stride, pad, dilation, groups, implementation=None,
+                     padding_mode="zeros"):
+    """dw = sum over batch and positions of grad_out * conj(im2col(x)) (overwritten);
+    x padded by ``pad`` on the left in ``padding_mode``."""
     if dw.size == 0:
         return dw
     if x.size == 0 or grad_out.size == 0:
         dw[...] = 0
         return dw
     p = Problem("weight_grad", x.shape[1:], dw.shape, grad_out.shape[1:], x.dtype,
-                tuple(stride), tuple(pad), tuple(dilation), groups)
+                tuple(stride), tuple(pad), tuple(dilation), groups, padding_mode=padding_mode)
     _dispatch.run(p, Arrays(x, dw, None, grad_out), "auto", implementation)
     return dw
 
@@ -104,15 +107,17 @@ class KernelCall:
     x_shape, w_shape, out_shape : tuple of 5 ints
         The arrays in :class:`~fastconv._dispatch.Arrays`'s slots (for
         'weight_grad': the input, the weight gradient, grad_output).
+    padding_mode : str
+        What the left padding ``pad`` reads ('forward' and 'weight_grad').
     """
 
     __slots__ = ("_problem", "_algorithm", "_implementation", "_empty", "_check_weight")
 
     def __init__(self, op, x_shape, w_shape, out_shape, dtype, stride, pad, dilation, groups,
-                 algorithm="auto", implementation=None):
+                 algorithm="auto", implementation=None, padding_mode="zeros"):
         self._problem = Problem(op, tuple(x_shape[1:]), tuple(w_shape), tuple(out_shape[1:]),
                                 np.dtype(dtype), tuple(stride), tuple(pad), tuple(dilation),
-                                groups)
+                                groups, padding_mode=padding_mode)
         self._algorithm, self._implementation = algorithm, implementation
         self._empty = _empty_rule(op, x_shape, w_shape, out_shape)
         # 'weight_grad' has no weight operand: its Problem is always finite.

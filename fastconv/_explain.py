@@ -147,9 +147,11 @@ def _kernel_problem(prob, nd, transposed, grad):
     """The registry Problem the call runs, mirroring functional.py and grad.py."""
     pads = [left for left, _ in prob.pads]
     x_sp = prob.x.shape[2:]
-    if not transposed and prob.padding_mode != "zeros":      # padded explicitly first
+    mode = "zeros" if transposed else prob.padding_mode
+    if mode != "zeros" and grad == "_input":         # on the padded grid, then pad_adjoint
         x_sp = tuple(n + left + right for n, (left, right) in zip(x_sp, prob.pads))
         pads = [0] * nd
+        mode = "zeros"
     x = prob.x.shape[1:2] + pad3(x_sp, nd, 1)
     out = prob.out_shape[1:2] + pad3(prob.out_shape[2:], nd, 1)
     w = prob.w.shape[:2] + pad3(prob.w.shape[2:], nd, 1)
@@ -157,14 +159,15 @@ def _kernel_problem(prob, nd, transposed, grad):
                   dilation=pad3(prob.dilation, nd, 1), groups=prob.groups,
                   finite_weight=bool(np.isfinite(prob.w).all()))
     if grad is None:
-        return _dispatch.Problem("transpose" if transposed else "forward", x, w, out, **common)
+        return _dispatch.Problem("transpose" if transposed else "forward", x, w, out,
+                                 padding_mode=mode, **common)
     if grad == "_input":
         # conv: a transposed convolution of grad_output; transposed conv: a convolution.
         return _dispatch.Problem("forward" if transposed else "input_grad", out, w, x, **common)
     common["finite_weight"] = True
     if transposed:                  # the weight gradient of the convolution out -> x
         return _dispatch.Problem("weight_grad", out, w, x, **common)
-    return _dispatch.Problem("weight_grad", x, w, out, **common)
+    return _dispatch.Problem("weight_grad", x, w, out, padding_mode=mode, **common)
 
 
 def _explanation(op, choice, p, batch):

@@ -8,7 +8,6 @@ import numpy as np
 
 from . import _dispatch, _docs, _engine
 from ._args import CallCache, call_signature, check_choice, check_out, pad3, parse_conv, shape5
-from ._padding import pad as _pad
 
 ALGORITHMS = _engine.ALGORITHMS
 
@@ -22,35 +21,29 @@ class _ForwardCall:
     and runs the kernel.
     """
 
-    __slots__ = ("op", "dtype", "batched", "user_out_shape", "x_shape", "x5", "w5", "out5",
-                 "pads", "padding_mode", "kernel")
+    __slots__ = ("op", "dtype", "batched", "user_out_shape", "x5", "w5", "out5", "kernel")
 
     def __init__(self, prob, algorithm):
         nd = prob.nd
         check_choice(algorithm, ("auto",) + ALGORITHMS, "algorithm", prob.op)
         self.op, self.dtype, self.batched = prob.op, prob.dtype, prob.batched
         self.user_out_shape = prob.user_out_shape
-        self.x_shape = prob.x.shape                       # batched
-        self.pads, self.padding_mode = prob.pads, prob.padding_mode
         pad_left = tuple(left for left, _ in prob.pads)
-        x_shape = self.x_shape
-        if prob.padding_mode != "zeros":                  # padded explicitly, then 'valid'
-            x_shape = x_shape[:2] + tuple(n + l + r for n, (l, r) in zip(x_shape[2:], prob.pads))
-            pad_left = (0,) * nd
-        self.x5, self.w5, self.out5 = (shape5(s, nd) for s in (x_shape, prob.w.shape,
+        self.x5, self.w5, self.out5 = (shape5(s, nd) for s in (prob.x.shape, prob.w.shape,
                                                                 prob.out_shape))
+        # The right padding is implied by the output's size; a reflect/replicate/
+        # circular mode is read by the kernel or padded by the registry's 'pad_first'.
         self.kernel = _engine.KernelCall(
             "transpose" if prob.transposed else "forward", self.x5, self.w5, self.out5,
             prob.dtype, pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
-            pad3(prob.dilation, nd, 1), prob.groups, algorithm, _dispatch.forced_implementation())
+            pad3(prob.dilation, nd, 1), prob.groups, algorithm, _dispatch.forced_implementation(),
+            padding_mode=prob.padding_mode)
 
     def __call__(self, input, weight, bias, out):
         dtype = self.dtype
         x = np.ascontiguousarray(input, dtype)
         w = np.ascontiguousarray(weight, dtype)
         b = None if bias is None else np.ascontiguousarray(bias, dtype)
-        if self.padding_mode != "zeros":
-            x = _pad(x.reshape(self.x_shape), self.pads, self.padding_mode)
         if out is None:
             result = np.empty(self.out5, dtype)
             self.kernel(x.reshape(self.x5), w.reshape(self.w5), b, result)

@@ -14,7 +14,7 @@ import numpy as np
 from . import _dispatch, _docs, _engine
 from ._args import CallCache, as_array, call_signature, pad3, parse_conv, result_dtype, shape5
 from ._fastpath import all_finite
-from ._padding import pad as _pad, pad_adjoint
+from ._padding import pad_adjoint
 
 __all__ = [f"{kind}{nd}d_{part}" for kind in ("conv", "conv_transpose")
            for nd in (1, 2, 3) for part in ("input", "weight")] + ["conv_bias"]
@@ -115,24 +115,21 @@ def _prepare_input_grad(op, nd, input_shape, weight, grad_output, options):
 class _WeightGradCall:
     """Weight gradient of a (transposed) convolution, prepared for one signature.
 
-    For a convolution: the weight-gradient kernel on the input (padded
-    explicitly for reflect/replicate/circular) and grad_output; for a
-    transposed convolution: the same kernel with the two swapped, conjugated.
+    For a convolution: the weight-gradient kernel on the input (its
+    reflect/replicate/circular padding read by the kernel, or padded by the
+    registry's 'pad_first') and grad_output; for a transposed convolution: the
+    same kernel with the two swapped, conjugated.
     """
 
-    __slots__ = ("prob", "dtype", "x_shape", "x5", "g5", "dw5", "weight_shape", "kernel",
-                 "crop")
+    __slots__ = ("prob", "dtype", "x5", "g5", "dw5", "weight_shape", "kernel", "crop")
 
     def __init__(self, prob, x, g, weight_shape, dtype):
         nd = prob.nd
         self.dtype, self.weight_shape = dtype, weight_shape
         self.prob = _without_arrays(prob)
-        self.x_shape = x_shape = prob.x.shape
         pad_left = [left for left, _ in prob.pads]
-        if prob.padding_mode != "zeros":
-            x_shape = x_shape[:2] + tuple(n + l + r for n, (l, r) in zip(x_shape[2:], prob.pads))
-            pad_left = (0,) * nd
-        self.x5, self.g5, self.dw5 = (shape5(s, nd) for s in (x_shape, g.shape, weight_shape))
+        self.x5, self.g5, self.dw5 = (shape5(s, nd) for s in (prob.x.shape, g.shape,
+                                                              weight_shape))
         stride, pad, dilation = (pad3(prob.stride, nd, 1), pad3(pad_left, nd, 0),
                                  pad3(prob.dilation, nd, 1))
         forced = _dispatch.forced_implementation()
@@ -146,20 +143,18 @@ class _WeightGradCall:
         else:
             self.kernel = _engine.KernelCall("weight_grad", self.x5, self.dw5, self.g5, dtype,
                                              stride, pad, dilation, prob.groups,
-                                             implementation=forced)
+                                             implementation=forced,
+                                             padding_mode=prob.padding_mode)
             self.crop = None
 
     def __call__(self, input, grad_output):
         prob, dtype = self.prob, self.dtype
-        x = np.ascontiguousarray(input, dtype)
+        x = np.ascontiguousarray(input, dtype).reshape(self.x5)
         g = np.ascontiguousarray(grad_output, dtype).reshape(self.g5)
         dw = np.empty(self.dw5, dtype)
         if not prob.transposed:
-            if prob.padding_mode != "zeros":
-                x = _pad(x.reshape(self.x_shape), prob.pads, prob.padding_mode)
-            self.kernel(x.reshape(self.x5), dw, None, g)
+            self.kernel(x, dw, None, g)
             return dw.reshape(self.weight_shape)
-        x = x.reshape(self.x5)
         self.kernel(g, dw, None, x)
         if not all_finite(x):
             _nan_where_nonfinite_meets_crop(dw, x, g.shape, *self.crop, prob.groups)

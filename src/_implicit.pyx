@@ -57,6 +57,16 @@ ctypedef fused real_t:
 cdef enum:
     KC = 128        # K block: the B rows of a panel stay in L1 (measured best of 48-all)
 
+cdef enum:
+    # Padding modes (``PADDING_MODES`` gives their names): what a cell outside x reads.
+    ZEROS = 0
+    REFLECT = 1
+    REPLICATE = 2
+    CIRCULAR = 3
+
+PADDING_MODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE,
+                 "circular": CIRCULAR}
+
 
 ctypedef struct Band:
     # Tile of output cells per job, and the band buffer that serves it.
@@ -67,6 +77,7 @@ ctypedef struct Band:
     Py_ssize_t planes               # planes per input channel: KD * ph_h * ph_w
     Py_ssize_t size                 # buffer elements (+ one panel of slack)
     Py_ssize_t stride               # elements from one plane to the next (>= Hb * Wb)
+    int mode                        # what cells outside x read: ZEROS .. CIRCULAR
 
 
 ctypedef struct OutMap:
@@ -85,8 +96,9 @@ cdef inline int panel_width(real_t* dummy) noexcept nogil:
 
 
 cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR,
-                    bint double_cells) noexcept nogil:
+                    bint double_cells, int mode) noexcept nogil:
     cdef Band b
+    b.mode = mode
     cdef Py_ssize_t reach_h = (g.KH - 1) * g.dh, reach_w = (g.KW - 1) * g.dw
     b.R, b.Wc = R, Wc
     b.nbh, b.nbw = ceil_div(g.Ho, R), ceil_div(g.Wo, Wc)
@@ -115,9 +127,72 @@ cdef inline Py_ssize_t tap_offset(const Geometry* g, const Band* b, Py_ssize_t c
     return plane * b.stride + (kh * g.dh) // g.sh * b.Wb + (kw * g.dw) // g.sw
 
 
+cdef inline Py_ssize_t source_index(Py_ssize_t j, Py_ssize_t n, int mode) noexcept nogil:
+    """The cell of a length-n axis that position j reads in ``mode`` (PyTorch's meanings).
+
+    Total for any j, so the rows and columns a band holds beyond the padded
+    extent (they feed dropped outputs only) still read inside x.
+    """
+    cdef Py_ssize_t period
+    if 0 <= j < n:
+        return j
+    if mode == REPLICATE:
+        return 0 if j < 0 else n - 1
+    if mode == CIRCULAR:
+        j = j % n                       # C remainder: the sign of j
+        return j + n if j < 0 else j
+    if n == 1:                          # REFLECT: mirror about the end cells
+        return 0
+    period = 2 * (n - 1)
+    j = j % period
+    if j < 0:
+        j += period
+    return j if j < n else period - j
+
+
 cdef void copy_band(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
                     const Band* b, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0) noexcept nogil:
     """Fill the band buffer of the tile at (od, oh0, ow0) for channels xg[:cig]."""
+    if b.mode == ZEROS:
+        copy_band_zeros(xg, cig, buf, g, b, od, oh0, ow0)
+    else:
+        copy_band_padded(xg, cig, buf, g, b, od, oh0, ow0)
+
+
+cdef void copy_band_padded(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
+                           const Band* b, Py_ssize_t od, Py_ssize_t oh0,
+                           Py_ssize_t ow0) noexcept nogil:
+    """copy_band for reflect / replicate / circular: cells outside x read the cell of
+    x that ``source_index`` names, so no padded copy of x is ever made."""
+    cdef Py_ssize_t ci, kd, fh, fw, row, col, lo, hi, idd, ih, iw0
+    cdef const real_t* src
+    cdef real_t* dst
+    for ci in range(cig):
+        for kd in range(g.KD):
+            idd = source_index(od * g.sd + kd * g.dd - g.pd, g.D, b.mode)
+            for fh in range(b.ph_h):
+                for fw in range(b.ph_w):
+                    iw0 = ow0 * g.sw + fw - g.pw
+                    strided_range(iw0, g.sw, g.W, 0, b.Wb, &lo, &hi)
+                    for row in range(b.Hb):
+                        dst = buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw) \
+                            * b.stride + row * b.Wb
+                        ih = source_index((oh0 + row) * g.sh + fh - g.ph, g.H, b.mode)
+                        src = xg + ((ci * g.D + idd) * g.H + ih) * g.W
+                        for col in range(lo):
+                            dst[col] = src[source_index(col * g.sw + iw0, g.W, b.mode)]
+                        if g.sw == 1:
+                            memcpy(dst + lo, src + iw0 + lo, (hi - lo) * sizeof(real_t))
+                        else:
+                            for col in range(lo, hi):
+                                dst[col] = src[col * g.sw + iw0]
+                        for col in range(hi, b.Wb):
+                            dst[col] = src[source_index(col * g.sw + iw0, g.W, b.mode)]
+
+
+cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
+                    const Band* b, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0) noexcept nogil:
+    """copy_band for zero padding: cells outside x are 0."""
     cdef Py_ssize_t ci, kd, fh, fw, row, col, lo, hi, idd, ih, iw0
     cdef const real_t* src
     cdef real_t* dst
@@ -232,13 +307,15 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
                  tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
                  int num_threads, Py_ssize_t rows, Py_ssize_t cols,
                  tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1),
-                 Py_ssize_t kc=KC):
-    """out = conv(x, w) (+ bias): zero padding ``pad``, any stride and dilation.
+                 Py_ssize_t kc=KC, str padding_mode="zeros"):
+    """out = conv(x, w) (+ bias): left padding ``pad`` in ``padding_mode``, any stride
+    and dilation.
 
     ``rows`` x ``cols`` output cells per job (see ``fastconv._costs.band_tile``).
     With ``out_size`` (the convolution's spatial output), output cell o lands
     at ``out[..., out_start + out_step * o]`` of the larger ``out``: one phase
-    of a sub-pixel transposed convolution.  ``pad`` may be negative.
+    of a sub-pixel transposed convolution.  ``pad`` may be negative (zero
+    padding only).
     """
     cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
                                     stride, pad, dilation, groups)
@@ -253,7 +330,7 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
             if out_start[i] < 0 or out_start[i] + out_step[i] * (out_size[i] - 1) >= out.shape[2 + i]:
                 raise ValueError("fastconv: an output phase reaches past the output")
     cdef int NR = panel_width(<real_t*>NULL)
-    cdef Band b = make_band(&g, rows, cols, NR, real_t is double)
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, PADDING_MODES[padding_mode])
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
@@ -356,8 +433,9 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
 def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] gout,
                      real_t[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
                      Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
-                     Py_ssize_t cib, Py_ssize_t cob):
-    """dw = sum over the batch and cells of gout * (taps of x); dw is overwritten.
+                     Py_ssize_t cib, Py_ssize_t cob, str padding_mode="zeros"):
+    """dw = sum over the batch and cells of gout * (taps of x padded in
+    ``padding_mode``); dw is overwritten.
 
     Jobs own blocks of ``cob`` output x ``cib`` input channels of one group;
     ``rows`` x ``cols`` output cells per band (see ``fastconv._costs``).
@@ -367,7 +445,7 @@ def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, :
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t taps = g.KD * g.KH * g.KW
-    cdef Band b = make_band(&g, rows, cols, NR, real_t is double)
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, PADDING_MODES[padding_mode])
     # The band holds cib channels: its size (+ a vector of slack) from that count.
     cib = min(cib, cig)
     cdef Py_ssize_t size = cib * b.planes * b.stride + NR
@@ -406,7 +484,8 @@ def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
     for i in range(5):
         xs[i], os[i], ws[i] = x_shape[i], out_shape[i], w_shape[i]
     cdef Geometry g = make_geometry(xs, os, ws, stride, (0, 0, 0), dilation, groups)
-    return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F, is_double).size
+    return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F, is_double,
+                     ZEROS).size
 
 
 def panel_widths():

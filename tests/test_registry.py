@@ -60,6 +60,15 @@ CONVS = {
     # a row too wide for one band buffer: the implicit GEMM splits it into column tiles
     "1d_wide_split": ((64, 1, 1, 1200), (4, 64, 1, 1, 3), (1, 1, 1), (0, 0, 1), (1, 1, 1), 1),
 }
+# Reflect / replicate / circular padding (symmetric pads): forward and weight_grad only.
+MODE_CONVS = {
+    "2d_reflect": ((3, 1, 7, 8), (4, 3, 1, 3, 3), (1, 1, 1), (0, 2, 1), (1, 1, 1), 1,
+                   "reflect"),
+    "3d_circular_strided": ((2, 5, 6, 7), (4, 2, 3, 3, 3), (2, 1, 2), (1, 1, 2), (1, 2, 1), 1,
+                            "circular"),
+    "1d_replicate_groups": ((4, 1, 1, 20), (6, 2, 1, 1, 5), (1, 1, 2), (0, 0, 3), (1, 1, 2), 2,
+                            "replicate"),
+}
 # Transposed convolutions: x shape without batch, w (C_in, C_out/groups, k), ...
 TRANSPOSES = {
     "2d_stride2": ((4, 1, 5, 6), (4, 3, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 1),
@@ -95,13 +104,12 @@ def _pass_problem(name):
 
 
 def _conv_problem(op, name):
-    x, w, s, p, d, g = CONVS[name]
+    x, w, s, p, d, g, *mode = CONVS[name] if name in CONVS else MODE_CONVS[name]
     out = (w[0],) + tuple(_conv_out(n, k, ss, pp, dd)
                           for n, k, ss, pp, dd in zip(x[1:], w[2:], s, p, d))
-    if op == "forward":
-        return Problem("forward", x, w, out, np.dtype(np.float64), s, p, d, g)
-    if op == "weight_grad":
-        return Problem("weight_grad", x, w, out, np.dtype(np.float64), s, p, d, g)
+    if op in ("forward", "weight_grad"):
+        return Problem(op, x, w, out, np.dtype(np.float64), s, p, d, g,
+                       padding_mode=mode[0] if mode else "zeros")
     return Problem("input_grad", out, w, x, np.dtype(np.float64), s, p, d, g)
 
 
@@ -119,7 +127,9 @@ def _filter_problem(name):
 
 
 def _problems(op):
-    if op in ("forward", "input_grad", "weight_grad"):
+    if op in ("forward", "weight_grad"):
+        return {name: _conv_problem(op, name) for name in (*CONVS, *MODE_CONVS)}
+    if op == "input_grad":
         return {name: _conv_problem(op, name) for name in CONVS}
     if op == "transpose":
         return {name: _transpose_problem(name) for name in TRANSPOSES}
@@ -187,7 +197,7 @@ def _run(p, impl, x, w, bias):
     if p.op == "weight_grad":
         dw = np.empty(p.w, dtype)
         _engine.conv_weight_grad(x, w, dw, p.stride, p.pad, p.dilation, p.groups,
-                                 implementation=impl)
+                                 implementation=impl, padding_mode=p.padding_mode)
         return dw
     out = np.empty((x.shape[0],) + p.out, dtype)
     if p.op == "transpose":
@@ -198,7 +208,7 @@ def _run(p, impl, x, w, bias):
                            implementation=impl)
     else:
         _engine.conv_forward(x, w, bias, out, p.stride, p.pad, p.dilation, p.groups,
-                             implementation=impl, op=p.op)
+                             implementation=impl, op=p.op, padding_mode=p.padding_mode)
     return out
 
 
@@ -221,12 +231,12 @@ def _expected(p, x, w, bias):
         return _expected_pass(p, x, w)
     s, d, g = p.stride, p.dilation, p.groups
     if p.op in ("forward", "filter"):
-        return reference.conv(x, w, bias, s, p.pad, d, g)
+        return reference.conv(x, w, bias, s, p.pad, d, g, p.padding_mode)
     if p.op == "transpose":
         return reference.conv_transpose(x, w, bias, s, p.pad, 0, g, d)
     if p.op == "input_grad":        # the kernel takes the weight already conjugated
         return reference.conv_input((x.shape[0],) + p.out, np.conj(w), x, s, p.pad, d, g)
-    return reference.conv_weight(x, p.w, w, s, p.pad, d, g)
+    return reference.conv_weight(x, p.w, w, s, p.pad, d, g, p.padding_mode)
 
 
 @pytest.fixture
@@ -313,11 +323,11 @@ def test_selection_never_reads_the_thread_count(monkeypatch):
 def test_problem_holds_no_batch_size_and_no_thread_count():
     fields = set(Problem.__dataclass_fields__)
     assert fields == {"op", "x", "w", "out", "dtype", "stride", "pad", "dilation", "groups",
-                      "finite_weight"}
+                      "finite_weight", "padding_mode"}
 
 
 @settings(max_examples=60, deadline=None)
-@given(batch=st.integers(1, 9), name=st.sampled_from(sorted(CONVS)),
+@given(batch=st.integers(1, 9), name=st.sampled_from(sorted(CONVS) + sorted(MODE_CONVS)),
        op=st.sampled_from(["forward", "input_grad", "weight_grad"]))
 def test_choice_is_the_same_for_every_batch_size(batch, name, op):
     p = _conv_problem(op, name)
