@@ -50,6 +50,15 @@ DIRECT_FULL_ROW = 32                 # output cells per row that keep the direct
 # arguments converted): charged where an implementation calls a kernel per
 # stride phase (measured ~15 us per phase on an 8x8 transposed convolution).
 CALL_SECONDS = 10e-6
+# Fixed cost of one kernel call whatever its size (argument handling, weight
+# packing, scratch allocation, BLAS and OpenMP set-up), measured on tiny
+# problems at one thread (benchmarks/bench_overhead.py's shapes): it decides
+# between kernels only where the work itself costs microseconds.
+KERNEL_CALL_SECONDS = 3e-6           # implicit GEMM; im2col + BLAS reading x in place
+DIRECT_CALL_SECONDS = 5e-6
+PADDED_CALL_SECONDS = 5e-6           # a zero-padded copy first (shifted im2col, col2im)
+SHIFTED_WEIGHT_CALL_SECONDS = 15e-6  # + per-thread GEMM partials reduced at the end
+FFT_CALL_SECONDS = 50e-6
 SUBPIXEL_MAX_PHASES = 64         # stride phases (one kernel call each) worth planning
 
 # A thread gets at least this many multiply-adds (~0.1 ms): waking a second
@@ -146,15 +155,27 @@ def band_tile(p, widths, channels=None, min_jobs=True):
     """(rows, cols): output cells per implicit-GEMM job, from the shape only.
 
     Whole output rows, as many as keep the band buffer of ``channels`` input
-    channels (default: a group's) within ``BAND_BUFFER_BYTES``; narrower
-    column tiles only when one row is too wide, as in long 1-D signals.  With
-    ``min_jobs``, fewer rows if a sample would give fewer than ``MIN_JOBS``
-    jobs (the forward kernel's jobs are tiles).
+    channels (default: a group's, for the forward kernel, whose packed weights
+    share the L2 with the band) within ``BAND_BUFFER_BYTES``; narrower
+    column tiles only when one row is too wide, as in long 1-D signals.  The
+    rows are spread evenly over the tiles.  With ``min_jobs``, fewer rows if a
+    sample would give fewer than ``MIN_JOBS`` jobs (the forward kernel's jobs
+    are tiles).
     """
     width = widths[0 if p.dtype == np.float32 else 1]
     planes, extra_rows, extra_cols = band_geometry(p)
     per_cell = (channels or p.x[0] // p.groups) * planes
-    budget = BAND_BUFFER_BYTES // p.dtype.itemsize
+    budget = BAND_BUFFER_BYTES
+    if channels is None:
+        # The forward kernel re-reads a group's packed weights for every panel:
+        # when they fit in L2 beside a band, the band leaves them room (measured
+        # on (1,32,32^3) 3x3x3: a 448 KiB band with 110 KiB of weights ran at
+        # 60 GFLOP/s on one core, a 224 KiB one at 68).  Larger weights stream
+        # from L3 anyway.
+        weight_bytes = p.w[0] // p.groups * p.w[1] * p.kvol * p.dtype.itemsize
+        if weight_bytes <= BAND_BUFFER_BYTES // 2:
+            budget -= weight_bytes
+    budget //= p.dtype.itemsize
     do, ho, wo = p.out[1:]
     cols = wo
     if per_cell * (1 + extra_rows) * (cols + extra_cols) > budget:
@@ -163,6 +184,7 @@ def band_tile(p, widths, channels=None, min_jobs=True):
     per_sample = p.groups * do * ceil_div(wo, cols)
     if min_jobs and per_sample * ceil_div(ho, rows) < MIN_JOBS:
         rows = max(1, ceil_div(ho, ceil_div(MIN_JOBS, per_sample)))
+    rows = ceil_div(ho, ceil_div(ho, rows))          # even tiles: 16 + 16, not 29 + 3
     return rows, cols
 
 

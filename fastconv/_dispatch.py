@@ -114,7 +114,8 @@ class Implementation:
     predicted seconds for one sample on one thread; ``run(arrays, p, plan,
     threads)`` fills the output.  ``modes``: it reads reflect / replicate /
     circular padding itself; the others see such problems through the
-    'pad_first' lowering.
+    'pad_first' lowering.  ``call_seconds``: the fixed cost of one call, added
+    to ``cost`` (it only matters on tiny problems).
     """
 
     name: str
@@ -125,6 +126,7 @@ class Implementation:
     cost: object
     run: object
     modes: bool = False
+    call_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -355,10 +357,12 @@ def _run_im2col_forward(a, p, plan, nt):
 
 FORWARD_DIRECT = Implementation(
     "direct", "direct", "loops over taps along W rows; zero padding in the index math",
-    _always, _no_plan, _costs.direct_cost, _run_direct_forward)
+    _always, _no_plan, _costs.direct_cost, _run_direct_forward,
+    call_seconds=_costs.DIRECT_CALL_SECONDS)
 FORWARD_FFT = Implementation(
     "fft", "fft", "scipy.fft transforms, channels contracted per frequency",
-    _fft_applies, _no_plan, _costs.fft_forward_cost, _run_fft_forward)
+    _fft_applies, _no_plan, _costs.fft_forward_cost, _run_fft_forward,
+    call_seconds=_costs.FFT_CALL_SECONDS)
 
 FORWARD = (
     FORWARD_DIRECT,
@@ -366,14 +370,17 @@ FORWARD = (
         "implicit_gemm", "im2col",
         "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
         "no column matrix",
-        _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward, modes=True),
+        _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward, modes=True,
+        call_seconds=_costs.KERNEL_CALL_SECONDS),
     Implementation(
         "im2col_shifted", "im2col", "stride 1: shifted-slice im2col (one memcpy per row) + BLAS",
         lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False), _blas_limit(p)),
-        _plan_shifted, _costs.shifted_cost, _run_shifted_forward),
+        _plan_shifted, _costs.shifted_cost, _run_shifted_forward,
+        call_seconds=_costs.PADDED_CALL_SECONDS),
     Implementation(
         "im2col", "im2col", "im2col tiles + BLAS GEMM (1x1: the input is the column matrix)",
-        _blas_limit, _plan_im2col, _costs.im2col_cost, _run_im2col_forward),
+        _blas_limit, _plan_im2col, _costs.im2col_cost, _run_im2col_forward,
+        call_seconds=_costs.KERNEL_CALL_SECONDS),
     FORWARD_FFT,
     PAD_FIRST,
 )
@@ -435,14 +442,17 @@ def _run_fft_transpose(a, p, plan, nt):
 
 TRANSPOSE = (
     Implementation("direct", "direct", "gather form: each output tile sums its taps",
-                   _always, _no_plan, _costs.direct_cost, _run_direct_transpose),
+                   _always, _no_plan, _costs.direct_cost, _run_direct_transpose,
+                   call_seconds=_costs.DIRECT_CALL_SECONDS),
     Implementation("col2im", "im2col", "BLAS GEMM per input tile, then col2im scatter-add",
-                   _blas_limit, _plan_col2im, _costs.col2im_cost, _run_col2im_transpose),
+                   _blas_limit, _plan_col2im, _costs.col2im_cost, _run_col2im_transpose,
+                   call_seconds=_costs.PADDED_CALL_SECONDS),
     Implementation("subpixel", "im2col",
                    "one stride-1 implicit GEMM per stride phase, written to its strided cells",
                    _subpixel_rule, _plan_subpixel, _subpixel_cost, _run_subpixel_transpose),
     Implementation("fft", "fft", "zero-upsampled input, scipy.fft, cropped",
-                   _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose),
+                   _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose,
+                   call_seconds=_costs.FFT_CALL_SECONDS),
 )
 
 
@@ -588,18 +598,21 @@ def _run_weight_im2col(a, p, plan, nt):
 WEIGHT_GRAD = (
     Implementation("direct", "direct",
                    "thin problems: one dot product job per (out, in) channel pair",
-                   _thin, _no_plan, _costs.direct_weight_cost, _run_direct_weight),
+                   _thin, _no_plan, _costs.direct_weight_cost, _run_direct_weight,
+                   call_seconds=_costs.DIRECT_CALL_SECONDS),
     Implementation("implicit_gemm", "im2col",
                    "channel-block jobs over band buffers: dot products along output cells, "
                    "fastconv's micro-kernel",
                    _always, _plan_weight_implicit, _implicit_weight_cost,
-                   _run_weight_implicit, modes=True),
+                   _run_weight_implicit, modes=True, call_seconds=_costs.KERNEL_CALL_SECONDS),
     Implementation("im2col_shifted", "im2col", "stride 1: shifted-slice im2col + BLAS",
                    lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False),
                                            _blas_limit(p)),
-                   _plan_weight_shifted, _costs.shifted_cost, _run_weight_shifted),
+                   _plan_weight_shifted, _costs.shifted_cost, _run_weight_shifted,
+                   call_seconds=_costs.SHIFTED_WEIGHT_CALL_SECONDS),
     Implementation("im2col", "im2col", "im2col row blocks + BLAS, reduced over the batch",
-                   _blas_limit, _plan_weight_im2col, _costs.im2col_cost, _run_weight_im2col),
+                   _blas_limit, _plan_weight_im2col, _costs.im2col_cost, _run_weight_im2col,
+                   call_seconds=_costs.PADDED_CALL_SECONDS),
     PAD_FIRST,
 )
 
@@ -685,7 +698,7 @@ def select(p, algorithm="auto", implementation=None):
             continue
         plan = impl.plan(p) if impl.family != "lowering" else \
             _lowering_plan(impl, p, algorithm, implementation)
-        seconds = impl.cost(p, plan)
+        seconds = impl.cost(p, plan) + impl.call_seconds
         candidates.append((impl, seconds))
         applicable.append(Choice(impl, plan, seconds))
     if not applicable:
