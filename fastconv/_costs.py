@@ -21,6 +21,7 @@ from ._fastpath import copy_into_padded
 
 INT_MAX = 2**31 - 1
 MIN_JOBS = 8                     # split work into at least this many jobs where possible
+MIN_JOB_MACS = 1 << 16           # ... but no job smaller than this (each re-copies its halo)
 COL_BUFFER_BYTES = 1 << 21       # per-thread im2col buffer: about L2 + a bit
 BAND_BUFFER_BYTES = 1 << 19      # per-thread band of the implicit GEMM: an L2 (measured best of 128 K-1 M)
 IMPLICIT_MAX_WASTE = 2.0         # computed cells (dropped columns included) per output cell
@@ -160,7 +161,7 @@ def band_tile(p, widths, channels=None, min_jobs=True):
     column tiles only when one row is too wide, as in long 1-D signals.  The
     rows are spread evenly over the tiles.  With ``min_jobs``, fewer rows if a
     sample would give fewer than ``MIN_JOBS`` jobs (the forward kernel's jobs
-    are tiles).
+    are tiles), unless jobs would fall below ``MIN_JOB_MACS``.
     """
     width = widths[0 if p.dtype == np.float32 else 1]
     planes, extra_rows, extra_cols = band_geometry(p)
@@ -182,8 +183,9 @@ def band_tile(p, widths, channels=None, min_jobs=True):
         cols = min(wo, max(4 * width, budget // (per_cell * (1 + extra_rows)) - extra_cols))
     rows = min(ho, max(1, budget // (per_cell * (cols + extra_cols)) - extra_rows))
     per_sample = p.groups * do * ceil_div(wo, cols)
-    if min_jobs and per_sample * ceil_div(ho, rows) < MIN_JOBS:
-        rows = max(1, ceil_div(ho, ceil_div(MIN_JOBS, per_sample)))
+    jobs = min(MIN_JOBS, ceil_div(p.macs, MIN_JOB_MACS))
+    if min_jobs and per_sample * ceil_div(ho, rows) < jobs:
+        rows = max(1, ceil_div(ho, ceil_div(jobs, per_sample)))
     rows = ceil_div(ho, ceil_div(ho, rows))          # even tiles: 16 + 16, not 29 + 3
     return rows, cols
 

@@ -311,7 +311,7 @@ def _implicit_cost(p, plan):
 def _run_implicit_forward(a, p, plan, nt):
     args = (p.stride, p.pad, p.dilation)
     if p.dtype.kind != "c":
-        implicit.conv_forward(a.x, a.w, a.bias_or_zeros, a.bias is not None, a.out, *args,
+        implicit.conv_forward(a.x, a.w, a.bias, a.bias is not None, a.out, *args,
                               p.groups, nt, plan["rows"], plan["cols"],
                               padding_mode=p.padding_mode)
         return

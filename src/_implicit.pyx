@@ -26,6 +26,7 @@ kernel; each job owns a block of the weight and sums the whole batch in order.
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel, prange
+cimport numpy as cnp
 
 from _geometry cimport Geometry, ceil_div, decode_tap, make_geometry, strided_range
 from _parallel cimport Driver, finish, interrupted, proceed, start
@@ -66,6 +67,33 @@ cdef enum:
 
 PADDING_MODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE,
                  "circular": CIRCULAR}
+
+cnp.import_array()
+
+
+# The entry points take ndarrays and check them here, in C: typed memoryviews
+# cost ~1 us per call in acquisition alone, a fifth of a tiny convolution.
+cdef int check_array(cnp.ndarray a, int typenum, int ndim, bint writeable,
+                     str name) except -1:
+    if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a) \
+            or not cnp.PyArray_ISNOTSWAPPED(a) or (writeable and not cnp.PyArray_ISWRITEABLE(a)):
+        what = "C-contiguous, aligned, writeable" if writeable else "C-contiguous, aligned"
+        dtype = "float32" if typenum == cnp.NPY_FLOAT else "float64"
+        raise ValueError(f"fastconv: {name} must be a {what} {ndim}-D array of {dtype}, got "
+                         f"{(<object> a).dtype} of shape {(<object> a).shape}")
+    return 0
+
+
+cdef int real_typenum(cnp.ndarray x) except -1:
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
+        raise ValueError(f"fastconv: the implicit GEMM computes in float32 or float64, got {x.dtype}")
+    return t
+
+
+cdef inline Py_ssize_t* dims(cnp.ndarray a):
+    return <Py_ssize_t*> cnp.PyArray_DIMS(a)
 
 
 ctypedef struct Band:
@@ -224,7 +252,7 @@ cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const G
 
 
 cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
-                       const real_t* bias, bint has_bias, real_t* out,
+                       const real_t* bias, real_t* out,
                        const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
                        Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
     cdef int NR = panel_width(<real_t*>NULL)
@@ -263,12 +291,12 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                                          off + k0, cbuf + blk * FC_MR * NR, NR,
                                          <int>min(FC_MR, cog - blk * FC_MR), <int>width, k0 > 0)
             k0 += klen
-        store_panel(cbuf, NR, p * NR, width, out, bias, has_bias, g, b, om, n, grp, od,
+        store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp, od,
                     oh0, ow0, cols)
 
 
 cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize_t width,
-                      real_t* out, const real_t* bias, bint has_bias, const Geometry* g,
+                      real_t* out, const real_t* bias, const Geometry* g,
                       const Band* b, const OutMap* om, Py_ssize_t n, Py_ssize_t grp,
                       Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0,
                       Py_ssize_t cols) noexcept nogil:
@@ -288,7 +316,7 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
         hi = min(b.Wb, c + q0 + width - q)         # this row's cells in the panel
         if c < cols:
             for co in range(cog):
-                bv = bias[grp * cog + co] if has_bias else 0
+                bv = bias[grp * cog + co] if bias != NULL else 0
                 orow = out + (n * g.Co + grp * cog + co) * oplane \
                     + ((om.d0 + om.sd * od) * om.H + om.h0 + om.sh * (oh0 + r)) * om.W \
                     + om.w0 + om.sw * ow0
@@ -302,44 +330,74 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
         q += hi - c
 
 
-def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] w,
-                 const real_t[::1] bias, bint has_bias, real_t[:, :, :, :, ::1] out,
-                 tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
-                 int num_threads, Py_ssize_t rows, Py_ssize_t cols,
+def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_bias,
+                 cnp.ndarray out not None, tuple stride, tuple pad, tuple dilation,
+                 Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
                  tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1),
                  Py_ssize_t kc=KC, str padding_mode="zeros"):
     """out = conv(x, w) (+ bias): left padding ``pad`` in ``padding_mode``, any stride
     and dilation.
 
+    ``x``, ``w``, ``out``: 5-D, C-contiguous, all float32 or all float64;
+    ``bias`` (read when ``has_bias``) 1-D of ``out.shape[1]``.
     ``rows`` x ``cols`` output cells per job (see ``fastconv._costs.band_tile``).
     With ``out_size`` (the convolution's spatial output), output cell o lands
     at ``out[..., out_start + out_step * o]`` of the larger ``out``: one phase
     of a sub-pixel transposed convolution.  ``pad`` may be negative (zero
     padding only).
     """
-    cdef Geometry g = make_geometry(&x.shape[0], &out.shape[0], &w.shape[0],
-                                    stride, pad, dilation, groups)
+    cdef int t = real_typenum(x)
+    check_array(x, t, 5, False, "x")
+    check_array(w, t, 5, False, "w")
+    check_array(out, t, 5, True, "out")
+    cdef const void* b = NULL
+    if has_bias:
+        check_array(bias, t, 1, False, "bias")
+        if cnp.PyArray_DIM(bias, 0) != cnp.PyArray_DIM(out, 1):
+            raise ValueError(f"fastconv: bias has {cnp.PyArray_DIM(bias, 0)} entries for "
+                             f"{cnp.PyArray_DIM(out, 1)} output channels")
+        b = cnp.PyArray_DATA(bias)
+    cdef Geometry g = make_geometry(dims(x), dims(out), dims(w), stride, pad, dilation, groups)
     cdef OutMap om
     cdef int i
-    om.D, om.H, om.W = out.shape[2], out.shape[3], out.shape[4]
+    cdef Py_ssize_t* od = dims(out)
+    om.D, om.H, om.W = od[2], od[3], od[4]
     om.d0, om.h0, om.w0 = out_start
     om.sd, om.sh, om.sw = out_step
     if out_size is not None:
         g.Do, g.Ho, g.Wo = out_size
         for i in range(3):
-            if out_start[i] < 0 or out_start[i] + out_step[i] * (out_size[i] - 1) >= out.shape[2 + i]:
+            if out_start[i] < 0 or out_start[i] + out_step[i] * (out_size[i] - 1) >= od[2 + i]:
                 raise ValueError("fastconv: an output phase reaches past the output")
+    cdef int mode = PADDING_MODES[padding_mode]
+    if t == cnp.NPY_FLOAT:
+        forward_impl(<const float*> cnp.PyArray_DATA(x), <const float*> cnp.PyArray_DATA(w),
+                     <const float*> b, <float*> cnp.PyArray_DATA(out), &g, &om, mode,
+                     num_threads, rows, cols, kc)
+    else:
+        forward_impl(<const double*> cnp.PyArray_DATA(x), <const double*> cnp.PyArray_DATA(w),
+                     <const double*> b, <double*> cnp.PyArray_DATA(out), &g, &om, mode,
+                     num_threads, rows, cols, kc)
+
+
+cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,
+                      Geometry* gp, const OutMap* om, int mode, int num_threads,
+                      Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t kc) except -1:
+    """conv_forward on checked pointers (``bias`` NULL: none)."""
+    cdef Geometry g = gp[0]
+    cdef Py_ssize_t groups = g.groups
     cdef int NR = panel_width(<real_t*>NULL)
-    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, PADDING_MODES[padding_mode])
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
     cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
     cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
+    cdef int i
     cdef real_t* buf
     cdef real_t* cbuf
     if njobs == 0:
-        return
+        return 0
     # wp[((grp * nb + blk) * K + k) * MR + i] = w[grp*cog + blk*MR + i, k]; rows past cog are 0.
     cdef real_t* wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
     cdef Py_ssize_t* off = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
@@ -347,7 +405,6 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
         free(wp)
         free(off)
         raise MemoryError("fastconv: could not allocate the packed weights")
-    cdef const real_t* wflat = &w[0, 0, 0, 0, 0]
     for grp in range(groups):
         for blk in range(nb):
             for k in range(K):
@@ -360,19 +417,31 @@ def conv_forward(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] 
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
         off[k] = tap_offset(&g, &b, ci, kd, kh, kw)
     cdef Driver d = start(njobs, num_threads)
-    with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
-        # calloc: the slack panel past the last plane is read (into dropped columns)
-        buf = <real_t*> calloc(b.size, sizeof(real_t))
-        cbuf = <real_t*> malloc(nb * FC_MR * NR * sizeof(real_t))
-        for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                implicit_job(&x[0, 0, 0, 0, 0], wp, off, &bias[0], has_bias,
-                             &out[0, 0, 0, 0, 0], &g, &b, &om, kc, job, buf, cbuf)
-        free(buf)
-        free(cbuf)
+    if d.threads == 1:
+        # The same jobs in the same order, without entering OpenMP at all (its
+        # region costs about a microsecond, a sixth of a tiny convolution).
+        with nogil:
+            buf = <real_t*> calloc(b.size, sizeof(real_t))
+            cbuf = <real_t*> malloc(nb * FC_MR * NR * sizeof(real_t))
+            for job in range(njobs):
+                if proceed(&d, not (buf == NULL or cbuf == NULL)):
+                    implicit_job(x, wp, off, bias, out, &g, &b, om, kc, job, buf, cbuf)
+            free(buf)
+            free(cbuf)
+    else:
+        with nogil, parallel(num_threads=d.threads):
+            # calloc: the slack panel past the last plane is read (into dropped columns)
+            buf = <real_t*> calloc(b.size, sizeof(real_t))
+            cbuf = <real_t*> malloc(nb * FC_MR * NR * sizeof(real_t))
+            for job in prange(njobs, schedule="dynamic", chunksize=1):
+                if proceed(&d, not (buf == NULL or cbuf == NULL)):
+                    implicit_job(x, wp, off, bias, out, &g, &b, om, kc, job, buf, cbuf)
+            free(buf)
+            free(cbuf)
     free(wp)
     free(off)
     finish(&d, "band buffer")
+    return 0
 
 
 cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
@@ -430,31 +499,52 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
                         co += FC_WG_MR
 
 
-def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, ::1] gout,
-                     real_t[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
+def conv_weight_grad(cnp.ndarray x not None, cnp.ndarray gout not None,
+                     cnp.ndarray dw not None, tuple stride, tuple pad, tuple dilation,
                      Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
                      Py_ssize_t cib, Py_ssize_t cob, str padding_mode="zeros"):
     """dw = sum over the batch and cells of gout * (taps of x padded in
     ``padding_mode``); dw is overwritten.
 
-    Jobs own blocks of ``cob`` output x ``cib`` input channels of one group;
-    ``rows`` x ``cols`` output cells per band (see ``fastconv._costs``).
+    All three 5-D, C-contiguous, all float32 or all float64.  Jobs own blocks
+    of ``cob`` output x ``cib`` input channels of one group; ``rows`` x
+    ``cols`` output cells per band (see ``fastconv._costs``).
     """
-    cdef Geometry g = make_geometry(&x.shape[0], &gout.shape[0], &dw.shape[0],
-                                    stride, pad, dilation, groups)
+    cdef int t = real_typenum(x)
+    check_array(x, t, 5, False, "x")
+    check_array(gout, t, 5, False, "gout")
+    check_array(dw, t, 5, True, "dw")
+    cdef Geometry g = make_geometry(dims(x), dims(gout), dims(dw), stride, pad, dilation, groups)
+    cdef int mode = PADDING_MODES[padding_mode]
+    if t == cnp.NPY_FLOAT:
+        weight_grad_impl(<const float*> cnp.PyArray_DATA(x),
+                         <const float*> cnp.PyArray_DATA(gout), <float*> cnp.PyArray_DATA(dw),
+                         &g, mode, num_threads, rows, cols, cib, cob)
+    else:
+        weight_grad_impl(<const double*> cnp.PyArray_DATA(x),
+                         <const double*> cnp.PyArray_DATA(gout), <double*> cnp.PyArray_DATA(dw),
+                         &g, mode, num_threads, rows, cols, cib, cob)
+
+
+cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geometry* gp,
+                          int mode, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
+                          Py_ssize_t cib, Py_ssize_t cob) except -1:
+    """conv_weight_grad on checked pointers."""
+    cdef Geometry g = gp[0]
+    cdef Py_ssize_t groups = g.groups
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef Py_ssize_t taps = g.KD * g.KH * g.KW
-    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, PADDING_MODES[padding_mode])
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
+    memset(dw, 0, g.Co * cig * taps * sizeof(real_t))
     # The band holds cib channels: its size (+ a vector of slack) from that count.
     cib = min(cib, cig)
     cdef Py_ssize_t size = cib * b.planes * b.stride + NR
     cdef Py_ssize_t njobs = groups * ceil_div(cig, cib) * ceil_div(cog, cob), job
     cdef Py_ssize_t k, ci, kd, kh, kw
     cdef real_t* buf
-    dw[...] = 0
     if njobs == 0 or g.N == 0:
-        return
+        return 0
     cdef Py_ssize_t* off = <Py_ssize_t*> malloc((cib * taps + FC_WG_NR) * sizeof(Py_ssize_t))
     if off == NULL:
         raise MemoryError("fastconv: could not allocate the tap offsets")
@@ -466,11 +556,11 @@ def conv_weight_grad(const real_t[:, :, :, :, ::1] x, const real_t[:, :, :, :, :
         buf = <real_t*> calloc(size, sizeof(real_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
             if proceed(&d, buf != NULL):
-                weight_grad_job(&x[0, 0, 0, 0, 0], &gout[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                off, &g, &b, cib, cob, job, buf, &d)
+                weight_grad_job(x, gout, dw, off, &g, &b, cib, cob, job, buf, &d)
         free(buf)
     free(off)
     finish(&d, "band buffer")
+    return 0
 
 
 def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,

@@ -30,13 +30,15 @@ ran = set()
 cases = [((2, 6, 9, 10, 11), (26, 3, 3, 3, 3), dict(padding=1, groups=2)),   # micro-kernel
          ((1, 4, 7, 8, 20), (5, 4, 2, 1, 3), dict(padding=(1, 0, 1), dilation=(1, 1, 2))),
          ((2, 8, 6, 7, 9), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),       # direct, 3 taps
-         ((1, 2, 5, 9, 12), (3, 2, 2, 3, 5), dict(stride=(1, 2, 2), padding=2))]
+         ((1, 2, 5, 9, 12), (3, 2, 2, 3, 5), dict(stride=(1, 2, 2), padding=2)),
+         ((2, 3, 5, 6, 7), (4, 3, 3, 3, 3), dict(padding=1, padding_mode="reflect"))]
 for dtype in (np.float32, np.float64, np.complex64, np.complex128):
     for xs, ws, kw in cases:
         x = rng.standard_normal(xs).astype(dtype)
         w = rng.standard_normal(ws).astype(dtype)
         ref = reference.conv(x, w, None, kw.get("stride", 1), kw.get("padding", 0),
-                             kw.get("dilation", 1), kw.get("groups", 1))
+                             kw.get("dilation", 1), kw.get("groups", 1),
+                             kw.get("padding_mode", "zeros"))
         out_shape = (xs[0],) + ref.shape[1:]
         for impl in _dispatch.REGISTRY["forward"]:        # every forward kernel that applies
             out = np.empty(out_shape, dtype)
@@ -45,7 +47,8 @@ for dtype in (np.float32, np.float64, np.complex64, np.complex128):
                                      isinstance(kw.get("stride"), tuple) else
                                      (kw.get("stride", 1),) * 3, _pad3(kw.get("padding", 0)),
                                      _pad3(kw.get("dilation", 1)), kw.get("groups", 1),
-                                     implementation=impl.name)
+                                     implementation=impl.name,
+                                     padding_mode=kw.get("padding_mode", "zeros"))
             except ValueError:
                 continue          # does not apply to this problem (e.g. subpixel: inf weight)
             got, algorithm = out, impl.name
