@@ -33,10 +33,15 @@ PADDED_COPY_LIMIT = 4
 PADDED_COPY_SLACK = 4096
 SHIFTED_MAX_WASTE = 1.3
 
-DIRECT_SECONDS_PER_MAC = 1 / 11e9
+# The direct kernel: ~5 GMAC/s measured at one thread on depthwise 2-D/3-D and on
+# single-channel 2-D/3-D filters (3.2-9 GMAC/s; it makes one pass over an output
+# row per input row it reads, so 3-D kernels and short rows sit at the low end).
+DIRECT_SECONDS_PER_MAC = 1 / 5e9
 PACKED_SECONDS_PER_MAC = 1 / 40e9
 BLAS_SECONDS_PER_MAC = 1 / 38e9
 BAND_SECONDS_PER_CELL = 0.25e-9      # band copy: the input streams from memory
+DEPTHWISE_SECONDS_PER_MAC = 1 / 22e9  # the implicit GEMM's depthwise kernel: load-bound
+DEPTHWISE_SECONDS_PER_CELL = 1.0e-9   # ... and its store of each computed cell
 PAD_SECONDS_PER_CELL = 0.7e-9        # explicit reflect/replicate/circular copy (NumPy slices)
 GATHER_SECONDS_PER_CELL = 0.3e-9     # im2col/col2im cell with index arithmetic
 COPY_SECONDS_PER_CELL = 0.05e-9      # contiguous copy (memcpy-like)
@@ -302,13 +307,21 @@ def direct_weight_cost(p, plan=None):
 
 
 def implicit_cost(p, plan):
+    """Register-blocked GEMM over the band, or, with one input channel per group
+    (depthwise, single-channel filters), the depthwise kernel: load-bound taps
+    plus a store per computed cell (fitted on 2-D/3-D depthwise and 128^3
+    single-channel volumes, 3-49 taps: within 15 %)."""
     cog = p.w[0] // p.groups
     planes, extra_rows, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
-    return (work(p) * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC
-            / min(1.0, cog / IMPLICIT_FULL_ROWS)
+    waste = implicit_waste(p, plan)
+    if p.x[0] // p.groups == 1:
+        computed = p.out[0] * math.prod(p.out[1:]) * waste
+        return (work(p) * waste * DEPTHWISE_SECONDS_PER_MAC
+                + DEPTHWISE_SECONDS_PER_CELL * computed + BAND_SECONDS_PER_CELL * copied)
+    return (work(p) * waste * PACKED_SECONDS_PER_MAC / min(1.0, cog / IMPLICIT_FULL_ROWS)
             + BAND_SECONDS_PER_CELL * copied)
 
 

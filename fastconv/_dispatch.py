@@ -364,14 +364,16 @@ FORWARD_FFT = Implementation(
     _fft_applies, _no_plan, _costs.fft_forward_cost, _run_fft_forward,
     call_seconds=_costs.FFT_CALL_SECONDS)
 
+FORWARD_IMPLICIT = Implementation(
+    "implicit_gemm", "im2col",
+    "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
+    "no column matrix (depthwise: a kernel of its own on the same bands)",
+    _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward, modes=True,
+    call_seconds=_costs.KERNEL_CALL_SECONDS)
+
 FORWARD = (
     FORWARD_DIRECT,
-    Implementation(
-        "implicit_gemm", "im2col",
-        "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
-        "no column matrix",
-        _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward, modes=True,
-        call_seconds=_costs.KERNEL_CALL_SECONDS),
+    FORWARD_IMPLICIT,
     Implementation(
         "im2col_shifted", "im2col", "stride 1: shifted-slice im2col (one memcpy per row) + BLAS",
         lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False), _blas_limit(p)),
@@ -659,7 +661,12 @@ PASS = (
 _PASS_NAMES = frozenset(impl.name for impl in PASS)
 
 #: Single-array filtering ('valid' correlation of one channel): ndimage and signal.
-FILTER = (FORWARD_DIRECT, FORWARD_FFT)
+#: In SciPy's terms both summation kernels are the 'direct' method (as opposed to
+#: 'fft'), so the implicit GEMM (its depthwise kernel, one channel) joins that family.
+FILTER = (FORWARD_DIRECT,
+          replace(FORWARD_IMPLICIT, family="direct",
+                  summary="the implicit GEMM's depthwise kernel on zero-padded bands"),
+          FORWARD_FFT)
 
 REGISTRY = {"forward": FORWARD, "transpose": TRANSPOSE, "input_grad": INPUT_GRAD,
             "weight_grad": WEIGHT_GRAD, "filter": FILTER, "pass": PASS}

@@ -42,6 +42,14 @@ cdef extern from "_microkernel.h":
     void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
                               const Py_ssize_t* off, double* C, Py_ssize_t ldc,
                               int rows, int cols, int accumulate) nogil
+    int FC_NRD_F
+    int FC_NRD_D
+    void fc_kernel_depthwise_f(Py_ssize_t K, const float* w, const float* base,
+                               const Py_ssize_t* off, float* C) nogil
+    void fc_kernel_depthwise_d(Py_ssize_t K, const double* w, const double* base,
+                               const Py_ssize_t* off, double* C) nogil
+    void fc_store_row_f(float* dst, const float* src, Py_ssize_t n, float b) nogil
+    void fc_store_row_d(double* dst, const double* src, Py_ssize_t n, double b) nogil
     int FC_WG_MR
     int FC_WG_NR
     void fc_wgrad_f(const float* const* G, Py_ssize_t gstride, const float* base,
@@ -121,6 +129,12 @@ cdef inline int panel_width(real_t* dummy) noexcept nogil:
     if real_t is float:
         return FC_NR_F
     return FC_NR_D
+
+
+cdef inline int depthwise_width(real_t* dummy) noexcept nogil:
+    if real_t is float:
+        return FC_NRD_F
+    return FC_NRD_D
 
 
 cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR,
@@ -295,6 +309,37 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                     oh0, ow0, cols)
 
 
+cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
+                        const real_t* bias, real_t* out,
+                        const Geometry* g, const Band* b, const OutMap* om,
+                        Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
+    """implicit_job for one input channel per group: the band of that channel,
+    then each output channel of the group on its own (weights unpacked)."""
+    cdef int NR = depthwise_width(<real_t*>NULL)
+    cdef Py_ssize_t cog = g.Co // g.groups
+    cdef Py_ssize_t K = g.KD * g.KH * g.KW
+    cdef Py_ssize_t bw = job % b.nbw
+    cdef Py_ssize_t bh = (job // b.nbw) % b.nbh
+    cdef Py_ssize_t od = (job // (b.nbw * b.nbh)) % g.Do
+    cdef Py_ssize_t grp = (job // (b.nbw * b.nbh * g.Do)) % g.groups
+    cdef Py_ssize_t n = job // (b.nbw * b.nbh * g.Do * g.groups)
+    cdef Py_ssize_t oh0 = bh * b.R, ow0 = bw * b.Wc
+    cdef Py_ssize_t rows = min(b.R, g.Ho - oh0), cols = min(b.Wc, g.Wo - ow0)
+    cdef Py_ssize_t m = (rows - 1) * b.Wb + cols
+    cdef Py_ssize_t p, co, width
+    copy_band(x + (n * g.C + grp) * g.D * g.H * g.W, 1, buf, g, b, od, oh0, ow0)
+    for p in range(ceil_div(m, NR)):
+        width = min(NR, m - p * NR)
+        for co in range(cog):
+            if real_t is float:
+                fc_kernel_depthwise_f(K, w + (grp * cog + co) * K, buf + p * NR, off,
+                                      cbuf + co * NR)
+            else:
+                fc_kernel_depthwise_d(K, w + (grp * cog + co) * K, buf + p * NR, off,
+                                      cbuf + co * NR)
+        store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp, od, oh0, ow0, cols)
+
+
 cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize_t width,
                       real_t* out, const real_t* bias, const Geometry* g,
                       const Band* b, const OutMap* om, Py_ssize_t n, Py_ssize_t grp,
@@ -322,8 +367,10 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
                     + om.w0 + om.sw * ow0
                 crow = cbuf + co * NR - q0 + r * b.Wb
                 if om.sw == 1:
-                    for j in range(c, min(hi, cols)):
-                        orow[j] = crow[j] + bv
+                    if real_t is float:
+                        fc_store_row_f(orow + c, crow + c, min(hi, cols) - c, bv)
+                    else:
+                        fc_store_row_d(orow + c, crow + c, min(hi, cols) - c, bv)
                 else:
                     for j in range(c, min(hi, cols)):
                         orow[j * om.sw] = crow[j] + bv
@@ -386,32 +433,40 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     """conv_forward on checked pointers (``bias`` NULL: none)."""
     cdef Geometry g = gp[0]
     cdef Py_ssize_t groups = g.groups
-    cdef int NR = panel_width(<real_t*>NULL)
-    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
+    # One input channel per group (depthwise): no weight is shared between output
+    # rows, so no register block of output channels; its own kernel, unpacked weights.
+    cdef bint depthwise = cig == 1
+    cdef int NR = depthwise_width(<real_t*>NULL) if depthwise else panel_width(<real_t*>NULL)
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
+    cdef Py_ssize_t cbuf_size = cog * NR if depthwise else nb * FC_MR * NR
     cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
     cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
     cdef int i
     cdef real_t* buf
     cdef real_t* cbuf
+    cdef real_t* wp = NULL
     if njobs == 0:
         return 0
-    # wp[((grp * nb + blk) * K + k) * MR + i] = w[grp*cog + blk*MR + i, k]; rows past cog are 0.
-    cdef real_t* wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
     cdef Py_ssize_t* off = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
-    if wp == NULL or off == NULL:
+    if not depthwise:
+        wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
+    if off == NULL or (wp == NULL and not depthwise):
         free(wp)
         free(off)
         raise MemoryError("fastconv: could not allocate the packed weights")
-    for grp in range(groups):
-        for blk in range(nb):
-            for k in range(K):
-                for i in range(FC_MR):
-                    co = blk * FC_MR + i
-                    wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
-                        wflat[(grp * cog + co) * K + k] if co < cog else 0
+    if not depthwise:
+        # wp[((grp * nb + blk) * K + k) * MR + i] = w[grp*cog + blk*MR + i, k]; rows
+        # past cog are 0.
+        for grp in range(groups):
+            for blk in range(nb):
+                for k in range(K):
+                    for i in range(FC_MR):
+                        co = blk * FC_MR + i
+                        wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
+                            wflat[(grp * cog + co) * K + k] if co < cog else 0
     # Tap k reads its plane of the band buffer at (sigma, tau).
     for k in range(K):
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
@@ -422,26 +477,38 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
         # region costs about a microsecond, a sixth of a tiny convolution).
         with nogil:
             buf = <real_t*> calloc(b.size, sizeof(real_t))
-            cbuf = <real_t*> malloc(nb * FC_MR * NR * sizeof(real_t))
+            cbuf = <real_t*> malloc(cbuf_size * sizeof(real_t))
             for job in range(njobs):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                    implicit_job(x, wp, off, bias, out, &g, &b, om, kc, job, buf, cbuf)
+                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, job,
+                            buf, cbuf)
             free(buf)
             free(cbuf)
     else:
         with nogil, parallel(num_threads=d.threads):
             # calloc: the slack panel past the last plane is read (into dropped columns)
             buf = <real_t*> calloc(b.size, sizeof(real_t))
-            cbuf = <real_t*> malloc(nb * FC_MR * NR * sizeof(real_t))
+            cbuf = <real_t*> malloc(cbuf_size * sizeof(real_t))
             for job in prange(njobs, schedule="dynamic", chunksize=1):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                    implicit_job(x, wp, off, bias, out, &g, &b, om, kc, job, buf, cbuf)
+                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, job,
+                            buf, cbuf)
             free(buf)
             free(cbuf)
     free(wp)
     free(off)
     finish(&d, "band buffer")
     return 0
+
+
+cdef inline void run_job(bint depthwise, const real_t* x, const real_t* w, const real_t* wp,
+                         const Py_ssize_t* off, const real_t* bias, real_t* out,
+                         const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
+                         Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
+    if depthwise:
+        depthwise_job(x, w, off, bias, out, g, b, om, job, buf, cbuf)
+    else:
+        implicit_job(x, wp, off, bias, out, g, b, om, kc, job, buf, cbuf)
 
 
 cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,

@@ -79,6 +79,49 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
 
+/* Depthwise (one input channel per group, so no weight is shared between
+ * output rows): C[NRD] = sum_k w[k] * B[k], B's row k the NRD cells at
+ * base + off[k].  FC_NVD accumulators of one output channel; each tap costs
+ * FC_NVD vector loads and one broadcast (load-bound, as any depthwise
+ * kernel: nothing is reused between taps but the weight).  All NRD lanes of
+ * C are written. */
+#if defined(__AVX512F__)
+#define FC_NVD 4
+#else
+#define FC_NVD 6
+#endif
+#define FC_NRD_F (FC_NVD * FC_VBYTES / 4)
+#define FC_NRD_D (FC_NVD * FC_VBYTES / 8)
+
+#define FC_DEFINE_DEPTHWISE_KERNEL(NAME, T, V, NR)                                \
+static void NAME(ptrdiff_t K, const T *w, const T *base, const ptrdiff_t *off,     \
+                 T *C) {                                                           \
+    enum { VLEN = NR / FC_NVD };                                                  \
+    V c[FC_NVD];                                                                  \
+    for (int v = 0; v < FC_NVD; v++) c[v] = (V){0};                               \
+    for (ptrdiff_t k = 0; k < K; k++) {                                           \
+        const T *brow = base + off[k];                                            \
+        T a = w[k];                                                               \
+        for (int v = 0; v < FC_NVD; v++) c[v] += a * *(const V *)(brow + v * VLEN); \
+    }                                                                             \
+    for (int v = 0; v < FC_NVD; v++) *(V *)(C + v * VLEN) = c[v];                 \
+}
+
+FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_f, float, fc_vf, FC_NRD_F)
+FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_d, double, fc_vd, FC_NRD_D)
+
+/* dst[j] = src[j] + b for j < n: a result row segment into the output.  The
+ * pointers never overlap (scratch -> output); saying so lets the compiler
+ * vectorise without a run-time alias check. */
+static inline void fc_store_row_f(float *restrict dst, const float *restrict src,
+                                  ptrdiff_t n, float b) {
+    for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j] + b;
+}
+static inline void fc_store_row_d(double *restrict dst, const double *restrict src,
+                                  ptrdiff_t n, double b) {
+    for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j] + b;
+}
+
 #define FC_WG_MR 3
 #define FC_WG_NR 4
 

@@ -57,6 +57,11 @@ CONVS = {
     # stride phases along H and W with dilation, and uneven padding reach
     "2d_stride3_dilated": ((3, 1, 17, 19), (5, 3, 1, 4, 3), (1, 3, 2), (0, 2, 1), (1, 2, 3), 1),
     "3d_stride2": ((3, 7, 8, 9), (4, 3, 3, 3, 3), (2, 2, 1), (1, 0, 1), (1, 1, 1), 1),
+    # one input channel per group (the implicit GEMM's depthwise kernel): a channel
+    # multiplier with stride, and a single-channel volume
+    "2d_depthwise_multiplier": ((3, 1, 7, 9), (6, 1, 1, 3, 3), (1, 1, 2), (0, 1, 1),
+                                (1, 1, 1), 3),
+    "3d_single_channel": ((1, 6, 7, 8), (1, 1, 3, 2, 3), (1, 1, 1), (1, 0, 1), (1, 1, 1), 1),
     # a row too wide for one band buffer: the implicit GEMM splits it into column tiles
     "1d_wide_split": ((64, 1, 1, 1200), (4, 64, 1, 1, 3), (1, 1, 1), (0, 0, 1), (1, 1, 1), 1),
 }
@@ -78,6 +83,8 @@ TRANSPOSES = {
     # stride phases that no tap reaches (they hold the bias), and dilated phases
     "1d_sparse_taps": ((4, 1, 1, 7), (4, 3, 1, 1, 2), (1, 1, 4), (0, 0, 1), (1, 1, 1), 1),
     "2d_stride3_dilated": ((3, 1, 5, 6), (3, 2, 1, 4, 3), (1, 3, 2), (0, 2, 1), (1, 2, 3), 1),
+    # depthwise: each stride phase is a one-channel-per-group convolution
+    "2d_depthwise_s2": ((4, 1, 5, 6), (4, 1, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 4),
 }
 # Single-array filters: (padded shape, kernel shape), 'valid' correlation.
 FILTERS = {
