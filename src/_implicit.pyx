@@ -58,6 +58,13 @@ cdef extern from "_microkernel.h":
     void fc_wgrad_d(const double* const* G, Py_ssize_t gstride, const double* base,
                     const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
                     Py_ssize_t cols, double* acc) nogil
+    int FC_WGD_NR
+    void fc_wgrad_dw_f(const float* G, Py_ssize_t gstride, const float* base,
+                       const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
+                       Py_ssize_t cols, float* acc) nogil
+    void fc_wgrad_dw_d(const double* G, Py_ssize_t gstride, const double* base,
+                       const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
+                       Py_ssize_t cols, double* acc) nogil
 
 ctypedef fused real_t:
     float
@@ -533,7 +540,7 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
     cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
     cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, co, k, i, j, mr, nr
     cdef const real_t* G[3]
-    cdef real_t acc[12]
+    cdef real_t acc[16]                             # >= FC_WG_MR * FC_WG_NR, FC_WGD_NR
     cdef real_t* row
     for n in range(g.N):
         for od in range(g.Do):
@@ -548,6 +555,12 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
                     co = co0
                     while co < co1:
                         mr = min(FC_WG_MR, co1 - co)
+                        if mr == 1:                 # depthwise: one row, more taps per call
+                            dw_row_grad(gout + (n * g.Co + grp * cog + co) * oplane
+                                        + (od * g.Ho + oh0) * g.Wo + ow0, g.Wo, buf, off, b.Wb,
+                                        rows, cols, kr,
+                                        dw + (grp * cog + co) * K + ci0 * taps, acc)
+                            break
                         for i in range(FC_WG_MR):       # missing rows repeat the last
                             G[i] = gout + (n * g.Co + grp * cog + co + min(i, mr - 1)) * oplane \
                                 + (od * g.Ho + oh0) * g.Wo + ow0
@@ -564,6 +577,22 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
                                     row[j] += acc[i * FC_WG_NR + j]
                             k += FC_WG_NR
                         co += FC_WG_MR
+
+
+cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* buf,
+                             const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
+                             Py_ssize_t cols, Py_ssize_t kr, real_t* row,
+                             real_t* acc) noexcept nogil:
+    """row[:kr] += one output channel's dot products with the kr tap columns."""
+    cdef Py_ssize_t k = 0, j
+    while k < kr:
+        if real_t is float:
+            fc_wgrad_dw_f(G, gstride, buf, off + k, bstride, rows, cols, acc)
+        else:
+            fc_wgrad_dw_d(G, gstride, buf, off + k, bstride, rows, cols, acc)
+        for j in range(min(FC_WGD_NR, kr - k)):
+            row[k + j] += acc[j]
+        k += FC_WGD_NR
 
 
 def conv_weight_grad(cnp.ndarray x not None, cnp.ndarray gout not None,
@@ -612,10 +641,11 @@ cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geome
     cdef real_t* buf
     if njobs == 0 or g.N == 0:
         return 0
-    cdef Py_ssize_t* off = <Py_ssize_t*> malloc((cib * taps + FC_WG_NR) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t slack = max(FC_WG_NR, FC_WGD_NR)
+    cdef Py_ssize_t* off = <Py_ssize_t*> malloc((cib * taps + slack) * sizeof(Py_ssize_t))
     if off == NULL:
         raise MemoryError("fastconv: could not allocate the tap offsets")
-    for k in range(cib * taps + FC_WG_NR):      # past the last tap: repeat it (ignored)
+    for k in range(cib * taps + slack):         # past the last tap: repeat it (ignored)
         decode_tap(min(k, cib * taps - 1), &g, &ci, &kd, &kh, &kw)
         off[k] = tap_offset(&g, &b, ci, kd, kh, kw)
     cdef Driver d = start(njobs, num_threads)

@@ -203,4 +203,41 @@ static void NAME(const T *const *G, ptrdiff_t gstride, const T *base,           
 FC_DEFINE_WGRAD_KERNEL(fc_wgrad_f, float, fc_vf, fc_load_partial_f)
 FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_load_partial_d)
 
+/* The same dot products for one output channel (depthwise: one input channel
+ * per group, so no grad_output row is shared between weight rows): FC_WGD_NR
+ * taps at a time, one grad_output load per FC_WGD_NR band loads and FMAs. */
+#define FC_WGD_NR 8
+
+#define FC_DEFINE_WGRAD_DW_KERNEL(NAME, T, V, LOAD_PARTIAL)                       \
+static void NAME(const T *G, ptrdiff_t gstride, const T *base, const ptrdiff_t *off, \
+                 ptrdiff_t bstride, ptrdiff_t rows, ptrdiff_t cols, T *acc) {        \
+    enum { VL = FC_VBYTES / sizeof(T) };                                          \
+    V c[FC_WGD_NR];                                                               \
+    for (int j = 0; j < FC_WGD_NR; j++) c[j] = (V){0};                            \
+    ptrdiff_t full = cols - cols % VL;                                            \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                        \
+        const T *g = G + r * gstride;                                             \
+        const T *b[FC_WGD_NR];                                                    \
+        for (int j = 0; j < FC_WGD_NR; j++) b[j] = base + off[j] + r * bstride;   \
+        for (ptrdiff_t q = 0; q < full; q += VL) {                                \
+            V gv = *(const V *)(g + q);                                           \
+            for (int j = 0; j < FC_WGD_NR; j++) c[j] += gv * *(const V *)(b[j] + q); \
+        }                                                                         \
+        if (full < cols) {                                                        \
+            V gv = LOAD_PARTIAL(g + full, cols - full);                           \
+            for (int j = 0; j < FC_WGD_NR; j++)                                   \
+                c[j] += gv * LOAD_PARTIAL(b[j] + full, cols - full);              \
+        }                                                                         \
+    }                                                                             \
+    for (int j = 0; j < FC_WGD_NR; j++) {                                         \
+        T lanes[VL], sum = 0;                                                     \
+        memcpy(lanes, &c[j], sizeof(lanes));                                      \
+        for (int l = 0; l < VL; l++) sum += lanes[l];                             \
+        acc[j] = sum;                                                             \
+    }                                                                             \
+}
+
+FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_f, float, fc_vf, fc_load_partial_f)
+FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d)
+
 #endif
