@@ -18,6 +18,9 @@ import math
 import numpy as np
 
 from ._fastpath import copy_into_padded
+from ._kernels import implicit as _implicit
+
+depthwise_kernel = _implicit.depthwise_kernel
 
 INT_MAX = 2**31 - 1
 MIN_JOBS = 8                     # split work into at least this many jobs where possible
@@ -307,8 +310,9 @@ def direct_weight_cost(p, plan=None):
 
 
 def implicit_cost(p, plan):
-    """Register-blocked GEMM over the band, or, with one input channel per group
-    (depthwise, single-channel filters), the depthwise kernel: load-bound taps
+    """Register-blocked GEMM over the band, or, with one input channel and few
+    output channels per group (depthwise, single-channel filters), the
+    depthwise kernel (``_implicit.depthwise_kernel``): load-bound taps
     plus a store per computed cell (fitted on 2-D/3-D depthwise and 128^3
     single-channel volumes, 3-49 taps: within 15 %)."""
     cog = p.w[0] // p.groups
@@ -317,7 +321,7 @@ def implicit_cost(p, plan):
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
     waste = implicit_waste(p, plan)
-    if p.x[0] // p.groups == 1:
+    if depthwise_kernel(p.x[0] // p.groups, cog):
         computed = p.out[0] * math.prod(p.out[1:]) * waste
         return (work(p) * waste * DEPTHWISE_SECONDS_PER_MAC
                 + DEPTHWISE_SECONDS_PER_CELL * computed + BAND_SECONDS_PER_CELL * copied)

@@ -132,6 +132,19 @@ ctypedef struct OutMap:
     Py_ssize_t sd, sh, sw
 
 
+cdef inline bint uses_depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog) noexcept nogil:
+    # One input channel per group and few output channels (depthwise, single-
+    # channel filters): a register block of FC_MR output channels would sit
+    # mostly idle, so the depthwise kernel runs each output channel alone.
+    return cig == 1 and 2 * cog <= FC_MR
+
+
+def depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog):
+    """Whether conv_forward runs groups of ``cig`` -> ``cog`` channels on the
+    depthwise kernel (for the cost model)."""
+    return uses_depthwise_kernel(cig, cog)
+
+
 cdef inline int panel_width(real_t* dummy) noexcept nogil:
     if real_t is float:
         return FC_NR_F
@@ -441,9 +454,7 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef Geometry g = gp[0]
     cdef Py_ssize_t groups = g.groups
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
-    # One input channel per group (depthwise): no weight is shared between output
-    # rows, so no register block of output channels; its own kernel, unpacked weights.
-    cdef bint depthwise = cig == 1
+    cdef bint depthwise = uses_depthwise_kernel(cig, cog)
     cdef int NR = depthwise_width(<real_t*>NULL) if depthwise else panel_width(<real_t*>NULL)
     cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
