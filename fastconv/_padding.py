@@ -35,13 +35,15 @@ def pad(x, pads, mode):
     return out
 
 
-def pad_adjoint(grad_padded, pads, mode):
+def pad_adjoint(grad_padded, pads, mode, overwrite=False):
     """Fold a gradient on the padded array back onto the unpadded input.
 
     The gradient that lands on a padded cell is added to the input cell it
     was copied from; the axes are undone in the reverse order of ``pad``.
+    With ``overwrite``, ``grad_padded`` (a scratch array) is folded in place
+    instead of copied first.
     """
-    g = np.array(grad_padded, copy=True)
+    g = grad_padded if overwrite else np.array(grad_padded, copy=True)
     spatial = tuple(n - l - r for n, (l, r) in zip(g.shape[2:], pads))
     for axis in reversed(range(2, g.ndim)):
         length = spatial[axis - 2]

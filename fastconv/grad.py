@@ -99,7 +99,7 @@ class _InputGradCall:
         self.kernel(g.reshape(self.g5), w.reshape(self.w5), None, grad)
         grad = grad.reshape(self.grad_shape)
         if prob.padding_mode != "zeros":
-            grad = pad_adjoint(grad, prob.pads, prob.padding_mode)
+            grad = pad_adjoint(grad, prob.pads, prob.padding_mode, overwrite=True)
         return grad if prob.batched else grad[0]
 
 
