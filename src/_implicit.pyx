@@ -19,9 +19,14 @@ kernel; the columns past ``Wc`` of each row are computed and dropped.
 
 The weights are packed once per call into the micro-kernel's blocks.  Every
 output's sum runs over the taps in the same blocked order whatever the tile,
-the batch or the thread count, so the bits never depend on either.  The weight
-gradient (``conv_weight_grad``) reads the same bands with a dot-product
-kernel; each job owns a block of the weight and sums the whole batch in order.
+the batch or the thread count, so the bits never depend on either.  With one
+input channel and few output channels per group (depthwise, single-channel
+filters) a register block of output channels would sit idle: those run the
+depthwise kernel on the same bands instead, one output channel at a time.
+Reflect / replicate / circular padding is read during the band copy
+(``source_index``), so no padded copy of x is made.  The weight gradient
+(``conv_weight_grad``) reads the same bands with a dot-product kernel; each
+job owns a block of the weight and sums the whole batch in order.
 """
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
@@ -253,7 +258,8 @@ cdef void copy_band_padded(const real_t* xg, Py_ssize_t cig, real_t* buf, const 
 
 
 cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
-                    const Band* b, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0) noexcept nogil:
+                          const Band* b, Py_ssize_t od, Py_ssize_t oh0,
+                          Py_ssize_t ow0) noexcept nogil:
     """copy_band for zero padding: cells outside x are 0."""
     cdef Py_ssize_t ci, kd, fh, fw, row, col, lo, hi, idd, ih, iw0
     cdef const real_t* src
@@ -333,8 +339,9 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
                         const real_t* bias, real_t* out,
                         const Geometry* g, const Band* b, const OutMap* om,
                         Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
-    """implicit_job for one input channel per group: the band of that channel,
-    then each output channel of the group on its own (weights unpacked)."""
+    """implicit_job for one input channel per group (``uses_depthwise_kernel``): the
+    band of that channel, then each output channel of the group on its own,
+    its weights read unpacked."""
     cdef int NR = depthwise_width(<real_t*>NULL)
     cdef Py_ssize_t cog = g.Co // g.groups
     cdef Py_ssize_t K = g.KD * g.KH * g.KW
