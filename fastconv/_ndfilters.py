@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _dispatch
+from . import _dispatch, _exact32
 from ._kernels import separable as _kernel
 from ._threads import resolve_workers
 
@@ -119,6 +119,13 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
         dst_steps = _line_steps(dst, axis)
     if src_steps is None or dst_steps is None:          # pragma: no cover - defensive
         raise RuntimeError("fastconv: could not describe the arrays as lines")
+    weights = np.ascontiguousarray(weights, np.float64)
+    # integer data: float32 arithmetic with the doubtful cells redone in float64
+    # gives SciPy's integers exactly (see fastconv/_exact32.py)
+    bounds = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode, cval) \
+        if double_work else None
+    if bounds is not None:
+        double_work = False
     work = np.dtype(np.float64 if double_work else np.float32)
     k = len(weights)
     inner = math.prod(dst.shape[axis + 1:])
@@ -131,7 +138,6 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
     else:                 # one line per outer index: the lines run along 'outer'
         s_steps = (0, src_steps[1], src_steps[0])
         d_steps = (0, dst_steps[1], dst_steps[0])
-    weights = np.ascontiguousarray(weights, np.float64)
 
     def call(layout, block, segment, nt):
         grid = (outer, inner, block) if inner > 1 else (1, outer, block)
@@ -139,7 +145,8 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
         _kernel.filter_pass(src, dst, _DTYPE_CODES[src.dtype], _DTYPE_CODES[dst.dtype],
                             double_work, grid, rows if in_place else segment, layout,
                             s_steps, d_steps, src.shape[axis], l0, rows, kind, weights,
-                            k // 2 + origin, _MODE_CODES[mode], cval, nt)
+                            k // 2 + origin, _MODE_CODES[mode], cval, nt,
+                            bounds is not None, *(bounds or (0.0, 0.0)))
 
     nt = max(1, min(workers, dst.size * k // _MIN_WORK_PER_THREAD))
     _dispatch.run_pass(p, call, nt)

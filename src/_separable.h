@@ -161,6 +161,91 @@ static void NAME(const T *const *rows, T *o, ptrdiff_t n, const T *w, ptrdiff_t 
 FC_DEFINE_ROWS(float, fc_rows_f)
 FC_DEFINE_ROWS(double, fc_rows_d)
 
+/* Integer passes in float32 with SciPy's float64 results (fastconv/_exact32.py
+ * has the error bound and the argument).
+ *
+ * o[e] holds the float32 sum of cell e, computed from rows of integers exact
+ * in float32.  A cell whose value lies within err = rel * |o[e]| + abs of an
+ * integer might truncate to another integer than SciPy's float64 sum: it is
+ * recomputed here in float64, by SciPy's sequence of operations (the scalar
+ * loop of FC_DEFINE_ROWS on the same values), and o[e] is set to the
+ * truncated result, an integer exact in float32, which the caller's cast to
+ * the output type then stores unchanged.  Other cells keep their float32
+ * value: it truncates (and wraps) as SciPy's does.  |o[e]| < 2**22, so the
+ * casts to int32 are defined and d = v - trunc(v) is exact.  Returns the
+ * number of cells recomputed. */
+typedef float fc_v8f __attribute__((vector_size(32)));
+typedef int fc_v8i __attribute__((vector_size(32)));
+
+static double fc_cell_d(const float *const *rows, ptrdiff_t e, const double *w,
+                        ptrdiff_t k, int kind) {
+    const ptrdiff_t c = k / 2;
+    ptrdiff_t j, t;
+    double a;
+    if (kind == FC_K_CORRELATE) {
+        a = (double)rows[k - 1][e] * w[k - 1];
+        for (t = 0; t < k - 1; t++)
+            a = a + (double)rows[t][e] * w[t];
+    } else {
+        a = (double)rows[c][e] * w[c];
+        for (j = c; j > 0; j--) {
+            if (kind == FC_K_SYMMETRIC)
+                a = a + ((double)rows[c - j][e] + (double)rows[c + j][e]) * w[c - j];
+            else
+                a = a + ((double)rows[c - j][e] - (double)rows[c + j][e]) * w[c - j];
+        }
+    }
+    return a;
+}
+
+static inline int fc_near_integer(float v, float rel, float abs_) {
+    float d = v - (float)(int)v;
+    float err = (v < 0 ? -v : v) * rel + abs_;
+    d = d < 0 ? -d : d;
+    return !(d > err && 1.0f - d > err);
+}
+
+static inline fc_v8f fc_abs8(fc_v8f v) {        /* clear the sign bits */
+    fc_v8i bits;
+    memcpy(&bits, &v, sizeof v);
+    bits &= 0x7fffffff;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static ptrdiff_t fc_fix_trunc_f(const float *const *rows, float *o, ptrdiff_t n,
+                                const double *w, ptrdiff_t k, int kind, float rel,
+                                float abs_) {
+    ptrdiff_t e, i, fixed = 0;
+    if (rel == 0.0f && abs_ == 0.0f)
+        return 0;                               /* float32 is exact */
+    for (e = 0; e < n; e += 8) {
+        const ptrdiff_t len = n - e < 8 ? n - e : 8;
+        if (len == 8) {                         /* most blocks: one vector test */
+            fc_v8f v, a, d, err;
+            fc_v8i bad;
+            int any = 0, l;
+            memcpy(&v, o + e, sizeof v);
+            d = v - __builtin_convertvector(__builtin_convertvector(v, fc_v8i), fc_v8f);
+            a = fc_abs8(v);
+            d = fc_abs8(d);
+            err = a * rel + abs_;
+            bad = (d <= err) | ((1.0f - d) <= err);
+            for (l = 0; l < 8; l++)
+                any |= bad[l];
+            if (!any)
+                continue;
+        }
+        for (i = e; i < e + len; i++) {
+            if (fc_near_integer(o[i], rel, abs_)) {
+                o[i] = (float)(int)fc_cell_d(rows, i, w, k, kind);
+                fixed++;
+            }
+        }
+    }
+    return fixed;
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif

@@ -44,6 +44,9 @@ cdef extern from "_separable.h":
                    int kind) nogil
     void fc_rows_d(const double** rows, double* o, Py_ssize_t n, const double* w,
                    Py_ssize_t k, int kind) nogil
+    # integer passes in float32: cells near an integer redone in float64
+    Py_ssize_t fc_fix_trunc_f(const float** rows, float* o, Py_ssize_t n, const double* w,
+                              Py_ssize_t k, int kind, float rel, float abs_) nogil
 
 # Element types, as numbered by fastconv/_separable.py (_DTYPE_CODES).
 cdef enum:
@@ -114,6 +117,10 @@ ctypedef struct Pass:
     double cval
     const double* w
     Py_ssize_t k, before               # taps, halo rows before row 0 (k // 2 + origin)
+    # integer data in float32 work (fastconv/_exact32.py): cells whose float32
+    # sum lies within err_rel * |sum| + err_abs of an integer are redone in float64
+    bint checked
+    float err_rel, err_abs
 
 
 # --------------------------------------------------------------------------- indices
@@ -368,6 +375,9 @@ cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
             uniform_out(o, acc, size, nb)
         else:
             correlate(rows + i, o, nb, w, k, ps.kind)
+            if work_t is float:
+                if ps.checked:
+                    fc_fix_trunc_f(rows + i, o, nb, ps.w, k, ps.kind, ps.err_rel, ps.err_abs)
         if not direct_out:
             store(dbase + i * ps.dl * ps.dst_size, ps.dq, out, 1, nb, ps.dst_type)
 
@@ -462,6 +472,9 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
             correlate(rows, <work_t*>dbase, n, w, k, ps.kind)
         else:
             correlate(rows, out, n, w, k, ps.kind)
+            if work_t is float:
+                if ps.checked:
+                    fc_fix_trunc_f(rows, out, n, ps.w, k, ps.kind, ps.err_rel, ps.err_abs)
             store(dbase, ps.dl, out, 1, n, ps.dst_type)
 
 
@@ -525,7 +538,7 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
                 tuple grid, Py_ssize_t seg, int layout, tuple src_steps, tuple dst_steps,
                 Py_ssize_t length, Py_ssize_t l0, Py_ssize_t rows, int kind,
                 const double[::1] weights, Py_ssize_t before, int mode, double cval,
-                int num_threads):
+                int num_threads, bint checked=False, float err_rel=0, float err_abs=0):
     """One 1-D pass along the lines of ``src`` into ``dst`` (IN: src; OUT: dst).
 
     Parameters
@@ -557,6 +570,12 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
         Halo rows before row 0: k // 2 + origin.
     mode : int
         M_* boundary mode; ``cval`` for M_CONSTANT.
+    checked : bool
+        Integer data into an integer output, computed in float32 (``double_work``
+        false): a cell whose float32 sum lies within ``err_rel * |sum| + err_abs``
+        of an integer is recomputed in float64, so that every cell truncates as
+        SciPy's float64 sum (bounds from ``fastconv._exact32.checked_float32``).
+        Only for kinds other than K_UNIFORM, whose values must be exact in float32.
     """
     cdef Pass ps
     ps.src = <const char*>cnp.PyArray_DATA(src)
@@ -572,6 +591,13 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
     ps.w = &weights[0]
     ps.k = weights.shape[0]
     ps.before = before
+    ps.checked, ps.err_rel, ps.err_abs = checked, err_rel, err_abs
+    if checked and (double_work or kind == K_UNIFORM or dst_type >= T_FLOAT32 or
+                    src_type > T_INT16 or not (err_rel >= 0 and err_abs >= 0)):
+        raise ValueError(f"filter_pass: a checked float32 pass needs 8- or 16-bit integer "
+                         f"data, an integer output and bounds >= 0; got src_type={src_type} "
+                         f"dst_type={dst_type} kind={kind} double_work={double_work} "
+                         f"bounds=({err_rel}, {err_abs})")
     if ps.B < 1 or ps.k < 1 or ps.length < 1 or ps.rows < 0 or ps.seg < 1 or \
             layout not in (LAYOUT_LINE, LAYOUT_ROWS, LAYOUT_TRANSPOSED) or \
             (kind == K_UNIFORM and (ps.seg < ps.rows or layout == LAYOUT_LINE)) or \

@@ -1,0 +1,150 @@
+"""Integer passes in float32 with SciPy's float64 results, bit for bit.
+
+SciPy computes every 1-D pass of an integer array in float64 and casts the
+sum to the integer output by truncation toward zero (a C cast).  The cast
+keeps only which unit interval ``(n, n + 1)`` the sum falls in, so a float32
+sum gives the same integer whenever it lies far enough from every integer.
+:func:`checked_float32` decides whether a pass may run that way and returns
+the error bound; ``src/_separable.h`` (``fc_fix_trunc_f``) flags every cell
+whose float32 value lies within the bound of an integer and recomputes it in
+float64, in SciPy's order, from the same input values (which are exact in
+float32).  The integer stored is therefore SciPy's for every cell.
+
+The bound
+---------
+A pass adds ``m`` products ``a_j * w_j`` in a fixed order: ``m = k`` plain
+taps, or, for (anti)symmetric kernels, ``m = k // 2 + 1`` products of a pair
+sum (difference) ``a_j = x[c - j] +- x[c + j]`` with ``w[c - j]``.  Here
+every ``x`` is an integer of at most 16 bits (or an integer ``cval``), so
+``a_j`` is an integer below 2**18 and exact in float32 and in float64.  Let
+``S = sum a_j w_j`` exactly, ``A = sum |a_j w_j|``, ``u = 2**-24`` and
+``v = 2**-53``, ``gamma(m, u) = m u / (1 - m u)``.  The weights in float32
+are ``W_j = w_j (1 + e_j)``, ``|e_j| <= u`` (round to nearest; we require
+normal float32 weights).  The recursive sum of products (Higham, Accuracy
+and Stability of Numerical Algorithms, 2nd ed., eq. 3.5) gives
+
+* float64 (SciPy): ``|s64 - S| <= gamma(m, v) A``;
+* float32: ``|s32 - sum a_j W_j| <= gamma(m, u) sum |a_j W_j| <= gamma(m, u) (1 + u) A``,
+  and ``|sum a_j W_j - S| <= u A``;
+
+so ``|s32 - s64| <= kappa A`` with
+``kappa = gamma(m, u) (1 + u) + u + gamma(m, v)``.  ``A`` is bounded in one
+of two ways:
+
+* every ``a_j >= 0`` and ``w_j >= 0`` (unsigned data or intermediates, a
+  non-negative ``cval``, Gaussian / box / Sobel-smoothing weights): then
+  ``A = S <= s32 + kappa A``, so ``A <= s32 / (1 - kappa)`` and the bound is
+  ``rel * |s32|`` with ``rel = kappa / (1 - kappa)``;
+* otherwise ``A <= X * sum_t |w_t|`` (``X`` the largest magnitude of the
+  source dtype and ``cval``; a pair of taps counts its weight twice), a bound
+  ``abs`` for every cell; used only where it is small (few cells to redo).
+
+If ``s32`` lies more than that bound from every integer, ``s32`` and
+``s64`` lie in the same open unit interval ``(n, n + 1)`` and truncate to
+the same integer (and, through int32, wrap the same way).  The kernel tests
+``|d| > err`` and ``1 - |d| > err`` with ``d = s32 - trunc(s32)`` (exact, as
+``|s32| < 2**22``); ``err`` is computed in float32 from ``rel`` and ``abs``
+rounded up here and inflated by ``SAFETY`` to cover its own rounding.
+
+Sums stay below 2**22 in magnitude (checked from the dtype's range), so the
+casts to int32 in the kernel are defined and every difference above exact.
+When all weights are integers and every partial sum is an integer below
+2**24, float32 is exact and the bound is 0: no cell is redone (Sobel,
+Prewitt, Laplace on 8- and 16-bit data).
+"""
+import math
+
+import numpy as np
+
+#: Source dtypes whose values (and pair sums) are exact in float32.
+SMALL_INTEGERS = tuple(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16,
+                                             np.int16))
+#: Factor on the bound covering the float32 arithmetic that evaluates it
+#: (two roundings, relative 2**-23 at most).
+SAFETY = 1.0 + 2.0 ** -10
+#: Largest magnitude of a float32 sum (so |s32| < 2**22 with room to spare).
+MAX_SUM = 2.0 ** 21
+#: Largest absolute bound worth using: about 2 * ABS_LIMIT of the cells are redone.
+ABS_LIMIT = 2.0 ** -8
+
+_U32 = 2.0 ** -24
+_U64 = 2.0 ** -53
+# float32 weights must be normal numbers (relative rounding error <= 2**-24)
+_TINY = 2.0 ** -100
+_HUGE = 2.0 ** 100
+
+
+def _gamma(m, u):
+    return m * u / (1.0 - m * u)
+
+
+def _up32(value):
+    """The smallest float32 >= value (value >= 0)."""
+    f = np.float32(value)
+    if float(f) < value:
+        f = np.nextafter(f, np.float32(np.inf))
+    return float(f)
+
+
+def _terms(weights, kind):
+    """(m, the weights as the kernel applies them, with multiplicity)."""
+    k = len(weights)
+    if kind in (1, 2):                  # (anti)symmetric: pairs use w[c - j] twice
+        c = k // 2
+        used = np.concatenate([weights[:c], weights[:c], weights[c:c + 1]])
+        return c + 1, used
+    return k, weights
+
+
+def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval):
+    """``(rel, abs)`` float32 error bounds of a pass, or None to compute in float64.
+
+    Parameters
+    ----------
+    src_dtype, dst_dtype : np.dtype
+        Element types the pass reads and writes: the route applies to 8- and
+        16-bit integer (or bool) sources into integer outputs only.
+    weights : ndarray of float64, (k,)
+    kind : int
+        ``_ndfilters._kind_of(weights)`` (0 general, 1 symmetric,
+        2 antisymmetric); running sums (3) keep their own float64 path.
+    mode : str
+    cval : float
+        Must be an integer in the source dtype's range when ``mode`` reads it.
+
+    Returns
+    -------
+    (float, float) or None
+        ``err = rel * |s32| + abs`` bounds ``|s32 - s64|`` for every cell
+        (see the module docstring); ``(0, 0)`` when float32 is exact.
+    """
+    src_dtype, dst_dtype = np.dtype(src_dtype), np.dtype(dst_dtype)
+    if src_dtype not in SMALL_INTEGERS or dst_dtype.kind not in "biu" or kind not in (0, 1, 2):
+        return None
+    w = np.asarray(weights, np.float64)
+    if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all():
+        return None
+    a = np.abs(w[w != 0])
+    if a.size and (a.min() < _TINY or a.max() > _HUGE):
+        return None
+    info = np.iinfo(np.uint8 if src_dtype == np.bool_ else src_dtype)
+    lo, hi = (0, 1) if src_dtype == np.bool_ else (int(info.min), int(info.max))
+    if mode in ("constant", "grid-constant"):
+        if cval != math.floor(cval) or not lo <= cval <= hi:
+            return None
+        lo, hi = min(lo, int(cval)), max(hi, int(cval))
+    m, used = _terms(w, kind)
+    x_max = max(abs(lo), abs(hi))
+    total = x_max * float(np.abs(used).sum())
+    if total >= MAX_SUM:
+        return None
+    # exact float32: integer weights, every partial sum an integer below 2**24
+    if np.array_equal(w, np.round(w)) and total < 2.0 ** 24:
+        return 0.0, 0.0
+    kappa = _gamma(m, _U32) * (1 + _U32) + _U32 + _gamma(m, _U64)
+    if lo >= 0 and kind != 2 and (w >= 0).all():
+        return _up32(kappa / (1 - kappa) * SAFETY), 0.0
+    bound = kappa * total * SAFETY
+    if bound > ABS_LIMIT:
+        return None
+    return 0.0, _up32(bound)
