@@ -31,6 +31,7 @@ call is therefore its output plus O(slab).  An input whose axes cannot be
 merged into (outer, line, inner) strides (rare: some views of views) is first
 copied to C order.
 """
+import functools
 import math
 import numbers
 import operator
@@ -89,6 +90,9 @@ def _merge(shape, steps):
 
 def _line_steps(a, axis):
     """(outer step, line step, inner step) of ``a`` in elements, or None."""
+    if a.flags.c_contiguous:            # the common case, without the general merge
+        inner = math.prod(a.shape[axis + 1:])
+        return a.shape[axis] * inner, inner, 1
     if any(s % a.itemsize for s in a.strides):
         return None
     steps = [s // a.itemsize for s in a.strides]
@@ -124,6 +128,8 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
     # gives SciPy's integers exactly (see fastconv/_exact32.py)
     bounds = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode, cval) \
         if double_work else None
+    if bounds is not None and not _exact32.worth_it(src, bounds, weights, kind):
+        bounds = None
     if bounds is not None:
         double_work = False
     work = np.dtype(np.float64 if double_work else np.float32)
@@ -146,7 +152,8 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
                             double_work, grid, rows if in_place else segment, layout,
                             s_steps, d_steps, src.shape[axis], l0, rows, kind, weights,
                             k // 2 + origin, _MODE_CODES[mode], cval, nt,
-                            bounds is not None, *(bounds or (0.0, 0.0)))
+                            checked=bounds is not None, err_rel=bounds[0] if bounds else 0.0,
+                            err_abs=bounds[1] if bounds else 0.0)
 
     nt = max(1, min(workers, dst.size * k // _MIN_WORK_PER_THREAD))
     _dispatch.run_pass(p, call, nt)
@@ -157,7 +164,13 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
 
 def _kind_of(weights):
     """SciPy's test for (anti)symmetric weights (NI_Correlate1D), in float64."""
-    k = len(weights)
+    w = np.ascontiguousarray(weights, np.float64)
+    return _kind_of_bytes(w.tobytes(), len(w))
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_of_bytes(weight_bytes, k):
+    weights = np.frombuffer(weight_bytes, np.float64, k)
     if k % 2 == 0:
         return _CORRELATE
     c = k // 2
@@ -528,6 +541,25 @@ def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, o
 
 def gaussian_kernel1d(sigma, order, radius):
     """SciPy's 1-D Gaussian (derivative) kernel, computed by the same NumPy operations."""
+    if order < 0:
+        raise ValueError(f"order must be non-negative, got {order}")
+    # sigma as given (a float32 sigma squares in float32, as in SciPy); typed keys
+    try:
+        hash(sigma)
+    except TypeError:               # a 0-d array, say
+        return _gaussian_kernel1d_uncached(sigma, int(order), int(radius))
+    return _gaussian_kernel1d(sigma, int(order), int(radius)).copy()
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _gaussian_kernel1d(sigma, order, radius):
+    """Cached (a filter call asks once per axis, with the same sigmas): read-only."""
+    k = _gaussian_kernel1d_uncached(sigma, order, radius)
+    k.flags.writeable = False
+    return k
+
+
+def _gaussian_kernel1d_uncached(sigma, order, radius):
     if order < 0:
         raise ValueError(f"order must be non-negative, got {order}")
     exponent_range = np.arange(order + 1)

@@ -20,7 +20,9 @@
 #define FASTCONV_SEPARABLE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+#include <immintrin.h>
 
 #define FC_K_CORRELATE 0
 #define FC_K_SYMMETRIC 1
@@ -164,18 +166,31 @@ FC_DEFINE_ROWS(double, fc_rows_d)
 /* Integer passes in float32 with SciPy's float64 results (fastconv/_exact32.py
  * has the error bound and the argument).
  *
- * o[e] holds the float32 sum of cell e, computed from rows of integers exact
- * in float32.  A cell whose value lies within err = rel * |o[e]| + abs of an
- * integer might truncate to another integer than SciPy's float64 sum: it is
- * recomputed here in float64, by SciPy's sequence of operations (the scalar
- * loop of FC_DEFINE_ROWS on the same values), and o[e] is set to the
- * truncated result, an integer exact in float32, which the caller's cast to
- * the output type then stores unchanged.  Other cells keep their float32
- * value: it truncates (and wraps) as SciPy's does.  |o[e]| < 2**22, so the
- * casts to int32 are defined and d = v - trunc(v) is exact.  Returns the
- * number of cells recomputed. */
+ * fc_exact_row_f computes one output row o[0, n) from rows of integers
+ * (exact in float32): first in float32; a cell whose value lies within
+ * err = rel * |o[e]| + abs of an integer might truncate to another integer
+ * than SciPy's float64 sum, so it is recomputed in float64 by SciPy's
+ * sequence of operations on the same values (fc_cell_d, or fc_rows_fd for a
+ * whole row), and o[e] is set to the truncated float64 result, an integer
+ * exact in float32 that the caller's cast to the output type stores
+ * unchanged.  Other cells keep their float32 value: it truncates (and wraps)
+ * as SciPy's does: no integer lies within err of it, so the float64 sum, within
+ * err too, is in the same open interval (n, n + 1).  |o[e]| < 2**22, so the
+ * casts to int32 are defined and the distance to the nearest integer exact.
+ *
+ * Cells are tested 8 at a time (one vector test).  Data whose sums are
+ * large (full-range 16-bit) flag many cells; a row (of 64 cells or more)
+ * with more than one in FC_HEAVY_BLOCKS blocks of 8 flagged is finished in
+ * float64 (vectorised), and the next FC_HEAVY_ROWS rows of the job go
+ * straight to float64.  Every route gives SciPy's integers, so this choice, which
+ * depends on the job, never changes a result. */
+#define FC_HEAVY_BLOCKS 4
+#define FC_HEAVY_ROWS 15
+
 typedef float fc_v8f __attribute__((vector_size(32)));
 typedef int fc_v8i __attribute__((vector_size(32)));
+typedef float fc_v4f __attribute__((vector_size(16)));
+typedef double fc_v4d __attribute__((vector_size(32)));
 
 static double fc_cell_d(const float *const *rows, ptrdiff_t e, const double *w,
                         ptrdiff_t k, int kind) {
@@ -198,52 +213,126 @@ static double fc_cell_d(const float *const *rows, ptrdiff_t e, const double *w,
     return a;
 }
 
-static inline int fc_near_integer(float v, float rel, float abs_) {
-    float d = v - (float)(int)v;
-    float err = (v < 0 ? -v : v) * rel + abs_;
-    d = d < 0 ? -d : d;
-    return !(d > err && 1.0f - d > err);
+static inline fc_v4d fc_ld4(const float *p) {
+    fc_v4f v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, fc_v4d);
 }
 
-static inline fc_v8f fc_abs8(fc_v8f v) {        /* clear the sign bits */
-    fc_v8i bits;
-    memcpy(&bits, &v, sizeof v);
-    bits &= 0x7fffffff;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
-static ptrdiff_t fc_fix_trunc_f(const float *const *rows, float *o, ptrdiff_t n,
-                                const double *w, ptrdiff_t k, int kind, float rel,
-                                float abs_) {
-    ptrdiff_t e, i, fixed = 0;
-    if (rel == 0.0f && abs_ == 0.0f)
-        return 0;                               /* float32 is exact */
-    for (e = 0; e < n; e += 8) {
-        const ptrdiff_t len = n - e < 8 ? n - e : 8;
-        if (len == 8) {                         /* most blocks: one vector test */
-            fc_v8f v, a, d, err;
-            fc_v8i bad;
-            int any = 0, l;
-            memcpy(&v, o + e, sizeof v);
-            d = v - __builtin_convertvector(__builtin_convertvector(v, fc_v8i), fc_v8f);
-            a = fc_abs8(v);
-            d = fc_abs8(d);
-            err = a * rel + abs_;
-            bad = (d <= err) | ((1.0f - d) <= err);
-            for (l = 0; l < 8; l++)
-                any |= bad[l];
-            if (!any)
-                continue;
-        }
-        for (i = e; i < e + len; i++) {
-            if (fc_near_integer(o[i], rel, abs_)) {
-                o[i] = (float)(int)fc_cell_d(rows, i, w, k, kind);
-                fixed++;
+/* fc_cell_d for cells [0, n), four lanes at a time (the same operations per lane). */
+static void fc_rows_fd(const float *const *rows, double *o, ptrdiff_t n, const double *w,
+                       ptrdiff_t k, int kind) {
+    const ptrdiff_t c = k / 2;
+    ptrdiff_t e = 0, j, t;
+    for (; e + 8 <= n; e += 8) {
+        fc_v4d a0, a1;
+        double wt;
+        if (kind == FC_K_CORRELATE) {
+            wt = w[k - 1];
+            a0 = fc_ld4(rows[k - 1] + e) * wt;
+            a1 = fc_ld4(rows[k - 1] + e + 4) * wt;
+            for (t = 0; t < k - 1; t++) {
+                wt = w[t];
+                a0 = a0 + fc_ld4(rows[t] + e) * wt;
+                a1 = a1 + fc_ld4(rows[t] + e + 4) * wt;
+            }
+        } else {
+            wt = w[c];
+            a0 = fc_ld4(rows[c] + e) * wt;
+            a1 = fc_ld4(rows[c] + e + 4) * wt;
+            for (j = c; j > 0; j--) {
+                const float *xm = rows[c - j] + e, *xp = rows[c + j] + e;
+                wt = w[c - j];
+                if (kind == FC_K_SYMMETRIC) {
+                    a0 = a0 + (fc_ld4(xm) + fc_ld4(xp)) * wt;
+                    a1 = a1 + (fc_ld4(xm + 4) + fc_ld4(xp + 4)) * wt;
+                } else {
+                    a0 = a0 + (fc_ld4(xm) - fc_ld4(xp)) * wt;
+                    a1 = a1 + (fc_ld4(xm + 4) - fc_ld4(xp + 4)) * wt;
+                }
             }
         }
+        memcpy(o + e, &a0, sizeof a0);
+        memcpy(o + e + 4, &a1, sizeof a1);
     }
-    return fixed;
+    for (; e < n; e++)
+        o[e] = fc_cell_d(rows, e, w, k, kind);
+}
+
+static inline int fc_near_integer(float v, float rel, float abs_) {
+    const float magic = 12582912.0f;            /* as fc_near_mask8 */
+    float d = v - ((v + magic) - magic);
+    d = d < 0 ? -d : d;
+    return d <= v * rel + abs_;
+}
+
+/* |v|: clear the sign bits (a vector cast reinterprets the bits). */
+static inline fc_v8f fc_abs8(fc_v8f v) {
+    return (fc_v8f)((fc_v8i)v & 0x7fffffff);
+}
+
+static inline int fc_movemask8(fc_v8i bad) {
+#if defined(__AVX__)
+    return _mm256_movemask_ps((__m256)bad);
+#else
+    __m128 lo, hi;
+    memcpy(&lo, &bad, sizeof lo);
+    memcpy(&hi, (const char *)&bad + sizeof lo, sizeof hi);
+    return _mm_movemask_ps(lo) | (_mm_movemask_ps(hi) << 4);
+#endif
+}
+
+/* Bit l set where cell l of the 8 at o lies within err of an integer (one
+ * vector test, as fc_near_integer).  v - rint(v) is exact; rint through
+ * 1.5 * 2**23, valid for |v| < 2**22.  A relative bound is given only for
+ * non-negative sums (fastconv/_exact32.py), and rel is 0 otherwise, so
+ * v * rel + abs needs no |v|. */
+static inline int fc_near_mask8(const float *o, float rel, float abs_) {
+    const float magic = 12582912.0f;            /* 1.5 * 2**23 */
+    fc_v8f v, d;
+    memcpy(&v, o, sizeof v);
+    d = fc_abs8(v - ((v + magic) - magic));
+    return fc_movemask8(d <= v * rel + abs_);
+}
+
+static void fc_trunc_rows(float *o, const double *d, ptrdiff_t n) {
+    ptrdiff_t e;
+    for (e = 0; e < n; e++)
+        o[e] = (float)(int)d[e];
+}
+
+static void fc_exact_row_f(const float *const *rows, float *o, ptrdiff_t n, const float *wf,
+                           const double *w, ptrdiff_t k, int kind, float rel, float abs_,
+                           double *scratch, int *heavy) {
+    ptrdiff_t e, i, blocks = 0;
+    if (*heavy > 0) {
+        (*heavy)--;
+        fc_rows_fd(rows, scratch, n, w, k, kind);
+        fc_trunc_rows(o, scratch, n);
+        return;
+    }
+    fc_rows_f(rows, o, n, wf, k, kind);
+    if (rel == 0.0f && abs_ == 0.0f)
+        return;                                 /* float32 is exact */
+    for (e = 0; e + 8 <= n; e += 8) {
+        int mask = fc_near_mask8(o + e, rel, abs_);
+        if (!mask)
+            continue;
+        if (++blocks * FC_HEAVY_BLOCKS > n / 8 && n >= 64) {
+            /* many cells to redo: the rest of the row, and the next rows, in float64 */
+            fc_rows_fd(rows, scratch, n, w, k, kind);
+            fc_trunc_rows(o + e, scratch + e, n - e);
+            *heavy = FC_HEAVY_ROWS;
+            return;
+        }
+        for (; mask; mask &= mask - 1) {
+            i = e + __builtin_ctz(mask);
+            o[i] = (float)(int)fc_cell_d(rows, i, w, k, kind);
+        }
+    }
+    for (i = e; i < n; i++)
+        if (fc_near_integer(o[i], rel, abs_))
+            o[i] = (float)(int)fc_cell_d(rows, i, w, k, kind);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)

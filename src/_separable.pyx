@@ -45,8 +45,9 @@ cdef extern from "_separable.h":
     void fc_rows_d(const double** rows, double* o, Py_ssize_t n, const double* w,
                    Py_ssize_t k, int kind) nogil
     # integer passes in float32: cells near an integer redone in float64
-    Py_ssize_t fc_fix_trunc_f(const float** rows, float* o, Py_ssize_t n, const double* w,
-                              Py_ssize_t k, int kind, float rel, float abs_) nogil
+    void fc_exact_row_f(const float** rows, float* o, Py_ssize_t n, const float* wf,
+                        const double* w, Py_ssize_t k, int kind, float rel, float abs_,
+                        double* scratch, int* heavy) nogil
 
 # Element types, as numbered by fastconv/_separable.py (_DTYPE_CODES).
 cdef enum:
@@ -352,6 +353,7 @@ cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
     cdef double size = <double>k
     cdef work_t* o
     cdef work_t* slot
+    cdef int heavy = 0                  # checked passes: rows left to do in float64
     for r in range(R):
         if r < ra or r >= rb:
             fill_row(ps, halo + h * B, base, boundary(first + r, ps.length, ps.mode), nb)
@@ -373,11 +375,11 @@ cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
             else:
                 uniform_next(acc, rows[i + k - 1], rows[i - 1], nb)
             uniform_out(o, acc, size, nb)
+        elif work_t is float and ps.checked:
+            fc_exact_row_f(rows + i, o, nb, w, ps.w, k, ps.kind, ps.err_rel, ps.err_abs, acc,
+                           &heavy)
         else:
             correlate(rows + i, o, nb, w, k, ps.kind)
-            if work_t is float:
-                if ps.checked:
-                    fc_fix_trunc_f(rows + i, o, nb, ps.w, k, ps.kind, ps.err_rel, ps.err_abs)
         if not direct_out:
             store(dbase + i * ps.dl * ps.dst_size, ps.dq, out, 1, nb, ps.dst_type)
 
@@ -434,7 +436,7 @@ cdef inline void line_halo(const Pass* ps, work_t* buf, const char* base, Py_ssi
 
 
 cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** rows,
-                    const work_t* w, Py_ssize_t job) noexcept nogil:
+                    const work_t* w, double* scratch, Py_ssize_t job) noexcept nogil:
     """LINE layout: output rows [r0, r0 + n) of up to B lines, one after the
     other, each copied with its halo into ``buf`` (so a line may be filtered in
     place) and filtered along itself: tap t reads the buffer shifted by t."""
@@ -455,6 +457,7 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
     cdef Py_ssize_t q, r, t
     cdef const char* base
     cdef char* dbase
+    cdef int heavy = 0                  # checked passes: lines left to do in float64
     for t in range(k):
         rows[t] = buf + t
     for q in range(q0, q0 + nl):
@@ -471,10 +474,11 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
         if direct_out:
             correlate(rows, <work_t*>dbase, n, w, k, ps.kind)
         else:
-            correlate(rows, out, n, w, k, ps.kind)
-            if work_t is float:
-                if ps.checked:
-                    fc_fix_trunc_f(rows, out, n, ps.w, k, ps.kind, ps.err_rel, ps.err_abs)
+            if work_t is float and ps.checked:
+                fc_exact_row_f(rows, out, n, w, ps.w, k, ps.kind, ps.err_rel, ps.err_abs,
+                               scratch, &heavy)
+            else:
+                correlate(rows, out, n, w, k, ps.kind)
             store(dbase, ps.dl, out, 1, n, ps.dst_type)
 
 
@@ -513,7 +517,8 @@ cdef void run_pass(const Pass* ps, work_t* wdummy, Driver* d) noexcept nogil:
         out = <work_t*>calloc(out_size, sizeof(work_t))
         rows = <const work_t**>calloc(R, sizeof(work_t*))
         w = <work_t*>calloc(ps.k, sizeof(work_t))
-        acc = <double*>calloc(ps.B, sizeof(double))
+        # running sums' accumulators; a checked pass's float64 row
+        acc = <double*>calloc(max(ps.B, ps.seg) if ps.checked else ps.B, sizeof(double))
         scratch_ok = buf != NULL and out != NULL and rows != NULL and w != NULL and acc != NULL
         if scratch_ok:
             for t in range(ps.k):
@@ -526,7 +531,7 @@ cdef void run_pass(const Pass* ps, work_t* wdummy, Driver* d) noexcept nogil:
             elif ps.layout == LAYOUT_TRANSPOSED:
                 run_transposed(ps, buf, out, rows, acc, job)
             else:
-                run_lines(ps, buf, out, rows, w, job)
+                run_lines(ps, buf, out, rows, w, acc, job)
         free(buf)
         free(out)
         free(<void*>rows)

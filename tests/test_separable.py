@@ -390,19 +390,24 @@ def test_float32_error_bound_up_to_101_taps(taps, mode, rng):
 
 def test_float32_is_computed_in_float32():
     """float32 in, float32 out, float32 arithmetic: the kernel is asked for
-    single precision (SciPy computes in float64)."""
+    single precision (SciPy computes in float64).  16-bit integers into an
+    integer output too, with the cells near an integer checked (float64 work
+    for an integer output of int32 data, or a float64 output)."""
     seen = []
     real = nf._kernel.filter_pass
 
-    def spy(*args):
-        seen.append(args[4])            # double_work
-        return real(*args)
+    def spy(*args, **kwargs):
+        seen.append((args[4], kwargs.get("checked", False)))    # double_work, checked
+        return real(*args, **kwargs)
 
     with mock.patch.object(nf._kernel, "filter_pass", spy):
         fndi.gaussian_filter(np.ones((5, 6), np.float32), 1.0)
         fndi.gaussian_filter(np.ones((5, 6), np.float32), 1.0, output=np.float64)
         fndi.gaussian_filter(np.ones((5, 6), np.uint16), 1.0)
-    assert seen == [False, False, True, True, True, True]
+        fndi.gaussian_filter(np.ones((5, 6), np.int32), 1.0)
+        fndi.gaussian_filter(np.ones((5, 6), np.uint8), 1.0, output=np.float64)
+    assert seen == [(False, False)] * 2 + [(True, False)] * 2 + [(False, True)] * 2 + \
+        [(True, False)] * 4
 
 
 # --------------------------------------------------------------------------- threads
@@ -413,9 +418,9 @@ def threads_recorded():
     counts = []
     real = nf._kernel.filter_pass
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         counts.append(args[-1])
-        return real(*args)
+        return real(*args, **kwargs)
 
     with mock.patch.object(nf, "_MIN_WORK_PER_THREAD", 1), \
             mock.patch.object(nf._kernel, "filter_pass", spy):
