@@ -15,7 +15,7 @@ The bound
 A pass adds ``m`` products ``a_j * w_j`` in a fixed order: ``m = k`` plain
 taps, or, for (anti)symmetric kernels, ``m = k // 2 + 1`` products of a pair
 sum (difference) ``a_j = x[c - j] +- x[c + j]`` with ``w[c - j]``.  Here
-every ``x`` is an integer of at most 16 bits (or an integer ``cval``), so
+every ``x`` is an integer of at most 16 bits (data or ``cval``), so
 ``a_j`` is an integer below 2**18 and exact in float32 and in float64.  Let
 ``S = sum a_j w_j`` exactly, ``A = sum |a_j w_j|``, ``u = 2**-24`` and
 ``v = 2**-53``, ``gamma(m, u) = m u / (1 - m u)``.  The weights in float32
@@ -69,10 +69,11 @@ MAX_SUM = 2.0 ** 21
 ABS_LIMIT = 2.0 ** -8
 #: Cells of the sample that estimates the share of cells to redo.
 SAMPLE = 4096
-#: Cost of redoing one cell in float64 (a scalar chain of adds, latency-bound),
-#: in vector instructions per term: fitted on AVX2 to the shares of redone
-#: cells where float32 stops paying (about 1.2 % for 5 terms, 3 % for 33).
-REDO_PER_TERM = 20.0
+#: Cost of redoing one cell in float64 (a scalar chain of adds, latency-bound;
+#: rows with many such cells go to vectorised float64 instead), in vector
+#: instructions per term: fitted on AVX2 (128**3 uint16 Gaussians) to where
+#: float32 stops paying (about 4 % of the cells for 5 terms).
+REDO_PER_TERM = 6.0
 
 _U32 = 2.0 ** -24
 _U64 = 2.0 ** -53
@@ -117,7 +118,8 @@ def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval):
         2 antisymmetric); running sums (3) keep their own float64 path.
     mode : str
     cval : float
-        Must be an integer in the source dtype's range when ``mode`` reads it.
+        Must be an integer of at most 16 bits when ``mode`` reads it (it then
+        joins the range of the values read).
 
     Returns
     -------
@@ -144,7 +146,7 @@ def _checked(src_dtype, dst_dtype, weight_bytes, k, kind, mode, cval):
     info = np.iinfo(np.uint8 if src_dtype == np.bool_ else src_dtype)
     lo, hi = (0, 1) if src_dtype == np.bool_ else (int(info.min), int(info.max))
     if mode in ("constant", "grid-constant"):
-        if cval != math.floor(cval) or not lo <= cval <= hi:
+        if cval != math.floor(cval) or abs(cval) > 65535:
             return None
         lo, hi = min(lo, int(cval)), max(hi, int(cval))
     m, used = _terms(w, kind)

@@ -213,47 +213,79 @@ static double fc_cell_d(const float *const *rows, ptrdiff_t e, const double *w,
     return a;
 }
 
+/* Four floats widened to doubles (the intrinsics: GCC's generic conversion of
+ * a 16-byte vector is scalarised). */
 static inline fc_v4d fc_ld4(const float *p) {
-    fc_v4f v;
-    memcpy(&v, p, sizeof v);
-    return __builtin_convertvector(v, fc_v4d);
+    fc_v4d v;
+#if defined(__AVX__)
+    __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(p));
+    memcpy(&v, &d, sizeof v);
+#else
+    __m128 f = _mm_loadu_ps(p);
+    __m128d lo = _mm_cvtps_pd(f), hi = _mm_cvtps_pd(_mm_movehl_ps(f, f));
+    memcpy(&v, &lo, sizeof lo);
+    memcpy((char *)&v + sizeof lo, &hi, sizeof hi);
+#endif
+    return v;
 }
 
-/* fc_cell_d for cells [0, n), four lanes at a time (the same operations per lane). */
+/* fc_cell_d for cells [0, n), four lanes at a time (the same operations per
+ * lane); eight named accumulators in flight, as FC_DEFINE_ROWS, since each
+ * is a chain of dependent adds (an array of them would live on the stack). */
+#define FC_FD_STEP(OP, XM, XP)                                                         \
+    do {                                                                               \
+        a0 = a0 + (fc_ld4(XM) OP fc_ld4(XP)) * wt;                                     \
+        a1 = a1 + (fc_ld4(XM + 4) OP fc_ld4(XP + 4)) * wt;                             \
+        a2 = a2 + (fc_ld4(XM + 8) OP fc_ld4(XP + 8)) * wt;                             \
+        a3 = a3 + (fc_ld4(XM + 12) OP fc_ld4(XP + 12)) * wt;                           \
+        a4 = a4 + (fc_ld4(XM + 16) OP fc_ld4(XP + 16)) * wt;                           \
+        a5 = a5 + (fc_ld4(XM + 20) OP fc_ld4(XP + 20)) * wt;                           \
+        a6 = a6 + (fc_ld4(XM + 24) OP fc_ld4(XP + 24)) * wt;                           \
+        a7 = a7 + (fc_ld4(XM + 28) OP fc_ld4(XP + 28)) * wt;                           \
+    } while (0)
+
 static void fc_rows_fd(const float *const *rows, double *o, ptrdiff_t n, const double *w,
                        ptrdiff_t k, int kind) {
     const ptrdiff_t c = k / 2;
     ptrdiff_t e = 0, j, t;
-    for (; e + 8 <= n; e += 8) {
-        fc_v4d a0, a1;
+    for (; e + 32 <= n; e += 32) {
+        fc_v4d a0, a1, a2, a3, a4, a5, a6, a7;
+        const float *x, *xm, *xp;
         double wt;
+        x = rows[kind == FC_K_CORRELATE ? k - 1 : c] + e;
+        wt = w[kind == FC_K_CORRELATE ? k - 1 : c];
+        a0 = fc_ld4(x) * wt;       a1 = fc_ld4(x + 4) * wt;
+        a2 = fc_ld4(x + 8) * wt;   a3 = fc_ld4(x + 12) * wt;
+        a4 = fc_ld4(x + 16) * wt;  a5 = fc_ld4(x + 20) * wt;
+        a6 = fc_ld4(x + 24) * wt;  a7 = fc_ld4(x + 28) * wt;
         if (kind == FC_K_CORRELATE) {
-            wt = w[k - 1];
-            a0 = fc_ld4(rows[k - 1] + e) * wt;
-            a1 = fc_ld4(rows[k - 1] + e + 4) * wt;
             for (t = 0; t < k - 1; t++) {
+                x = rows[t] + e;
                 wt = w[t];
-                a0 = a0 + fc_ld4(rows[t] + e) * wt;
-                a1 = a1 + fc_ld4(rows[t] + e + 4) * wt;
+                a0 = a0 + fc_ld4(x) * wt;       a1 = a1 + fc_ld4(x + 4) * wt;
+                a2 = a2 + fc_ld4(x + 8) * wt;   a3 = a3 + fc_ld4(x + 12) * wt;
+                a4 = a4 + fc_ld4(x + 16) * wt;  a5 = a5 + fc_ld4(x + 20) * wt;
+                a6 = a6 + fc_ld4(x + 24) * wt;  a7 = a7 + fc_ld4(x + 28) * wt;
+            }
+        } else if (kind == FC_K_SYMMETRIC) {
+            for (j = c; j > 0; j--) {
+                xm = rows[c - j] + e;
+                xp = rows[c + j] + e;
+                wt = w[c - j];
+                FC_FD_STEP(+, xm, xp);
             }
         } else {
-            wt = w[c];
-            a0 = fc_ld4(rows[c] + e) * wt;
-            a1 = fc_ld4(rows[c] + e + 4) * wt;
             for (j = c; j > 0; j--) {
-                const float *xm = rows[c - j] + e, *xp = rows[c + j] + e;
+                xm = rows[c - j] + e;
+                xp = rows[c + j] + e;
                 wt = w[c - j];
-                if (kind == FC_K_SYMMETRIC) {
-                    a0 = a0 + (fc_ld4(xm) + fc_ld4(xp)) * wt;
-                    a1 = a1 + (fc_ld4(xm + 4) + fc_ld4(xp + 4)) * wt;
-                } else {
-                    a0 = a0 + (fc_ld4(xm) - fc_ld4(xp)) * wt;
-                    a1 = a1 + (fc_ld4(xm + 4) - fc_ld4(xp + 4)) * wt;
-                }
+                FC_FD_STEP(-, xm, xp);
             }
         }
-        memcpy(o + e, &a0, sizeof a0);
-        memcpy(o + e + 4, &a1, sizeof a1);
+        memcpy(o + e, &a0, sizeof a0);       memcpy(o + e + 4, &a1, sizeof a1);
+        memcpy(o + e + 8, &a2, sizeof a2);   memcpy(o + e + 12, &a3, sizeof a3);
+        memcpy(o + e + 16, &a4, sizeof a4);  memcpy(o + e + 20, &a5, sizeof a5);
+        memcpy(o + e + 24, &a6, sizeof a6);  memcpy(o + e + 28, &a7, sizeof a7);
     }
     for (; e < n; e++)
         o[e] = fc_cell_d(rows, e, w, k, kind);

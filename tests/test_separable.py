@@ -410,6 +410,186 @@ def test_float32_is_computed_in_float32():
         [(True, False)] * 4
 
 
+# --------------------------------------------------------------------------- exact float32
+
+INT_DTYPES = (np.uint8, np.uint16, np.int16)
+
+
+def adversarial_data(rng, shape, dtype, kind):
+    """Integer data whose filtered sums land on or next to integers.
+
+    'blocks': piecewise constant (a normalised filter of a constant c gives
+    c (1 +- a few ulps), straddling the truncation boundary at c); 'steps':
+    a constant plus 0 / 1 noise; 'full': the dtype's whole range (large sums,
+    many cells to redo); '12bit': 0 .. 4095, as CT data.
+    """
+    info = np.iinfo(dtype)
+    if kind == "full":
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    if kind == "12bit":
+        return rng.integers(0, min(4096, info.max + 1), size=shape).astype(dtype)
+    base = int(rng.integers(info.min, info.max - 1, endpoint=True))
+    if kind == "steps":
+        return (base + rng.integers(0, 2, size=shape)).astype(dtype)
+    levels = rng.integers(info.min, info.max, size=4, endpoint=True)
+    cells = rng.integers(0, 4, size=tuple(max(1, n // 4) for n in shape))
+    for ax, n in enumerate(shape):
+        cells = np.repeat(cells, 4, axis=ax)[(slice(None),) * ax + (slice(0, n),)]
+        if cells.shape[ax] < n:
+            cells = np.concatenate([cells] + [cells[(slice(None),) * ax + (slice(-1, None),)]]
+                                   * (n - cells.shape[ax]), axis=ax)
+    return levels[cells].astype(dtype)
+
+
+@contextlib.contextmanager
+def float32_always():
+    """The checked float32 route wherever it is exact, whatever the data say about
+    its speed (so that full-range data run it too)."""
+    with mock.patch.object(nf._exact32, "worth_it", lambda *args: True):
+        yield
+
+
+@st.composite
+def integer_calls(draw):
+    nd = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=nd, max_size=nd)))
+    dtype = draw(st.sampled_from(INT_DTYPES))
+    kind = draw(st.sampled_from(("blocks", "steps", "full", "12bit")))
+    mode = draw(st.sampled_from(MODES))
+    info = np.iinfo(dtype)
+    cval = draw(st.integers(max(info.min, -100), min(info.max, 300)))   # integer: checked
+    name = draw(st.sampled_from(("gaussian_filter", "gaussian_filter1d", "correlate1d",
+                                 "sobel", "prewitt", "laplace", "gaussian_laplace",
+                                 "gaussian_gradient_magnitude")))
+    params = {}
+    if name.startswith("gaussian"):
+        params["sigma"] = draw(st.floats(0.4, 4.0).map(lambda v: round(v, 2)))
+    if name in ("gaussian_filter", "gaussian_filter1d"):
+        params["order"] = draw(st.integers(0, 3))
+    if name == "correlate1d":
+        weights = draw(st.sampled_from(("random", "dyadic", "box")))
+        k = draw(st.integers(1, 9))
+        if weights == "random":
+            w = draw(st.lists(st.floats(-2, 2).map(lambda v: round(v, 3)), min_size=k,
+                              max_size=k))
+        elif weights == "dyadic":       # sums exactly on integers and halves
+            w = [v / 4 for v in draw(st.lists(st.integers(0, 4), min_size=k, max_size=k))]
+        else:
+            w = [1 / k] * k
+        params["weights"] = np.array(w)
+    if name in ("gaussian_filter1d", "correlate1d", "sobel", "prewitt"):
+        params["axis"] = draw(st.integers(-nd, nd - 1))
+    output = draw(st.sampled_from((None, np.uint8, np.int16, np.uint16, np.int32)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return name, shape, dtype, kind, mode, cval, params, output, seed
+
+
+@SETTINGS
+@given(integer_calls())
+def test_integer_data_in_checked_float32_give_scipy_bits(call):
+    """8- and 16-bit data into integer outputs run in float32, cells near an
+    integer redone in float64: SciPy's integers exactly, on data built to put
+    sums on the truncation boundaries."""
+    name, shape, dtype, kind, mode, cval, params, output, seed = call
+    x = adversarial_data(np.random.default_rng(seed), shape, dtype, kind)
+    with float32_always():
+        check_against_scipy(name, x, params, mode=mode, cval=cval, output=output)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("nd", (1, 2, 3))
+def test_gaussians_of_constant_regions_truncate_as_scipy(nd, dtype, mode, rng):
+    """A normalised Gaussian of a constant is the constant give or take an ulp,
+    in float32 and float64 alike, on different sides: every such cell must be
+    redone.  (Without the redo, most of them differ: see the next test.)"""
+    shape = {1: (301,), 2: (41, 37), 3: (13, 11, 17)}[nd]
+    x = adversarial_data(rng, shape, dtype, "blocks")
+    with float32_always():
+        for sigma in (0.8, 1.3, 2.0, 3.7):
+            check_against_scipy("gaussian_filter", x, dict(sigma=sigma), mode=mode, cval=7)
+        check_against_scipy("gaussian_filter1d", x, dict(sigma=1.7, order=1, axis=0),
+                            mode=mode)
+
+
+def test_without_the_redo_float32_truncates_differently():
+    """The test above can fail: with the bound set to 0 (no cell redone) the
+    float32 sums of constant regions truncate to other integers than SciPy's."""
+    x = np.repeat(np.arange(0, 65536, 7, dtype=np.uint16)[:, None], 40, axis=1)
+    real = nf._kernel.filter_pass
+
+    def no_redo(*args, **kwargs):
+        if kwargs.get("checked"):
+            kwargs.update(err_rel=0.0, err_abs=0.0)
+        return real(*args, **kwargs)
+
+    with float32_always(), mock.patch.object(nf._kernel, "filter_pass", no_redo):
+        actual = fndi.gaussian_filter(x, 1.3)
+    assert np.count_nonzero(actual != sndi.gaussian_filter(x, 1.3)) > 1000
+    with float32_always():
+        np.testing.assert_array_equal(fndi.gaussian_filter(x, 1.3),
+                                      sndi.gaussian_filter(x, 1.3))
+
+
+@pytest.mark.parametrize("axis", (0, 1))
+def test_rows_with_many_cells_to_redo_switch_to_float64(axis, rng):
+    """Full-range uint16 data make many cells doubtful: rows of 64 cells or more
+    are then finished, and the next ones computed, in float64 (both layouts)."""
+    x = rng.integers(0, 65536, size=(150, 203)).astype(np.uint16)
+    with float32_always():
+        for sigma in (1.0, 3.0):
+            check_against_scipy("gaussian_filter1d", x, dict(sigma=sigma, axis=axis))
+        check_against_scipy("gaussian_filter", x, dict(sigma=2.0), mode="wrap")
+
+
+def test_which_passes_run_checked_in_float32():
+    """The bound, by case: exact for integer weights, relative for non-negative
+    terms, absolute (when small) otherwise, float64 where float32 cannot be
+    made exact or would redo too many cells."""
+    check = nf._exact32.checked_float32
+    gauss = nf._gaussian_weights(2.0, 0, 4.0, None, "t")
+    u16, i16 = np.dtype(np.uint16), np.dtype(np.int16)
+    assert check(u16, u16, np.array([1.0, 2.0, 1.0]), 1, "reflect", 0.0) == (0.0, 0.0)
+    assert check(i16, i16, np.array([-1.0, 0.0, 1.0]), 2, "reflect", 0.0) == (0.0, 0.0)
+    rel, ab = check(u16, u16, gauss, 1, "reflect", 0.0)
+    m = len(gauss) // 2 + 1
+    assert ab == 0 and m * 2.0 ** -24 < rel < 1.2 * (m + 1) * 2.0 ** -24
+    rel, ab = check(np.dtype(np.uint8), np.dtype(np.uint8), -gauss, 1, "reflect", 0.0)
+    assert rel == 0 and 0 < ab < 255 * 2.0 ** -24 * 2 * (m + 1)
+    u8 = np.dtype(np.uint8)
+    assert check(u8, u8, gauss, 1, "constant", 3.0)[1] == 0             # relative
+    assert check(u8, u8, gauss, 1, "constant", -1.0)[0] == 0            # cval < 0: absolute
+    assert check(u16, u16, gauss, 1, "constant", 0.5) is None           # not exact in the ring
+    assert check(u16, u16, gauss, 1, "reflect", 0.5) is not None        # cval unused
+    assert check(np.dtype(np.int32), np.dtype(np.int32), gauss, 1, "reflect", 0.0) is None
+    assert check(u16, np.dtype(np.float32), gauss, 1, "reflect", 0.0) is None
+    assert check(u16, u16, gauss * 1e3, 1, "reflect", 0.0) is None       # sums past 2**21
+    assert check(u16, u16, np.array([1e-40, 1.0]), 0, "reflect", 0.0) is None
+    assert check(u16, u16, gauss, 3, "reflect", 0.0) is None             # running sums
+    assert check(i16, i16, gauss, 1, "reflect", 0.0) is None             # bound too large
+    x = np.full((32, 32), 60000, np.uint16)
+    assert not nf._exact32.worth_it(x, check(u16, u16, gauss, 1, "reflect", 0.0), gauss, 1)
+    assert nf._exact32.worth_it(x // 64, check(u16, u16, gauss, 1, "reflect", 0.0), gauss, 1)
+
+
+def test_checked_pass_refuses_what_it_cannot_make_exact():
+    x = np.zeros((4, 5), np.uint16)
+    w = np.array([0.25, 0.5, 0.25])
+    args = (x, x.copy(), 2, 2, False, (4, 5, 5), 4, 1, (20, 5, 1), (20, 5, 1), 4, 0, 4, 1, w,
+            1, 2, 0.0, 1)
+    for change in (dict(double_work=True), dict(dst_type=8), dict(src_type=5), dict(kind=3),
+                   dict(err_rel=-1.0)):
+        a = list(args)
+        for key, value in change.items():
+            index = {"double_work": 4, "dst_type": 3, "src_type": 2, "kind": 13}.get(key)
+            if index is not None:
+                a[index] = value
+        kwargs = dict(checked=True, err_rel=change.get("err_rel", 1e-6), err_abs=0.0)
+        with pytest.raises(ValueError, match="checked float32 pass"):
+            nf._kernel.filter_pass(*a, **kwargs)
+    nf._kernel.filter_pass(*args, checked=True, err_rel=1e-6, err_abs=0.0)     # the good call
+
+
 # --------------------------------------------------------------------------- threads
 
 @contextlib.contextmanager
