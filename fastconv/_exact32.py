@@ -186,3 +186,28 @@ def worth_it(src, bounds, weights, kind):
     largest = float(max(abs(int(sample.max())), abs(int(sample.min()))))
     share = 2 * rel * largest * float(np.abs(used).sum())
     return share * REDO_PER_TERM * m <= 5 * m / 8 - 2
+
+
+#: Largest box (uniform filter) whose mean of integers float32 gives exactly.
+BOX_MAX = 255
+
+
+def box_float32(src_dtype, dst_dtype, size, mode, cval):
+    """Whether a box mean (``uniform_filter1d``) of integer data may run in float32.
+
+    SciPy sums the window exactly (integers, in float64) and truncates
+    ``sum / size``.  With 8- or 16-bit data (and an integer ``cval`` of at
+    most 16 bits) and ``size <= 255``, every sum is an integer below 2**24,
+    exact in float32.  Its quotient ``q`` by ``size`` is an integer (then
+    every division gives it exactly) or lies at least ``1 / size >= 2**-8``
+    from one, while rounding it to float32 moves it by at most half an ulp of
+    ``|q| < 2**16``, that is ``2**-8 / 2``: float32 division, or float64
+    division rounded to float32, truncates to SciPy's integer.
+    """
+    src_dtype, dst_dtype = np.dtype(src_dtype), np.dtype(dst_dtype)
+    if src_dtype not in SMALL_INTEGERS or dst_dtype.kind not in "biu" or \
+            not 1 <= size <= BOX_MAX:
+        return False
+    if mode in ("constant", "grid-constant"):
+        return cval == math.floor(cval) and abs(cval) <= 65535
+    return True

@@ -163,6 +163,87 @@ static void NAME(const T *const *rows, T *o, ptrdiff_t n, const T *w, ptrdiff_t 
 FC_DEFINE_ROWS(float, fc_rows_f)
 FC_DEFINE_ROWS(double, fc_rows_d)
 
+/* Box sums along a line: o[e] = (rows[0][e] + ... + rows[k-1][e]) / size,
+ * added in that order in float32, then divided (not multiplied by 1/size:
+ * for integer data the sum is exact and the division then truncates as
+ * SciPy's float64 division does, see fastconv/_exact32.py).  Eight vector
+ * accumulators, as FC_DEFINE_ROWS; every lane does the scalar operations. */
+static void fc_box_f(const float *const *rows, float *o, ptrdiff_t n, ptrdiff_t k,
+                     float size) {
+    enum { V = (int)(sizeof(fc_rows_f_vec) / sizeof(float)) };
+    ptrdiff_t e = 0, t;
+    for (; e + 8 * V <= n; e += 8 * V) {
+        fc_rows_f_vec a0, a1, a2, a3, a4, a5, a6, a7;
+        const float *x = rows[0] + e;
+        a0 = fc_rows_f_ld(x);          a1 = fc_rows_f_ld(x + V);
+        a2 = fc_rows_f_ld(x + 2 * V);  a3 = fc_rows_f_ld(x + 3 * V);
+        a4 = fc_rows_f_ld(x + 4 * V);  a5 = fc_rows_f_ld(x + 5 * V);
+        a6 = fc_rows_f_ld(x + 6 * V);  a7 = fc_rows_f_ld(x + 7 * V);
+        for (t = 1; t < k; t++) {
+            x = rows[t] + e;
+            a0 = a0 + fc_rows_f_ld(x);          a1 = a1 + fc_rows_f_ld(x + V);
+            a2 = a2 + fc_rows_f_ld(x + 2 * V);  a3 = a3 + fc_rows_f_ld(x + 3 * V);
+            a4 = a4 + fc_rows_f_ld(x + 4 * V);  a5 = a5 + fc_rows_f_ld(x + 5 * V);
+            a6 = a6 + fc_rows_f_ld(x + 6 * V);  a7 = a7 + fc_rows_f_ld(x + 7 * V);
+        }
+        fc_rows_f_st(o + e, a0 / size);          fc_rows_f_st(o + e + V, a1 / size);
+        fc_rows_f_st(o + e + 2 * V, a2 / size);  fc_rows_f_st(o + e + 3 * V, a3 / size);
+        fc_rows_f_st(o + e + 4 * V, a4 / size);  fc_rows_f_st(o + e + 5 * V, a5 / size);
+        fc_rows_f_st(o + e + 6 * V, a6 / size);  fc_rows_f_st(o + e + 7 * V, a7 / size);
+    }
+    for (; e + V <= n; e += V) {
+        fc_rows_f_vec a = fc_rows_f_ld(rows[0] + e);
+        for (t = 1; t < k; t++)
+            a = a + fc_rows_f_ld(rows[t] + e);
+        fc_rows_f_st(o + e, a / size);
+    }
+    for (; e < n; e++) {
+        float a = rows[0][e];
+        for (t = 1; t < k; t++)
+            a = a + rows[t][e];
+        o[e] = a / size;
+    }
+}
+
+/* Box sums along one line in about log2(k) sweeps instead of k - 1 adds:
+ * buf holds the line (n + k - 1 cells) and is overwritten.  After the sweep
+ * for span s, buf[e] is the sum of the 2s cells from e (a tree of adds fixed
+ * by k, the same for every e); o[e] adds the spans of k's binary digits,
+ * lowest first, the digit for span s starting at cell (k mod s).  The
+ * float32 error is at most (log2 k + popcount k) 2**-24 of the sum of
+ * magnitudes; integer sums below 2**24 are exact, whatever the order. */
+static void fc_box_tree_f(float *buf, float *o, ptrdiff_t n, ptrdiff_t k, float size) {
+    enum { V = (int)(sizeof(fc_rows_f_vec) / sizeof(float)) };
+    const ptrdiff_t L = n + k - 1;
+    ptrdiff_t span, e, m;
+    int first = 1;
+    for (span = 1; span <= k; span *= 2) {
+        if (k & span) {
+            const float *x = buf + (k & (span - 1));
+            if (first) {
+                memmove(o, x, (size_t)n * sizeof(float));
+                first = 0;
+            } else {
+                for (e = 0; e + V <= n; e += V)
+                    fc_rows_f_st(o + e, fc_rows_f_ld(o + e) + fc_rows_f_ld(x + e));
+                for (; e < n; e++)
+                    o[e] = o[e] + x[e];
+            }
+        }
+        if (2 * span <= k) {                    /* buf[e] += buf[e + span], ascending */
+            m = L - 2 * span + 1;
+            for (e = 0; e + V <= m; e += V)
+                fc_rows_f_st(buf + e, fc_rows_f_ld(buf + e) + fc_rows_f_ld(buf + e + span));
+            for (; e < m; e++)
+                buf[e] = buf[e] + buf[e + span];
+        }
+    }
+    for (e = 0; e + V <= n; e += V)
+        fc_rows_f_st(o + e, fc_rows_f_ld(o + e) / size);
+    for (; e < n; e++)
+        o[e] = o[e] / size;
+}
+
 /* Integer passes in float32 with SciPy's float64 results (fastconv/_exact32.py
  * has the error bound and the argument).
  *
