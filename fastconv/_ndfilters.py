@@ -145,9 +145,11 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
             bounds = None
     if bounds is not None:
         double_work = False
-    if kind == _UNIFORM and inner == 1 and not double_work and k <= _BOX_MAX:
-        # along the contiguous axis: each output sums its own window in float32
-        # (no transposition into lanes for a running sum; no drift)
+    if kind == _UNIFORM and axis == dst.ndim - 1 and not double_work and k <= _BOX_MAX:
+        # along the last axis: each output sums its own window in float32 (no
+        # transposition into lanes for a running sum; no drift).  Chosen by the
+        # axis, not by the extents after it, so that a chunk (fastconv.dask)
+        # gets the arithmetic of the whole array.
         kind = _BOX
     work = np.dtype(np.float64 if double_work else np.float32)
     in_place = src.ctypes.data == dst.ctypes.data
@@ -698,8 +700,12 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
     return out
 
 
-def _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op):
-    double_work = _double_work(x.dtype, out.dtype)
+def _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op, double_work=None):
+    """One running-mean pass; ``double_work`` from the filter's input (default
+    ``x``'s), so that the later passes of an integer input into a float32
+    output keep SciPy's float64 arithmetic."""
+    if double_work is None:
+        double_work = _double_work(x.dtype, out.dtype)
     ones = np.ones(size)
     if x.dtype.kind == "c":
         _pass(x.real, out.real, axis, _UNIFORM, ones, origin, mode, float(np.real(cval)),
@@ -859,8 +865,9 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
         out[...] = x
         return out
     src = x
+    double_work = _double_work(x.dtype, out.dtype)
     for ax, s, o, m in todo:
-        _uniform_pass(src, out, ax, s, o, m, cval, nt, op)
+        _uniform_pass(src, out, ax, s, o, m, cval, nt, op, double_work)
         src = out
     return out
 

@@ -573,21 +573,39 @@ def test_which_passes_run_checked_in_float32():
 
 
 def test_checked_pass_refuses_what_it_cannot_make_exact():
-    x = np.zeros((4, 5), np.uint16)
-    w = np.array([0.25, 0.5, 0.25])
-    args = (x, x.copy(), 2, 2, False, (4, 5, 5), 4, 1, (20, 5, 1), (20, 5, 1), 4, 0, 4, 1, w,
-            1, 2, 0.0, 1)
-    for change in (dict(double_work=True), dict(dst_type=8), dict(src_type=5), dict(kind=3),
-                   dict(err_rel=-1.0)):
-        a = list(args)
-        for key, value in change.items():
-            index = {"double_work": 4, "dst_type": 3, "src_type": 2, "kind": 13}.get(key)
-            if index is not None:
-                a[index] = value
-        kwargs = dict(checked=True, err_rel=change.get("err_rel", 1e-6), err_abs=0.0)
+    """filter_pass itself refuses a checked float32 pass it cannot make exact, and
+    box sums outside their layout (arguments taken from a real call)."""
+    calls = []
+    real = nf._kernel.filter_pass
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    with mock.patch.object(nf._kernel, "filter_pass", spy), float32_always():
+        fndi.correlate1d(np.arange(20, dtype=np.uint16).reshape(4, 5), [0.25, 0.5, 0.25],
+                         axis=0)
+        fndi.uniform_filter1d(np.zeros((4, 5), np.float32), 3, axis=-1)
+    (args, kwargs), (box, _) = calls
+    assert kwargs["checked"] and not args[4]
+    real(*args, **kwargs)                                               # the good call
+    for index, value, bounds in ((4, True, (1e-6, 0.0)),                # float64 work
+                                 (3, 8, (1e-6, 0.0)),                   # float32 output
+                                 (2, 5, (1e-6, 0.0)),                   # int32 data
+                                 (None, None, (-1.0, 0.0))):            # a negative bound
+        changed = list(args)
+        if index is not None:
+            changed[index] = value
         with pytest.raises(ValueError, match="checked float32 pass"):
-            nf._kernel.filter_pass(*a, **kwargs)
-    nf._kernel.filter_pass(*args, checked=True, err_rel=1e-6, err_abs=0.0)     # the good call
+            real(*changed, checked=True, err_rel=bounds[0], err_abs=bounds[1])
+    box = list(box)
+    assert box[13] == 4 and box[7] == 0              # K_BOX, single-line layout
+    real(*box)
+    for index, value in ((4, True), (13, 7)):        # float64 work; no such kind
+        changed = list(box)
+        changed[index] = value
+        with pytest.raises(ValueError, match="bad geometry"):
+            real(*changed)
 
 
 # --------------------------------------------------------------------------- threads
