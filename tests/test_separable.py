@@ -608,6 +608,48 @@ def test_checked_pass_refuses_what_it_cannot_make_exact():
             real(*changed)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_box_means_of_integers_in_float32_give_scipy_bits(dtype, mode, rng):
+    """uniform_filter1d of 8- and 16-bit data in float32: exact window sums,
+    divided as SciPy divides them (running sums across lines; along the last
+    axis direct sums, tap by tap or by doubling spans), up to the largest box
+    float32 covers (255) and past it (float64), on data whose sums fall on
+    multiples of the size (quotients that are integers) and next to them."""
+    info = np.iinfo(dtype)
+    for size in (2, 3, 5, 8, 11, 21, 32, 33, 64, 255, 256):
+        base = rng.integers(info.min // size, info.max // size, size=(6, 300), endpoint=True)
+        x = (base * size + rng.integers(-1, 2, size=base.shape)).clip(info.min, info.max)
+        x = x.astype(dtype)
+        cval = int(rng.integers(0, 100))
+        for axis in (0, -1):
+            check_against_scipy("uniform_filter1d", x, dict(size=size, axis=axis),
+                                mode=mode, cval=cval)
+        check_against_scipy("uniform_filter", x[:, :40], dict(size=(3, size % 40 + 1)),
+                            mode=mode, cval=cval)
+
+
+@pytest.mark.parametrize("size", (3, 8, 21, 32, 33))
+@pytest.mark.parametrize("mode", ("reflect", "constant", "wrap"))
+def test_float32_box_sums_along_the_last_axis_within_the_bound(size, mode, rng):
+    """float32 box sums (direct, tap by tap or by doubling spans, up to 32 taps)
+    stay within the documented float32 bound, and run only along the last axis."""
+    x = (rng.standard_normal((5, 7, 333)) * 100).astype(np.float32)
+    kinds = []
+    real = nf._kernel.filter_pass
+
+    def spy(*args, **kwargs):
+        kinds.append(args[13])
+        return real(*args, **kwargs)
+
+    with mock.patch.object(nf._kernel, "filter_pass", spy):
+        for axis in (0, 1, 2):
+            check_against_scipy("uniform_filter1d", x, dict(size=size, axis=axis), mode=mode,
+                                cval=CVAL)
+    box = nf._BOX if size <= nf._BOX_MAX else nf._UNIFORM
+    assert kinds == [nf._UNIFORM, nf._UNIFORM, box]
+
+
 # --------------------------------------------------------------------------- threads
 
 @contextlib.contextmanager
