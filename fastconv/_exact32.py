@@ -36,8 +36,9 @@ of two ways:
   ``A = S <= s32 + kappa A``, so ``A <= s32 / (1 - kappa)`` and the bound is
   ``rel * |s32|`` with ``rel = kappa / (1 - kappa)``;
 * otherwise ``A <= X * sum_t |w_t|`` (``X`` the largest magnitude of the
-  source dtype and ``cval``; a pair of taps counts its weight twice), a bound
-  ``abs`` for every cell; used only where it is small (few cells to redo).
+  data, from the dtype's range or the data's own, and ``cval``; a pair of
+  taps counts its weight twice), a bound ``abs`` for every cell; used only
+  where it is small (few cells to redo).
 
 If ``s32`` lies more than that bound from every integer, ``s32`` and
 ``s64`` lie in the same open unit interval ``(n, n + 1)`` and truncate to
@@ -65,15 +66,20 @@ SMALL_INTEGERS = tuple(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uin
 SAFETY = 1.0 + 2.0 ** -10
 #: Largest magnitude of a float32 sum (so |s32| < 2**22 with room to spare).
 MAX_SUM = 2.0 ** 21
-#: Largest absolute bound worth using: about 2 * ABS_LIMIT of the cells are redone.
-ABS_LIMIT = 2.0 ** -8
+#: Largest absolute bound the test in the kernel takes (whether it pays is
+#: :func:`worth_it`'s question).
+ABS_LIMIT = 2.0 ** -3
+#: Smallest array whose range is looked up for a smaller bound (below it, the
+#: look-up costs more than float64 does).
+RANGE_MIN_CELLS = 1 << 16
 #: Cells of the sample that estimates the share of cells to redo.
 SAMPLE = 4096
 #: Cost of redoing one cell in float64 (a scalar chain of adds, latency-bound;
 #: rows with many such cells go to vectorised float64 instead), in vector
-#: instructions per term: fitted on AVX2 (128**3 uint16 Gaussians) to where
-#: float32 stops paying (about 4 % of the cells for 5 terms).
-REDO_PER_TERM = 6.0
+#: instructions per term and per cell: fitted on AVX2 (128**3 uint16
+#: Gaussians and 9-tap correlations) to where float32 stops paying (about 1 %
+#: of the cells redone for 5 terms, 2 % for 9, 6 % for 33).
+REDO_PER_TERM, REDO_PER_CELL = 6.0, 100.0
 
 _U32 = 2.0 ** -24
 _U64 = 2.0 ** -53
@@ -104,7 +110,7 @@ def _terms(weights, kind):
     return k, weights
 
 
-def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval):
+def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval, data_range=None):
     """``(rel, abs)`` float32 error bounds of a pass, or None to compute in float64.
 
     Parameters
@@ -120,6 +126,9 @@ def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval):
     cval : float
         Must be an integer of at most 16 bits when ``mode`` reads it (it then
         joins the range of the values read).
+    data_range : (int, int), optional
+        The smallest and largest value of the data (default: the dtype's),
+        for a smaller bound.
 
     Returns
     -------
@@ -131,20 +140,34 @@ def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval):
     if src_dtype not in SMALL_INTEGERS or dst_dtype.kind not in "biu" or kind not in (0, 1, 2):
         return None
     w = np.ascontiguousarray(weights, np.float64)
+    if data_range is None:
+        info = np.iinfo(np.uint8 if src_dtype == np.bool_ else src_dtype)
+        data_range = (0, 1) if src_dtype == np.bool_ else (int(info.min), int(info.max))
     # a filter call asks once per pass, with the same few kernels: cached
-    return _checked(src_dtype, dst_dtype, w.tobytes(), len(w), kind, mode, float(cval))
+    return _checked(dst_dtype, w.tobytes(), len(w), kind, mode, float(cval),
+                    int(data_range[0]), int(data_range[1]))
+
+
+def data_range_may_help(src_dtype, dst_dtype, weights, kind, mode, cval):
+    """Whether the data's own range could give a bound where the dtype's range
+    gives none (so that looking the range up, a pass over the data, may pay)."""
+    return checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval) is None and \
+        checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval, (0, 1)) is not None
+
+
+def data_range(a):
+    """(smallest, largest) value of an integer array."""
+    return (0 if a.dtype.kind in "bu" else int(a.min())), int(a.max())
 
 
 @functools.lru_cache(maxsize=256)
-def _checked(src_dtype, dst_dtype, weight_bytes, k, kind, mode, cval):
+def _checked(dst_dtype, weight_bytes, k, kind, mode, cval, lo, hi):
     w = np.frombuffer(weight_bytes, np.float64, k)
     if w.size == 0 or not np.isfinite(w).all():
         return None
     a = np.abs(w[w != 0])
     if a.size and (a.min() < _TINY or a.max() > _HUGE):
         return None
-    info = np.iinfo(np.uint8 if src_dtype == np.bool_ else src_dtype)
-    lo, hi = (0, 1) if src_dtype == np.bool_ else (int(info.min), int(info.max))
     if mode in ("constant", "grid-constant"):
         if cval != math.floor(cval) or abs(cval) > 65535:
             return None
@@ -171,21 +194,31 @@ def worth_it(src, bounds, weights, kind):
 
     Under a relative bound about ``2 * rel * |sum|`` of the cells are redone
     (``|sum|`` estimated by the largest value of a strided sample of ``src``,
-    about :data:`SAMPLE` cells, times the sum of the weights); float32 saves
+    about :data:`SAMPLE` cells, times the sum of the weights), under an
+    absolute one ``2 * abs``; float32 saves
     about ``5 m / 8 - 2`` vector instructions per cell (half the lanes' cost of
     ``m`` terms, less the test) and a redone cell costs about
-    ``REDO_PER_TERM * m``.  Only speed depends on this guess:
+    ``REDO_PER_TERM * m + REDO_PER_CELL``.  Only speed depends on this guess:
     both routes give SciPy's integers.
     """
-    rel, _ = bounds
-    if rel == 0.0 or src.size == 0:
+    rel, abs_ = bounds
+    if (rel == 0.0 and abs_ == 0.0) or src.size == 0:
         return True
     m, used = _terms(np.asarray(weights, np.float64), kind)
+    if rel == 0.0:
+        share = 2 * abs_
+    else:
+        lo, hi = sampled_range(src)
+        share = 2 * rel * max(abs(lo), abs(hi)) * float(np.abs(used).sum())
+    return share * (REDO_PER_TERM * m + REDO_PER_CELL) <= 5 * m / 8 - 2
+
+
+def sampled_range(src):
+    """(smallest, largest) value of a strided sample of about :data:`SAMPLE`
+    cells: an estimate, for speed decisions only."""
     step = max(1, int(src.size ** (1 / src.ndim) / SAMPLE ** (1 / src.ndim)))
     sample = src[(slice(None, None, step),) * src.ndim]
-    largest = float(max(abs(int(sample.max())), abs(int(sample.min()))))
-    share = 2 * rel * largest * float(np.abs(used).sum())
-    return share * REDO_PER_TERM * m <= 5 * m / 8 - 2
+    return int(sample.min()), int(sample.max())
 
 
 #: Largest box (uniform filter) whose mean of integers float32 gives exactly.

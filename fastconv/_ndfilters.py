@@ -141,6 +141,16 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
             bounds = (0.0, 0.0)
     elif double_work:
         bounds = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode, cval)
+        if bounds is None and src.size >= _exact32.RANGE_MIN_CELLS and \
+                _exact32.data_range_may_help(src.dtype, dst.dtype, weights, kind, mode, cval):
+            # mixed-sign weights on, say, 12-bit data in uint16: the data's own
+            # range may give a small enough bound; a sample says whether it is
+            # worth reading the data for it
+            guess = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode, cval,
+                                             _exact32.sampled_range(src))
+            if guess is not None and _exact32.worth_it(src, guess, weights, kind):
+                bounds = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode,
+                                                  cval, _exact32.data_range(src))
         if bounds is not None and not _exact32.worth_it(src, bounds, weights, kind):
             bounds = None
     if bounds is not None:

@@ -542,6 +542,30 @@ def test_rows_with_many_cells_to_redo_switch_to_float64(axis, rng):
         check_against_scipy("gaussian_filter", x, dict(sigma=2.0), mode="wrap")
 
 
+@pytest.mark.parametrize("mode", ("reflect", "constant", "wrap"))
+def test_mixed_sign_weights_on_12_bit_data_use_the_data_range(mode, rng):
+    """uint16 holding 12-bit values: with mixed-sign weights the dtype's range
+    gives too large a bound, the data's own range (looked up for arrays of
+    64 Ki cells or more) a small one; the checked float32 pass then gives
+    SciPy's integers, here on data placed on the boundaries too."""
+    x = rng.integers(0, 4096, size=(40, 41, 42)).astype(np.uint16)
+    x[::3] = 1000                                    # constant slabs: sums on integers
+    seen = []
+    real = nf._kernel.filter_pass
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("err_abs", 0.0) if kwargs.get("checked") else None)
+        return real(*args, **kwargs)
+
+    with float32_always(), mock.patch.object(nf._kernel, "filter_pass", spy):
+        for axis in (0, 1, 2):
+            check_against_scipy("correlate1d", x, dict(weights=np.array([0.3, -0.6, 0.9, 0.2]),
+                                                       axis=axis), mode=mode, cval=5)
+            check_against_scipy("gaussian_filter1d", x, dict(sigma=1.5, order=1, axis=axis),
+                                mode=mode, cval=5)
+    assert all(e is not None and e > 0 for e in seen), seen
+
+
 def test_which_passes_run_checked_in_float32():
     """The bound, by case: exact for integer weights, relative for non-negative
     terms, absolute (when small) otherwise, float64 where float32 cannot be
@@ -566,7 +590,11 @@ def test_which_passes_run_checked_in_float32():
     assert check(u16, u16, gauss * 1e3, 1, "reflect", 0.0) is None       # sums past 2**21
     assert check(u16, u16, np.array([1e-40, 1.0]), 0, "reflect", 0.0) is None
     assert check(u16, u16, gauss, 3, "reflect", 0.0) is None             # running sums
-    assert check(i16, i16, gauss, 1, "reflect", 0.0) is None             # bound too large
+    rel, ab = check(i16, i16, gauss, 1, "reflect", 0.0)                  # signed data
+    assert rel == 0 and ab > 0.01
+    assert not nf._exact32.worth_it(np.zeros((9, 9), np.int16), (rel, ab), gauss, 1)
+    assert check(i16, i16, gauss * 8, 1, "reflect", 0.0) is None         # bound too large
+    assert check(i16, i16, gauss * 8, 1, "reflect", 0.0, (-300, 200)) is not None
     x = np.full((32, 32), 60000, np.uint16)
     assert not nf._exact32.worth_it(x, check(u16, u16, gauss, 1, "reflect", 0.0), gauss, 1)
     assert nf._exact32.worth_it(x // 64, check(u16, u16, gauss, 1, "reflect", 0.0), gauss, 1)
