@@ -141,11 +141,25 @@ def checked_float32(src_dtype, dst_dtype, weights, kind, mode, cval, data_range=
         return None
     w = np.ascontiguousarray(weights, np.float64)
     if data_range is None:
-        info = np.iinfo(np.uint8 if src_dtype == np.bool_ else src_dtype)
-        data_range = (0, 1) if src_dtype == np.bool_ else (int(info.min), int(info.max))
+        data_range = _dtype_range(src_dtype)
     # a filter call asks once per pass, with the same few kernels: cached
     return _checked(dst_dtype, w.tobytes(), len(w), kind, mode, float(cval),
                     int(data_range[0]), int(data_range[1]))
+
+
+@functools.lru_cache(maxsize=16)
+def _dtype_range(dtype):
+    if dtype == np.bool_:
+        return 0, 1
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+@functools.lru_cache(maxsize=256)
+def _term_stats(weight_bytes, k, kind):
+    """(m, sum of |weights| as applied) of a kernel (see :func:`_terms`)."""
+    m, used = _terms(np.frombuffer(weight_bytes, np.float64, k), kind)
+    return m, float(np.abs(used).sum())
 
 
 def data_range_may_help(src_dtype, dst_dtype, weights, kind, mode, cval):
@@ -204,18 +218,21 @@ def worth_it(src, bounds, weights, kind):
     rel, abs_ = bounds
     if (rel == 0.0 and abs_ == 0.0) or src.size == 0:
         return True
-    m, used = _terms(np.asarray(weights, np.float64), kind)
+    w = np.ascontiguousarray(weights, np.float64)
+    m, total = _term_stats(w.tobytes(), len(w), kind)
     if rel == 0.0:
         share = 2 * abs_
     else:
         lo, hi = sampled_range(src)
-        share = 2 * rel * max(abs(lo), abs(hi)) * float(np.abs(used).sum())
+        share = 2 * rel * max(abs(lo), abs(hi)) * total
     return share * (REDO_PER_TERM * m + REDO_PER_CELL) <= 5 * m / 8 - 2
 
 
 def sampled_range(src):
     """(smallest, largest) value of a strided sample of about :data:`SAMPLE`
     cells: an estimate, for speed decisions only."""
+    if src.size <= SAMPLE:
+        return int(src.min()), int(src.max())
     step = max(1, int(src.size ** (1 / src.ndim) / SAMPLE ** (1 / src.ndim)))
     sample = src[(slice(None, None, step),) * src.ndim]
     return int(sample.min()), int(sample.max())
