@@ -796,18 +796,22 @@ def _gaussian_passes(ndim, sigma, order, mode, truncate, radius, axes, op):
     return passes
 
 
-def _run_passes(x, out, passes, cval, nt, op, l0=0):
+def _run_passes(x, out, passes, cval, nt, op, l0=0, double_work=None):
     """Apply 1-D correlations in order: x -> out, then out -> out in place.
 
     With ``l0`` the first pass produces rows [l0, l0 + out rows) of its axis
     only (a slab); the later passes must run along other axes.
+    ``double_work`` (default from x's and out's dtypes) lets the rest of a
+    filter started on another array keep that filter's arithmetic.
     """
     if not passes:
         if l0:
             raise RuntimeError("fastconv: a slab needs a first pass")   # pragma: no cover
-        out[...] = x
+        if out is not x:
+            out[...] = x
         return out
-    double_work = _double_work(x.dtype, out.dtype)
+    if double_work is None:
+        double_work = _double_work(x.dtype, out.dtype)
     if x.dtype.kind == "c" and out.dtype.kind != "c":
         raise ArgumentError(f"{op}: output must have complex dtype for complex input, "
                             f"got {out.dtype}")
@@ -950,30 +954,60 @@ def _sum_of_terms(x, out, terms, cval, nt, op, square):
     """out = sum over terms (each a list of passes), as SciPy's generic_laplace /
     generic_gradient_magnitude: the first term in ``out``, each further term
     computed slab by slab in the output dtype and added (squared first when
-    ``square``), with NumPy's casting, so that integer outputs wrap as SciPy's."""
+    ``square``), with NumPy's casting, so that integer outputs wrap as SciPy's.
+
+    Further terms that begin with the same pass (gaussian_laplace and
+    gaussian_gradient_magnitude smooth along axis 0 first in all but the first
+    term) share it: per slab, the pass runs once and each term finishes on a
+    copy.  Their passes are the same operations, so the bits are the same;
+    slabs are then half as large, so memory stays the output plus one slab."""
+    double_work = _double_work(x.dtype, out.dtype)
     _run_passes(x, out, terms[0], cval, nt, op)
     if square:
         np.multiply(out, out, out)
-    for passes in terms[1:]:
-        if not passes:
+    for group in _groups_by_first_pass(terms[1:]):
+        if not group[0]:
             tmp = np.empty(out.shape, out.dtype)
             tmp[...] = x
             _accumulate(out, tmp, square)
             continue
-        ax = passes[0][0]
+        ax = group[0][0][0]
         plane = out.size // max(1, out.shape[ax]) * out.itemsize
-        rows = max(1, SLAB_BYTES // max(1, plane))
+        rows = max(1, SLAB_BYTES // max(1, plane * min(2, len(group))))
         for l0 in range(0, out.shape[ax], rows):
             n = min(rows, out.shape[ax] - l0)
             shape = out.shape[:ax] + (n,) + out.shape[ax + 1:]
-            tmp = np.empty(shape, out.dtype)
-            _run_passes(x, tmp, passes, cval, nt, op, l0=l0)
             index = (slice(None),) * ax + (slice(l0, l0 + n),)
-            _accumulate(out[index], tmp, square)
-            del tmp                 # one slab at a time
+            head = np.empty(shape, out.dtype)
+            _run_passes(x, head, group[0][:1], cval, nt, op, l0=l0, double_work=double_work)
+            for i, passes in enumerate(group):
+                tmp = head if i == len(group) - 1 else head.copy()
+                _run_passes(tmp, tmp, passes[1:], cval, nt, op, double_work=double_work)
+                _accumulate(out[index], tmp, square)
+                del tmp
+            del head                # one slab at a time
     if square:
         np.sqrt(out, out, casting="unsafe")
     return out
+
+
+def _first_pass_key(passes):
+    if not passes:
+        return None
+    ax, w, m = passes[0]
+    return ax, np.asarray(w, np.float64).tobytes(), m
+
+
+def _groups_by_first_pass(terms):
+    """Consecutive terms with the same first pass (axis, weights, mode), grouped."""
+    groups = []
+    for passes in terms:
+        key = _first_pass_key(passes)
+        if groups and key is not None and _first_pass_key(groups[-1][0]) == key:
+            groups[-1].append(passes)
+        else:
+            groups.append([passes])
+    return groups
 
 
 def _accumulate(dst, tmp, square):

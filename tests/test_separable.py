@@ -678,6 +678,25 @@ def test_float32_box_sums_along_the_last_axis_within_the_bound(size, mode, rng):
     assert kinds == [nf._UNIFORM, nf._UNIFORM, box]
 
 
+@pytest.mark.parametrize("dtype", (np.float32, np.uint16, np.float64), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ("gaussian_gradient_magnitude", "gaussian_laplace"))
+def test_terms_sharing_their_first_pass_give_the_same_bits(name, dtype, rng, monkeypatch):
+    """Further terms that start with the same smoothing pass share it per slab:
+    the same bits as computing each term on its own, in several slabs, and
+    with modes per axis (terms with different modes do not share)."""
+    x = make_data(rng, (12, 10, 9), dtype)
+    monkeypatch.setattr(nf, "SLAB_BYTES", x.nbytes // 3)
+    for mode in ("reflect", ["wrap", "nearest", "nearest"]):
+        shared = getattr(fndi, name)(x, 1.2, mode=mode)
+        with mock.patch.object(nf, "_groups_by_first_pass", lambda terms: [[t] for t in terms]):
+            alone = getattr(fndi, name)(x, 1.2, mode=mode)
+        assert shared.tobytes() == alone.tobytes()
+        check_against_scipy(name, x, dict(sigma=1.2), mode=mode)
+    terms = [[(0, np.ones(3), "wrap"), (1, np.ones(2), "wrap")], [(0, np.ones(3), "wrap")],
+             [(0, np.ones(3), "reflect")], []]
+    assert [len(g) for g in nf._groups_by_first_pass(terms)] == [2, 1, 1]
+
+
 # --------------------------------------------------------------------------- threads
 
 @contextlib.contextmanager
