@@ -13,11 +13,16 @@ dtype only, so results never depend on the thread count.
 Precision
 ---------
 float32 data (and complex64) with a float32 (complex64) output is computed in
-float32; everything else in float64, by the same operations in the same order
-as SciPy's C code, so integer results are SciPy's exactly (and float64
-results agree to the last bit or so).  Multi-axis filters keep SciPy's
-intermediate in the output dtype, so an integer output truncates after every
-pass, as SciPy's does.
+float32; float64 data, and anything into a float output, in float64, by the
+same operations in the same order as SciPy's C code (float64 results agree
+to the last bit or so).  8- and 16-bit integer data into an integer output
+run in float32 where that is provably exact (``fastconv/_exact32.py``): the
+cells whose float32 sum lies within a rigorous error bound of an integer
+(the truncation boundaries) are recomputed in float64 by SciPy's sequence of
+operations, and box means sum exactly; so integer results are SciPy's
+exactly on every route.  Multi-axis filters keep SciPy's intermediate in the
+output dtype, so an integer output truncates after every pass, as SciPy's
+does.
 
 Memory
 ------
@@ -413,9 +418,12 @@ _DOCS = {
     most ``1e-5 * max|input| * G``, G the largest factor by which the filter
     scales a value (1 for Gaussian and box means, sum |w| for a correlation;
     that is 1e-5 of the largest possible output), for kernels up to 101 taps
-    (tests/test_separable.py).  Every other dtype is computed in float64 by
-    SciPy's own sequence of operations, so integer results, and float64
-    ones, are SciPy's exactly.
+    (tests/test_separable.py).  float64 data, and any data into a float
+    output, are computed in float64 by SciPy's own sequence of operations,
+    so float64 results are SciPy's.  8- and 16-bit integers into an integer
+    output run in float32 where it is provably exact: cells within the
+    rounding error bound of a truncation boundary are redone in float64
+    (fastconv/_exact32.py); integer results are SciPy's exactly.
 
     Memory: no padded or cast copy of the input; boundary cells are read
     through the mode's index rule into per-thread buffers of about 0.3 MB.
@@ -668,8 +676,12 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
     """1-D running mean along one axis, as ``scipy.ndimage.uniform_filter1d``.
 
     A running sum (one addition and one subtraction per output, whatever
-    ``size``), as SciPy's; in float64 even for float32 data, where a float32
-    sum would drift along the line.
+    ``size``), as SciPy's, accumulated in float64 even for float32 data,
+    where a float32 running sum would drift along the line; except along the
+    last axis for float32 data and ``size <= 32``, where each output sums its
+    own window in float32 (no drift; within the float32 bound below).  8- and
+    16-bit integers into an integer output sum exactly in float32 (sizes up
+    to 255) and are divided as SciPy divides them.
 
     Parameters
     ----------
