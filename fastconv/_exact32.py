@@ -5,10 +5,12 @@ sum to the integer output by truncation toward zero (a C cast).  The cast
 keeps only which unit interval ``(n, n + 1)`` the sum falls in, so a float32
 sum gives the same integer whenever it lies far enough from every integer.
 :func:`checked_float32` decides whether a pass may run that way and returns
-the error bound; ``src/_separable.h`` (``fc_fix_trunc_f``) flags every cell
+the error bound; ``src/_separable.h`` (``fc_exact_row_f``) flags every cell
 whose float32 value lies within the bound of an integer and recomputes it in
 float64, in SciPy's order, from the same input values (which are exact in
 float32).  The integer stored is therefore SciPy's for every cell.
+(:func:`box_float32` gives the same guarantee for box means, whose sums are
+exact.)
 
 The bound
 ---------
@@ -42,10 +44,11 @@ of two ways:
 
 If ``s32`` lies more than that bound from every integer, ``s32`` and
 ``s64`` lie in the same open unit interval ``(n, n + 1)`` and truncate to
-the same integer (and, through int32, wrap the same way).  The kernel tests
-``|d| > err`` and ``1 - |d| > err`` with ``d = s32 - trunc(s32)`` (exact, as
-``|s32| < 2**22``); ``err`` is computed in float32 from ``rel`` and ``abs``
-rounded up here and inflated by ``SAFETY`` to cover its own rounding.
+the same integer (and, through int32, wrap the same way).  The kernel
+redoes a cell when ``|s32 - rint(s32)| <= err`` (the distance to the nearest
+integer, exact as ``|s32| < 2**22``; an ``err`` of 1/2 or more redoes every
+cell); ``err`` is computed in float32 from ``rel`` and ``abs`` rounded up
+here and inflated by ``SAFETY`` to cover its own rounding.
 
 Sums stay below 2**22 in magnitude (checked from the dtype's range), so the
 casts to int32 in the kernel are defined and every difference above exact.
