@@ -985,7 +985,9 @@ def _sum_of_terms(x, out, terms, cval, nt, op, square):
             continue
         ax = group[0][0][0]
         plane = out.size // max(1, out.shape[ax]) * out.itemsize
-        rows = max(1, SLAB_BYTES // max(1, plane * min(2, len(group))))
+        # a shared first pass keeps a slab and a copy: each half of what one
+        # term's slab would take, so the peak stays the output plus one slab
+        rows = max(1, min(SLAB_BYTES, out.nbytes) // max(1, plane * min(2, len(group))))
         for l0 in range(0, out.shape[ax], rows):
             n = min(rows, out.shape[ax] - l0)
             shape = out.shape[:ax] + (n,) + out.shape[ax + 1:]
