@@ -13,11 +13,16 @@ dtype only, so results never depend on the thread count.
 Precision
 ---------
 float32 data (and complex64) with a float32 (complex64) output is computed in
-float32; everything else in float64, by the same operations in the same order
-as SciPy's C code, so integer results are SciPy's exactly (and float64
-results agree to the last bit or so).  Multi-axis filters keep SciPy's
-intermediate in the output dtype, so an integer output truncates after every
-pass, as SciPy's does.
+float32; float64 data, and anything into a float output, in float64, by the
+same operations in the same order as SciPy's C code (float64 results agree
+to the last bit or so).  8- and 16-bit integer data into an integer output
+run in float32 where that is provably exact (``fastconv/_exact32.py``): the
+cells whose float32 sum lies within a rigorous error bound of an integer
+(the truncation boundaries) are recomputed in float64 by SciPy's sequence of
+operations, and box means sum exactly; so integer results are SciPy's
+exactly on every route.  Multi-axis filters keep SciPy's intermediate in the
+output dtype, so an integer output truncates after every pass, as SciPy's
+does.
 
 Memory
 ------
@@ -31,6 +36,7 @@ call is therefore its output plus O(slab).  An input whose axes cannot be
 merged into (outer, line, inner) strides (rare: some views of views) is first
 copied to C order.
 """
+import functools
 import math
 import numbers
 import operator
@@ -40,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _dispatch
+from . import _dispatch, _exact32
 from ._kernels import separable as _kernel
 from ._threads import resolve_workers
 
@@ -59,7 +65,12 @@ MODES = ("reflect", "constant", "nearest", "mirror", "wrap",
 _MODE_CODES = {"nearest": 0, "wrap": 1, "grid-wrap": 1, "reflect": 2, "grid-mirror": 2,
                "mirror": 3, "constant": 4, "grid-constant": 4}
 
-_CORRELATE, _SYMMETRIC, _ANTISYMMETRIC, _UNIFORM = 0, 1, 2, 3
+_CORRELATE, _SYMMETRIC, _ANTISYMMETRIC, _UNIFORM, _BOX = 0, 1, 2, 3, 4
+#: Longest box summed directly (``_BOX``) along the contiguous axis in float32:
+#: k adds per output, against a running sum's two plus a transposition into
+#: lanes; the float32 sum of k values errs by at most (k - 1) 2**-24 of their
+#: largest magnitude (well inside the documented 1e-5).
+_BOX_MAX = 32
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
 
 #: Bytes of one slab of an extra term (laplace & co.).
@@ -89,6 +100,9 @@ def _merge(shape, steps):
 
 def _line_steps(a, axis):
     """(outer step, line step, inner step) of ``a`` in elements, or None."""
+    if a.flags.c_contiguous:            # the common case, without the general merge
+        inner = math.prod(a.shape[axis + 1:])
+        return a.shape[axis] * inner, inner, 1
     if any(s % a.itemsize for s in a.strides):
         return None
     steps = [s // a.itemsize for s in a.strides]
@@ -119,10 +133,40 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
         dst_steps = _line_steps(dst, axis)
     if src_steps is None or dst_steps is None:          # pragma: no cover - defensive
         raise RuntimeError("fastconv: could not describe the arrays as lines")
-    work = np.dtype(np.float64 if double_work else np.float32)
+    weights = np.ascontiguousarray(weights, np.float64)
     k = len(weights)
     inner = math.prod(dst.shape[axis + 1:])
     outer = math.prod(dst.shape[:axis])
+    # integer data: float32 arithmetic with the doubtful cells redone in float64
+    # gives SciPy's integers exactly; box means of integers are exact in float32
+    # (see fastconv/_exact32.py)
+    bounds = None
+    if double_work and kind == _UNIFORM:
+        if _exact32.box_float32(src.dtype, dst.dtype, k, mode, cval):
+            bounds = (0.0, 0.0)
+    elif double_work:
+        bounds = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode, cval)
+        if bounds is None and src.size >= _exact32.RANGE_MIN_CELLS and \
+                _exact32.data_range_may_help(src.dtype, dst.dtype, weights, kind, mode, cval):
+            # mixed-sign weights on, say, 12-bit data in uint16: the data's own
+            # range may give a small enough bound; a sample says whether it is
+            # worth reading the data for it
+            guess = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode, cval,
+                                             _exact32.sampled_range(src))
+            if guess is not None and _exact32.worth_it(src, guess, weights, kind):
+                bounds = _exact32.checked_float32(src.dtype, dst.dtype, weights, kind, mode,
+                                                  cval, _exact32.data_range(src))
+        if bounds is not None and not _exact32.worth_it(src, bounds, weights, kind):
+            bounds = None
+    if bounds is not None:
+        double_work = False
+    if kind == _UNIFORM and axis == dst.ndim - 1 and not double_work and k <= _BOX_MAX:
+        # along the last axis: each output sums its own window in float32 (no
+        # transposition into lanes for a running sum; no drift).  Chosen by the
+        # axis, not by the extents after it, so that a chunk (fastconv.dask)
+        # gets the arithmetic of the whole array.
+        kind = _BOX
+    work = np.dtype(np.float64 if double_work else np.float32)
     in_place = src.ctypes.data == dst.ctypes.data
     p = _dispatch.PassProblem(outer, dst.shape[axis], inner, k, work, kind == _UNIFORM)
     rows = dst.shape[axis]
@@ -131,7 +175,6 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
     else:                 # one line per outer index: the lines run along 'outer'
         s_steps = (0, src_steps[1], src_steps[0])
         d_steps = (0, dst_steps[1], dst_steps[0])
-    weights = np.ascontiguousarray(weights, np.float64)
 
     def call(layout, block, segment, nt):
         grid = (outer, inner, block) if inner > 1 else (1, outer, block)
@@ -139,7 +182,9 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
         _kernel.filter_pass(src, dst, _DTYPE_CODES[src.dtype], _DTYPE_CODES[dst.dtype],
                             double_work, grid, rows if in_place else segment, layout,
                             s_steps, d_steps, src.shape[axis], l0, rows, kind, weights,
-                            k // 2 + origin, _MODE_CODES[mode], cval, nt)
+                            k // 2 + origin, _MODE_CODES[mode], cval, nt,
+                            checked=bounds is not None, err_rel=bounds[0] if bounds else 0.0,
+                            err_abs=bounds[1] if bounds else 0.0)
 
     nt = max(1, min(workers, dst.size * k // _MIN_WORK_PER_THREAD))
     _dispatch.run_pass(p, call, nt)
@@ -150,7 +195,13 @@ def _pass(src, dst, axis, kind, weights, origin, mode, cval, double_work, worker
 
 def _kind_of(weights):
     """SciPy's test for (anti)symmetric weights (NI_Correlate1D), in float64."""
-    k = len(weights)
+    w = np.ascontiguousarray(weights, np.float64)
+    return _kind_of_bytes(w.tobytes(), len(w))
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_of_bytes(weight_bytes, k):
+    weights = np.frombuffer(weight_bytes, np.float64, k)
     if k % 2 == 0:
         return _CORRELATE
     c = k // 2
@@ -367,9 +418,12 @@ _DOCS = {
     most ``1e-5 * max|input| * G``, G the largest factor by which the filter
     scales a value (1 for Gaussian and box means, sum |w| for a correlation;
     that is 1e-5 of the largest possible output), for kernels up to 101 taps
-    (tests/test_separable.py).  Every other dtype is computed in float64 by
-    SciPy's own sequence of operations, so integer results, and float64
-    ones, are SciPy's exactly.
+    (tests/test_separable.py).  float64 data, and any data into a float
+    output, are computed in float64 by SciPy's own sequence of operations,
+    so float64 results are SciPy's.  8- and 16-bit integers into an integer
+    output run in float32 where it is provably exact: cells within the
+    rounding error bound of a truncation boundary are redone in float64
+    (fastconv/_exact32.py); integer results are SciPy's exactly.
 
     Memory: no padded or cast copy of the input; boundary cells are read
     through the mode's index rule into per-thread buffers of about 0.3 MB.
@@ -523,6 +577,25 @@ def gaussian_kernel1d(sigma, order, radius):
     """SciPy's 1-D Gaussian (derivative) kernel, computed by the same NumPy operations."""
     if order < 0:
         raise ValueError(f"order must be non-negative, got {order}")
+    # sigma as given (a float32 sigma squares in float32, as in SciPy); typed keys
+    try:
+        hash(sigma)
+    except TypeError:               # a 0-d array, say
+        return _gaussian_kernel1d_uncached(sigma, int(order), int(radius))
+    return _gaussian_kernel1d(sigma, int(order), int(radius)).copy()
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _gaussian_kernel1d(sigma, order, radius):
+    """Cached (a filter call asks once per axis, with the same sigmas): read-only."""
+    k = _gaussian_kernel1d_uncached(sigma, order, radius)
+    k.flags.writeable = False
+    return k
+
+
+def _gaussian_kernel1d_uncached(sigma, order, radius):
+    if order < 0:
+        raise ValueError(f"order must be non-negative, got {order}")
     exponent_range = np.arange(order + 1)
     sigma2 = sigma * sigma
     x = np.arange(-radius, radius + 1)
@@ -603,8 +676,12 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
     """1-D running mean along one axis, as ``scipy.ndimage.uniform_filter1d``.
 
     A running sum (one addition and one subtraction per output, whatever
-    ``size``), as SciPy's; in float64 even for float32 data, where a float32
-    sum would drift along the line.
+    ``size``), as SciPy's, accumulated in float64 even for float32 data,
+    where a float32 running sum would drift along the line; except along the
+    last axis for float32 data and ``size <= 32``, where each output sums its
+    own window in float32 (no drift; within the float32 bound below).  8- and
+    16-bit integers into an integer output sum exactly in float32 (sizes up
+    to 255) and are divided as SciPy divides them.
 
     Parameters
     ----------
@@ -645,8 +722,12 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
     return out
 
 
-def _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op):
-    double_work = _double_work(x.dtype, out.dtype)
+def _uniform_pass(x, out, axis, size, origin, mode, cval, nt, op, double_work=None):
+    """One running-mean pass; ``double_work`` from the filter's input (default
+    ``x``'s), so that the later passes of an integer input into a float32
+    output keep SciPy's float64 arithmetic."""
+    if double_work is None:
+        double_work = _double_work(x.dtype, out.dtype)
     ones = np.ones(size)
     if x.dtype.kind == "c":
         _pass(x.real, out.real, axis, _UNIFORM, ones, origin, mode, float(np.real(cval)),
@@ -727,18 +808,22 @@ def _gaussian_passes(ndim, sigma, order, mode, truncate, radius, axes, op):
     return passes
 
 
-def _run_passes(x, out, passes, cval, nt, op, l0=0):
+def _run_passes(x, out, passes, cval, nt, op, l0=0, double_work=None):
     """Apply 1-D correlations in order: x -> out, then out -> out in place.
 
     With ``l0`` the first pass produces rows [l0, l0 + out rows) of its axis
     only (a slab); the later passes must run along other axes.
+    ``double_work`` (default from x's and out's dtypes) lets the rest of a
+    filter started on another array keep that filter's arithmetic.
     """
     if not passes:
         if l0:
             raise RuntimeError("fastconv: a slab needs a first pass")   # pragma: no cover
-        out[...] = x
+        if out is not x:
+            out[...] = x
         return out
-    double_work = _double_work(x.dtype, out.dtype)
+    if double_work is None:
+        double_work = _double_work(x.dtype, out.dtype)
     if x.dtype.kind == "c" and out.dtype.kind != "c":
         raise ArgumentError(f"{op}: output must have complex dtype for complex input, "
                             f"got {out.dtype}")
@@ -806,8 +891,9 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
         out[...] = x
         return out
     src = x
+    double_work = _double_work(x.dtype, out.dtype)
     for ax, s, o, m in todo:
-        _uniform_pass(src, out, ax, s, o, m, cval, nt, op)
+        _uniform_pass(src, out, ax, s, o, m, cval, nt, op, double_work)
         src = out
     return out
 
@@ -880,30 +966,62 @@ def _sum_of_terms(x, out, terms, cval, nt, op, square):
     """out = sum over terms (each a list of passes), as SciPy's generic_laplace /
     generic_gradient_magnitude: the first term in ``out``, each further term
     computed slab by slab in the output dtype and added (squared first when
-    ``square``), with NumPy's casting, so that integer outputs wrap as SciPy's."""
+    ``square``), with NumPy's casting, so that integer outputs wrap as SciPy's.
+
+    Further terms that begin with the same pass (gaussian_laplace and
+    gaussian_gradient_magnitude smooth along axis 0 first in all but the first
+    term) share it: per slab, the pass runs once and each term finishes on a
+    copy.  Their passes are the same operations, so the bits are the same;
+    slabs are then half as large, so memory stays the output plus one slab."""
+    double_work = _double_work(x.dtype, out.dtype)
     _run_passes(x, out, terms[0], cval, nt, op)
     if square:
         np.multiply(out, out, out)
-    for passes in terms[1:]:
-        if not passes:
+    for group in _groups_by_first_pass(terms[1:]):
+        if not group[0]:
             tmp = np.empty(out.shape, out.dtype)
             tmp[...] = x
             _accumulate(out, tmp, square)
             continue
-        ax = passes[0][0]
+        ax = group[0][0][0]
         plane = out.size // max(1, out.shape[ax]) * out.itemsize
-        rows = max(1, SLAB_BYTES // max(1, plane))
+        # a shared first pass keeps a slab and a copy: each half of what one
+        # term's slab would take, so the peak stays the output plus one slab
+        rows = max(1, min(SLAB_BYTES, out.nbytes) // max(1, plane * min(2, len(group))))
         for l0 in range(0, out.shape[ax], rows):
             n = min(rows, out.shape[ax] - l0)
             shape = out.shape[:ax] + (n,) + out.shape[ax + 1:]
-            tmp = np.empty(shape, out.dtype)
-            _run_passes(x, tmp, passes, cval, nt, op, l0=l0)
             index = (slice(None),) * ax + (slice(l0, l0 + n),)
-            _accumulate(out[index], tmp, square)
-            del tmp                 # one slab at a time
+            head = np.empty(shape, out.dtype)
+            _run_passes(x, head, group[0][:1], cval, nt, op, l0=l0, double_work=double_work)
+            for i, passes in enumerate(group):
+                tmp = head if i == len(group) - 1 else head.copy()
+                _run_passes(tmp, tmp, passes[1:], cval, nt, op, double_work=double_work)
+                _accumulate(out[index], tmp, square)
+                del tmp
+            del head                # one slab at a time
     if square:
         np.sqrt(out, out, casting="unsafe")
     return out
+
+
+def _first_pass_key(passes):
+    if not passes:
+        return None
+    ax, w, m = passes[0]
+    return ax, np.asarray(w, np.float64).tobytes(), m
+
+
+def _groups_by_first_pass(terms):
+    """Consecutive terms with the same first pass (axis, weights, mode), grouped."""
+    groups = []
+    for passes in terms:
+        key = _first_pass_key(passes)
+        if groups and key is not None and _first_pass_key(groups[-1][0]) == key:
+            groups[-1].append(passes)
+        else:
+            groups.append([passes])
+    return groups
 
 
 def _accumulate(dst, tmp, square):

@@ -44,6 +44,13 @@ cdef extern from "_separable.h":
                    int kind) nogil
     void fc_rows_d(const double** rows, double* o, Py_ssize_t n, const double* w,
                    Py_ssize_t k, int kind) nogil
+    # box sums along a line, in float32
+    void fc_box_f(const float** rows, float* o, Py_ssize_t n, Py_ssize_t k, float size) nogil
+    void fc_box_tree_f(float* buf, float* o, Py_ssize_t n, Py_ssize_t k, float size) nogil
+    # integer passes in float32: cells near an integer redone in float64
+    void fc_exact_row_f(const float** rows, float* o, Py_ssize_t n, const float* wf,
+                        const double* w, Py_ssize_t k, int kind, float rel, float abs_,
+                        double* scratch, int* heavy) nogil
 
 # Element types, as numbered by fastconv/_separable.py (_DTYPE_CODES).
 cdef enum:
@@ -79,6 +86,12 @@ cdef enum:
     K_SYMMETRIC = 1      # odd length, w[c - j] == w[c + j]: (x[-j] + x[j]) * w[c - j]
     K_ANTISYMMETRIC = 2  # odd length, w[c - j] == -w[c + j]: (x[-j] - x[j]) * w[c - j]
     K_UNIFORM = 3        # running sum / size
+    K_BOX = 4            # sum of the k taps / size, each output on its own (LAYOUT_LINE, float32)
+
+# Box sums of at least this many taps go by doubling spans (fc_box_tree_f),
+# shorter ones tap by tap (fc_box_f).
+cdef enum:
+    BOX_TREE_TAPS = 8
 
 ctypedef fused work_t:
     float
@@ -114,6 +127,11 @@ ctypedef struct Pass:
     double cval
     const double* w
     Py_ssize_t k, before               # taps, halo rows before row 0 (k // 2 + origin)
+    # integer data in float32 work (fastconv/_exact32.py): cells whose float32
+    # sum lies within err_rel * |sum| + err_abs of an integer are redone in float64;
+    # box means (K_UNIFORM, K_BOX) divide their exact sums instead of multiplying
+    bint checked
+    float err_rel, err_abs
 
 
 # --------------------------------------------------------------------------- indices
@@ -135,6 +153,14 @@ cdef inline Py_ssize_t boundary(Py_ssize_t i, Py_ssize_t n, int mode) noexcept n
         return -1
     if mode == M_NEAREST or (mode == M_MIRROR and n == 1):
         return 0 if i < 0 else n - 1
+    # within one period of the line (every halo shorter than the line): no
+    # division, which costs more than the rest of a short line's halo
+    if mode == M_REFLECT and -n <= i < 2 * n:
+        return -1 - i if i < 0 else (2 * n - 1 - i if i >= n else i)
+    if mode == M_MIRROR and -(n - 1) <= i < 2 * n - 1:
+        return -i if i < 0 else (2 * n - 2 - i if i >= n else i)
+    if mode == M_WRAP and -n <= i < 2 * n:
+        return i + n if i < 0 else (i - n if i >= n else i)
     if mode == M_WRAP:
         i = i % n
         return i + n if i < 0 else i
@@ -299,18 +325,49 @@ cdef inline void uniform_next(double* acc, const work_t* xn, const work_t* xo,
 
 
 cdef inline void uniform_out(work_t* o, const double* acc, double size,
-                             Py_ssize_t nb) noexcept nogil:
-    """o = acc / size: a division in float64 work (SciPy's bits); in float32
-    work a product with 1 / size, whose float64 error vanishes in the rounding
-    to float32 (divisions are several times slower)."""
+                             Py_ssize_t nb, bint divide) noexcept nogil:
+    """o = acc / size: a division in float64 work (SciPy's bits), and for integer
+    data in float32 work (``divide``: the exact sum divided as SciPy divides it,
+    then rounded to float32, which truncates alike, see fastconv/_exact32.py);
+    otherwise in float32 work a product with 1 / size, whose float64 error
+    vanishes in the rounding to float32 (divisions are several times slower)."""
     cdef Py_ssize_t b
     cdef double inv = 1.0 / size
-    if work_t is double:
+    if work_t is double or divide:
         for b in range(nb):
-            o[b] = acc[b] / size
+            o[b] = <work_t>(acc[b] / size)
     else:
         for b in range(nb):
             o[b] = <float>(acc[b] * inv)
+
+
+# Running sums of integer data in float32 work (checked box means): every sum
+# is an integer below 2**24, exact in float32 whatever the order, and the
+# float32 quotient truncates as SciPy's float64 one (fastconv/_exact32.py).
+cdef inline void int_sum_first(float* acc, const float** rows, Py_ssize_t k,
+                               Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t t, b
+    cdef const float* x
+    for b in range(nb):
+        acc[b] = 0
+    for t in range(k):
+        x = rows[t]
+        for b in range(nb):
+            acc[b] = acc[b] + x[b]
+
+
+cdef inline void int_sum_next(float* acc, const float* xn, const float* xo,
+                              Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range(nb):
+        acc[b] = acc[b] + (xn[b] - xo[b])
+
+
+cdef inline void int_mean_out(float* o, const float* acc, float size,
+                              Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range(nb):
+        o[b] = acc[b] / size
 
 
 cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
@@ -345,6 +402,7 @@ cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
     cdef double size = <double>k
     cdef work_t* o
     cdef work_t* slot
+    cdef int heavy = 0                  # checked passes: rows left to do in float64
     for r in range(R):
         if r < ra or r >= rb:
             fill_row(ps, halo + h * B, base, boundary(first + r, ps.length, ps.mode), nb)
@@ -360,12 +418,21 @@ cdef void run_rows(const Pass* ps, work_t* halo, work_t* ring, work_t* out,
             rows[nxt] = slot
             nxt += 1
         o = <work_t*>(dbase + i * ps.dl * ps.dst_size) if direct_out else out
-        if ps.kind == K_UNIFORM:
+        if work_t is float and ps.kind == K_UNIFORM and ps.checked:
+            if i == 0:
+                int_sum_first(<float*>acc, rows, k, nb)
+            else:
+                int_sum_next(<float*>acc, rows[i + k - 1], rows[i - 1], nb)
+            int_mean_out(o, <float*>acc, <float>k, nb)
+        elif ps.kind == K_UNIFORM:
             if i == 0:
                 uniform_first(acc, rows, k, nb)
             else:
                 uniform_next(acc, rows[i + k - 1], rows[i - 1], nb)
-            uniform_out(o, acc, size, nb)
+            uniform_out(o, acc, size, nb, ps.checked)
+        elif work_t is float and ps.checked:
+            fc_exact_row_f(rows + i, o, nb, w, ps.w, k, ps.kind, ps.err_rel, ps.err_abs, acc,
+                           &heavy)
         else:
             correlate(rows + i, o, nb, w, k, ps.kind)
         if not direct_out:
@@ -403,10 +470,10 @@ cdef void run_transposed(const Pass* ps, work_t* buf, work_t* out, const work_t*
         else:
             fill_row(ps, buf + r * B, base, s, nb)
     uniform_first(acc, rows, k, nb)
-    uniform_out(out, acc, size, nb)
+    uniform_out(out, acc, size, nb, ps.checked)
     for i in range(1, n):
         uniform_next(acc, rows[i + k - 1], rows[i - 1], nb)
-        uniform_out(out + i * B, acc, size, nb)
+        uniform_out(out + i * B, acc, size, nb, ps.checked)
     for b in range(nb):
         store(dbase + b * ps.dq * ps.dst_size, ps.dl, out + b, B, n, ps.dst_type)
 
@@ -424,7 +491,7 @@ cdef inline void line_halo(const Pass* ps, work_t* buf, const char* base, Py_ssi
 
 
 cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** rows,
-                    const work_t* w, Py_ssize_t job) noexcept nogil:
+                    const work_t* w, double* scratch, Py_ssize_t job) noexcept nogil:
     """LINE layout: output rows [r0, r0 + n) of up to B lines, one after the
     other, each copied with its halo into ``buf`` (so a line may be filtered in
     place) and filtered along itself: tap t reads the buffer shifted by t."""
@@ -445,6 +512,8 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
     cdef Py_ssize_t q, r, t
     cdef const char* base
     cdef char* dbase
+    cdef work_t* o
+    cdef int heavy = 0                  # checked passes: lines left to do in float64
     for t in range(k):
         rows[t] = buf + t
     for q in range(q0, q0 + nl):
@@ -458,10 +527,17 @@ cdef void run_lines(const Pass* ps, work_t* buf, work_t* out, const work_t** row
             line_halo(ps, buf, base, first, ra, rb, r)
         for r in range(ha, R):
             line_halo(ps, buf, base, first, ra, rb, r)
-        if direct_out:
-            correlate(rows, <work_t*>dbase, n, w, k, ps.kind)
+        o = <work_t*>dbase if direct_out else out
+        if work_t is float and ps.kind == K_BOX and k >= BOX_TREE_TAPS:
+            fc_box_tree_f(buf, o, n, k, <float>k)          # overwrites the line's copy
+        elif work_t is float and ps.kind == K_BOX:
+            fc_box_f(rows, o, n, k, <float>k)
+        elif work_t is float and ps.checked:
+            fc_exact_row_f(rows, o, n, w, ps.w, k, ps.kind, ps.err_rel, ps.err_abs, scratch,
+                           &heavy)
         else:
-            correlate(rows, out, n, w, k, ps.kind)
+            correlate(rows, o, n, w, k, ps.kind)
+        if not direct_out:
             store(dbase, ps.dl, out, 1, n, ps.dst_type)
 
 
@@ -500,7 +576,8 @@ cdef void run_pass(const Pass* ps, work_t* wdummy, Driver* d) noexcept nogil:
         out = <work_t*>calloc(out_size, sizeof(work_t))
         rows = <const work_t**>calloc(R, sizeof(work_t*))
         w = <work_t*>calloc(ps.k, sizeof(work_t))
-        acc = <double*>calloc(ps.B, sizeof(double))
+        # running sums' accumulators; a checked pass's float64 row
+        acc = <double*>calloc(max(ps.B, ps.seg) if ps.checked else ps.B, sizeof(double))
         scratch_ok = buf != NULL and out != NULL and rows != NULL and w != NULL and acc != NULL
         if scratch_ok:
             for t in range(ps.k):
@@ -513,7 +590,7 @@ cdef void run_pass(const Pass* ps, work_t* wdummy, Driver* d) noexcept nogil:
             elif ps.layout == LAYOUT_TRANSPOSED:
                 run_transposed(ps, buf, out, rows, acc, job)
             else:
-                run_lines(ps, buf, out, rows, w, job)
+                run_lines(ps, buf, out, rows, w, acc, job)
         free(buf)
         free(out)
         free(<void*>rows)
@@ -525,7 +602,7 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
                 tuple grid, Py_ssize_t seg, int layout, tuple src_steps, tuple dst_steps,
                 Py_ssize_t length, Py_ssize_t l0, Py_ssize_t rows, int kind,
                 const double[::1] weights, Py_ssize_t before, int mode, double cval,
-                int num_threads):
+                int num_threads, bint checked=False, float err_rel=0, float err_abs=0):
     """One 1-D pass along the lines of ``src`` into ``dst`` (IN: src; OUT: dst).
 
     Parameters
@@ -550,13 +627,21 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
     l0, rows : int
         Output rows [l0, l0 + rows) of each line go to rows 0 .. rows - 1 of dst.
     kind : int
-        K_CORRELATE, K_SYMMETRIC, K_ANTISYMMETRIC or K_UNIFORM.
+        K_CORRELATE, K_SYMMETRIC, K_ANTISYMMETRIC, K_UNIFORM (running sum) or K_BOX
+        (each output its own sum: LAYOUT_LINE in float32 work only).
     weights : float64, (k,)
-        Taps (for K_UNIFORM: any k values, only the size is used).
+        Taps (for K_UNIFORM and K_BOX: any k values, only the size is used).
     before : int
         Halo rows before row 0: k // 2 + origin.
     mode : int
         M_* boundary mode; ``cval`` for M_CONSTANT.
+    checked : bool
+        Integer data into an integer output, computed in float32 (``double_work``
+        false): a cell whose float32 sum lies within ``err_rel * |sum| + err_abs``
+        of an integer is recomputed in float64, so that every cell truncates as
+        SciPy's float64 sum (bounds from ``fastconv._exact32.checked_float32``).
+        For box means (K_UNIFORM, K_BOX) of integer data: the exact sums are divided
+        by the size (not multiplied by its inverse), so that they truncate as SciPy's.
     """
     cdef Pass ps
     ps.src = <const char*>cnp.PyArray_DATA(src)
@@ -572,9 +657,18 @@ def filter_pass(cnp.ndarray src, cnp.ndarray dst, int src_type, int dst_type, bi
     ps.w = &weights[0]
     ps.k = weights.shape[0]
     ps.before = before
+    ps.checked, ps.err_rel, ps.err_abs = checked, err_rel, err_abs
+    if checked and (double_work or dst_type >= T_FLOAT32 or src_type > T_INT16 or
+                    not (err_rel >= 0 and err_abs >= 0)):
+        raise ValueError(f"filter_pass: a checked float32 pass needs 8- or 16-bit integer "
+                         f"data, an integer output and bounds >= 0; got src_type={src_type} "
+                         f"dst_type={dst_type} kind={kind} double_work={double_work} "
+                         f"bounds=({err_rel}, {err_abs})")
     if ps.B < 1 or ps.k < 1 or ps.length < 1 or ps.rows < 0 or ps.seg < 1 or \
             layout not in (LAYOUT_LINE, LAYOUT_ROWS, LAYOUT_TRANSPOSED) or \
+            kind not in (K_CORRELATE, K_SYMMETRIC, K_ANTISYMMETRIC, K_UNIFORM, K_BOX) or \
             (kind == K_UNIFORM and (ps.seg < ps.rows or layout == LAYOUT_LINE)) or \
+            (kind == K_BOX and (layout != LAYOUT_LINE or double_work)) or \
             (layout == LAYOUT_TRANSPOSED and ps.seg < ps.rows):
         raise ValueError(f"filter_pass: bad geometry B={ps.B} k={ps.k} length={ps.length} "
                          f"rows={ps.rows} seg={ps.seg} layout={layout}")

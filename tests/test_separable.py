@@ -390,19 +390,311 @@ def test_float32_error_bound_up_to_101_taps(taps, mode, rng):
 
 def test_float32_is_computed_in_float32():
     """float32 in, float32 out, float32 arithmetic: the kernel is asked for
-    single precision (SciPy computes in float64)."""
+    single precision (SciPy computes in float64).  16-bit integers into an
+    integer output too, with the cells near an integer checked (float64 work
+    for an integer output of int32 data, or a float64 output)."""
     seen = []
     real = nf._kernel.filter_pass
 
-    def spy(*args):
-        seen.append(args[4])            # double_work
-        return real(*args)
+    def spy(*args, **kwargs):
+        seen.append((args[4], kwargs.get("checked", False)))    # double_work, checked
+        return real(*args, **kwargs)
 
     with mock.patch.object(nf._kernel, "filter_pass", spy):
         fndi.gaussian_filter(np.ones((5, 6), np.float32), 1.0)
         fndi.gaussian_filter(np.ones((5, 6), np.float32), 1.0, output=np.float64)
         fndi.gaussian_filter(np.ones((5, 6), np.uint16), 1.0)
-    assert seen == [False, False, True, True, True, True]
+        fndi.gaussian_filter(np.ones((5, 6), np.int32), 1.0)
+        fndi.gaussian_filter(np.ones((5, 6), np.uint8), 1.0, output=np.float64)
+    assert seen == [(False, False)] * 2 + [(True, False)] * 2 + [(False, True)] * 2 + \
+        [(True, False)] * 4
+
+
+# --------------------------------------------------------------------------- exact float32
+
+INT_DTYPES = (np.uint8, np.uint16, np.int16)
+
+
+def adversarial_data(rng, shape, dtype, kind):
+    """Integer data whose filtered sums land on or next to integers.
+
+    'blocks': piecewise constant (a normalised filter of a constant c gives
+    c (1 +- a few ulps), straddling the truncation boundary at c); 'steps':
+    a constant plus 0 / 1 noise; 'full': the dtype's whole range (large sums,
+    many cells to redo); '12bit': 0 .. 4095, as CT data.
+    """
+    info = np.iinfo(dtype)
+    if kind == "full":
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    if kind == "12bit":
+        return rng.integers(0, min(4096, info.max + 1), size=shape).astype(dtype)
+    base = int(rng.integers(info.min, info.max - 1, endpoint=True))
+    if kind == "steps":
+        return (base + rng.integers(0, 2, size=shape)).astype(dtype)
+    levels = rng.integers(info.min, info.max, size=4, endpoint=True)
+    cells = rng.integers(0, 4, size=tuple(max(1, n // 4) for n in shape))
+    for ax, n in enumerate(shape):
+        cells = np.repeat(cells, 4, axis=ax)[(slice(None),) * ax + (slice(0, n),)]
+        if cells.shape[ax] < n:
+            cells = np.concatenate([cells] + [cells[(slice(None),) * ax + (slice(-1, None),)]]
+                                   * (n - cells.shape[ax]), axis=ax)
+    return levels[cells].astype(dtype)
+
+
+@contextlib.contextmanager
+def float32_always():
+    """The checked float32 route wherever it is exact, whatever the data say about
+    its speed (so that full-range data run it too)."""
+    with mock.patch.object(nf._exact32, "worth_it", lambda *args: True):
+        yield
+
+
+@st.composite
+def integer_calls(draw):
+    nd = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=nd, max_size=nd)))
+    dtype = draw(st.sampled_from(INT_DTYPES))
+    kind = draw(st.sampled_from(("blocks", "steps", "full", "12bit")))
+    mode = draw(st.sampled_from(MODES))
+    info = np.iinfo(dtype)
+    cval = draw(st.integers(max(info.min, -100), min(info.max, 300)))   # integer: checked
+    name = draw(st.sampled_from(("gaussian_filter", "gaussian_filter1d", "correlate1d",
+                                 "sobel", "prewitt", "laplace", "gaussian_laplace",
+                                 "gaussian_gradient_magnitude")))
+    params = {}
+    if name.startswith("gaussian"):
+        params["sigma"] = draw(st.floats(0.4, 4.0).map(lambda v: round(v, 2)))
+    if name in ("gaussian_filter", "gaussian_filter1d"):
+        params["order"] = draw(st.integers(0, 3))
+    if name == "correlate1d":
+        weights = draw(st.sampled_from(("random", "dyadic", "box")))
+        k = draw(st.integers(1, 9))
+        if weights == "random":
+            w = draw(st.lists(st.floats(-2, 2).map(lambda v: round(v, 3)), min_size=k,
+                              max_size=k))
+        elif weights == "dyadic":       # sums exactly on integers and halves
+            w = [v / 4 for v in draw(st.lists(st.integers(0, 4), min_size=k, max_size=k))]
+        else:
+            w = [1 / k] * k
+        params["weights"] = np.array(w)
+    if name in ("gaussian_filter1d", "correlate1d", "sobel", "prewitt"):
+        params["axis"] = draw(st.integers(-nd, nd - 1))
+    output = draw(st.sampled_from((None, np.uint8, np.int16, np.uint16, np.int32)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return name, shape, dtype, kind, mode, cval, params, output, seed
+
+
+@SETTINGS
+@given(integer_calls())
+def test_integer_data_in_checked_float32_give_scipy_bits(call):
+    """8- and 16-bit data into integer outputs run in float32, cells near an
+    integer redone in float64: SciPy's integers exactly, on data built to put
+    sums on the truncation boundaries."""
+    name, shape, dtype, kind, mode, cval, params, output, seed = call
+    x = adversarial_data(np.random.default_rng(seed), shape, dtype, kind)
+    with float32_always():
+        check_against_scipy(name, x, params, mode=mode, cval=cval, output=output)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("nd", (1, 2, 3))
+def test_gaussians_of_constant_regions_truncate_as_scipy(nd, dtype, mode, rng):
+    """A normalised Gaussian of a constant is the constant give or take an ulp,
+    in float32 and float64 alike, on different sides: every such cell must be
+    redone.  (Without the redo, most of them differ: see the next test.)"""
+    shape = {1: (301,), 2: (41, 37), 3: (13, 11, 17)}[nd]
+    x = adversarial_data(rng, shape, dtype, "blocks")
+    with float32_always():
+        for sigma in (0.8, 1.3, 2.0, 3.7):
+            check_against_scipy("gaussian_filter", x, dict(sigma=sigma), mode=mode, cval=7)
+        check_against_scipy("gaussian_filter1d", x, dict(sigma=1.7, order=1, axis=0),
+                            mode=mode)
+
+
+def test_without_the_redo_float32_truncates_differently():
+    """The test above can fail: with the bound set to 0 (no cell redone) the
+    float32 sums of constant regions truncate to other integers than SciPy's."""
+    x = np.repeat(np.arange(0, 65536, 7, dtype=np.uint16)[:, None], 40, axis=1)
+    real = nf._kernel.filter_pass
+
+    def no_redo(*args, **kwargs):
+        if kwargs.get("checked"):
+            kwargs.update(err_rel=0.0, err_abs=0.0)
+        return real(*args, **kwargs)
+
+    with float32_always(), mock.patch.object(nf._kernel, "filter_pass", no_redo):
+        actual = fndi.gaussian_filter(x, 1.3)
+    assert np.count_nonzero(actual != sndi.gaussian_filter(x, 1.3)) > 1000
+    with float32_always():
+        np.testing.assert_array_equal(fndi.gaussian_filter(x, 1.3),
+                                      sndi.gaussian_filter(x, 1.3))
+
+
+@pytest.mark.parametrize("axis", (0, 1))
+def test_rows_with_many_cells_to_redo_switch_to_float64(axis, rng):
+    """Full-range uint16 data make many cells doubtful: rows of 64 cells or more
+    are then finished, and the next ones computed, in float64 (both layouts)."""
+    x = rng.integers(0, 65536, size=(150, 203)).astype(np.uint16)
+    with float32_always():
+        for sigma in (1.0, 3.0):
+            check_against_scipy("gaussian_filter1d", x, dict(sigma=sigma, axis=axis))
+        check_against_scipy("gaussian_filter", x, dict(sigma=2.0), mode="wrap")
+
+
+@pytest.mark.parametrize("mode", ("reflect", "constant", "wrap"))
+def test_mixed_sign_weights_on_12_bit_data_use_the_data_range(mode, rng):
+    """uint16 holding 12-bit values: with mixed-sign weights the dtype's range
+    gives too large a bound, the data's own range (looked up for arrays of
+    64 Ki cells or more) a small one; the checked float32 pass then gives
+    SciPy's integers, here on data placed on the boundaries too."""
+    x = rng.integers(0, 4096, size=(40, 41, 42)).astype(np.uint16)
+    x[::3] = 1000                                    # constant slabs: sums on integers
+    seen = []
+    real = nf._kernel.filter_pass
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("err_abs", 0.0) if kwargs.get("checked") else None)
+        return real(*args, **kwargs)
+
+    with float32_always(), mock.patch.object(nf._kernel, "filter_pass", spy):
+        for axis in (0, 1, 2):
+            check_against_scipy("correlate1d", x, dict(weights=np.array([0.3, -0.6, 0.9, 0.2]),
+                                                       axis=axis), mode=mode, cval=5)
+            check_against_scipy("gaussian_filter1d", x, dict(sigma=1.5, order=1, axis=axis),
+                                mode=mode, cval=5)
+    assert all(e is not None and e > 0 for e in seen), seen
+
+
+def test_which_passes_run_checked_in_float32():
+    """The bound, by case: exact for integer weights, relative for non-negative
+    terms, absolute (when small) otherwise, float64 where float32 cannot be
+    made exact or would redo too many cells."""
+    check = nf._exact32.checked_float32
+    gauss = nf._gaussian_weights(2.0, 0, 4.0, None, "t")
+    u16, i16 = np.dtype(np.uint16), np.dtype(np.int16)
+    assert check(u16, u16, np.array([1.0, 2.0, 1.0]), 1, "reflect", 0.0) == (0.0, 0.0)
+    assert check(i16, i16, np.array([-1.0, 0.0, 1.0]), 2, "reflect", 0.0) == (0.0, 0.0)
+    rel, ab = check(u16, u16, gauss, 1, "reflect", 0.0)
+    m = len(gauss) // 2 + 1
+    assert ab == 0 and m * 2.0 ** -24 < rel < 1.2 * (m + 1) * 2.0 ** -24
+    rel, ab = check(np.dtype(np.uint8), np.dtype(np.uint8), -gauss, 1, "reflect", 0.0)
+    assert rel == 0 and 0 < ab < 255 * 2.0 ** -24 * 2 * (m + 1)
+    u8 = np.dtype(np.uint8)
+    assert check(u8, u8, gauss, 1, "constant", 3.0)[1] == 0             # relative
+    assert check(u8, u8, gauss, 1, "constant", -1.0)[0] == 0            # cval < 0: absolute
+    assert check(u16, u16, gauss, 1, "constant", 0.5) is None           # not exact in the ring
+    assert check(u16, u16, gauss, 1, "reflect", 0.5) is not None        # cval unused
+    assert check(np.dtype(np.int32), np.dtype(np.int32), gauss, 1, "reflect", 0.0) is None
+    assert check(u16, np.dtype(np.float32), gauss, 1, "reflect", 0.0) is None
+    assert check(u16, u16, gauss * 1e3, 1, "reflect", 0.0) is None       # sums past 2**21
+    assert check(u16, u16, np.array([1e-40, 1.0]), 0, "reflect", 0.0) is None
+    assert check(u16, u16, gauss, 3, "reflect", 0.0) is None             # running sums
+    rel, ab = check(i16, i16, gauss, 1, "reflect", 0.0)                  # signed data
+    assert rel == 0 and ab > 0.01
+    assert not nf._exact32.worth_it(np.zeros((9, 9), np.int16), (rel, ab), gauss, 1)
+    assert check(i16, i16, gauss * 8, 1, "reflect", 0.0) is None         # bound too large
+    assert check(i16, i16, gauss * 8, 1, "reflect", 0.0, (-300, 200)) is not None
+    x = np.full((32, 32), 60000, np.uint16)
+    assert not nf._exact32.worth_it(x, check(u16, u16, gauss, 1, "reflect", 0.0), gauss, 1)
+    assert nf._exact32.worth_it(x // 64, check(u16, u16, gauss, 1, "reflect", 0.0), gauss, 1)
+
+
+def test_checked_pass_refuses_what_it_cannot_make_exact():
+    """filter_pass itself refuses a checked float32 pass it cannot make exact, and
+    box sums outside their layout (arguments taken from a real call)."""
+    calls = []
+    real = nf._kernel.filter_pass
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    with mock.patch.object(nf._kernel, "filter_pass", spy), float32_always():
+        fndi.correlate1d(np.arange(20, dtype=np.uint16).reshape(4, 5), [0.25, 0.5, 0.25],
+                         axis=0)
+        fndi.uniform_filter1d(np.zeros((4, 5), np.float32), 3, axis=-1)
+    (args, kwargs), (box, _) = calls
+    assert kwargs["checked"] and not args[4]
+    real(*args, **kwargs)                                               # the good call
+    for index, value, bounds in ((4, True, (1e-6, 0.0)),                # float64 work
+                                 (3, 8, (1e-6, 0.0)),                   # float32 output
+                                 (2, 5, (1e-6, 0.0)),                   # int32 data
+                                 (None, None, (-1.0, 0.0))):            # a negative bound
+        changed = list(args)
+        if index is not None:
+            changed[index] = value
+        with pytest.raises(ValueError, match="checked float32 pass"):
+            real(*changed, checked=True, err_rel=bounds[0], err_abs=bounds[1])
+    box = list(box)
+    assert box[13] == 4 and box[7] == 0              # K_BOX, single-line layout
+    real(*box)
+    for index, value in ((4, True), (13, 7)):        # float64 work; no such kind
+        changed = list(box)
+        changed[index] = value
+        with pytest.raises(ValueError, match="bad geometry"):
+            real(*changed)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_box_means_of_integers_in_float32_give_scipy_bits(dtype, mode, rng):
+    """uniform_filter1d of 8- and 16-bit data in float32: exact window sums,
+    divided as SciPy divides them (running sums across lines; along the last
+    axis direct sums, tap by tap or by doubling spans), up to the largest box
+    float32 covers (255) and past it (float64), on data whose sums fall on
+    multiples of the size (quotients that are integers) and next to them."""
+    info = np.iinfo(dtype)
+    for size in (2, 3, 5, 8, 11, 21, 32, 33, 64, 255, 256):
+        base = rng.integers(info.min // size, info.max // size, size=(6, 300), endpoint=True)
+        x = (base * size + rng.integers(-1, 2, size=base.shape)).clip(info.min, info.max)
+        x = x.astype(dtype)
+        cval = int(rng.integers(0, 100))
+        for axis in (0, -1):
+            check_against_scipy("uniform_filter1d", x, dict(size=size, axis=axis),
+                                mode=mode, cval=cval)
+        check_against_scipy("uniform_filter", x[:, :40], dict(size=(3, size % 40 + 1)),
+                            mode=mode, cval=cval)
+
+
+@pytest.mark.parametrize("size", (3, 8, 21, 32, 33))
+@pytest.mark.parametrize("mode", ("reflect", "constant", "wrap"))
+def test_float32_box_sums_along_the_last_axis_within_the_bound(size, mode, rng):
+    """float32 box sums (direct, tap by tap or by doubling spans, up to 32 taps)
+    stay within the documented float32 bound, and run only along the last axis."""
+    x = (rng.standard_normal((5, 7, 333)) * 100).astype(np.float32)
+    kinds = []
+    real = nf._kernel.filter_pass
+
+    def spy(*args, **kwargs):
+        kinds.append(args[13])
+        return real(*args, **kwargs)
+
+    with mock.patch.object(nf._kernel, "filter_pass", spy):
+        for axis in (0, 1, 2):
+            check_against_scipy("uniform_filter1d", x, dict(size=size, axis=axis), mode=mode,
+                                cval=CVAL)
+    box = nf._BOX if size <= nf._BOX_MAX else nf._UNIFORM
+    assert kinds == [nf._UNIFORM, nf._UNIFORM, box]
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.uint16, np.float64), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ("gaussian_gradient_magnitude", "gaussian_laplace"))
+def test_terms_sharing_their_first_pass_give_the_same_bits(name, dtype, rng, monkeypatch):
+    """Further terms that start with the same smoothing pass share it per slab:
+    the same bits as computing each term on its own, in several slabs, and
+    with modes per axis (terms with different modes do not share)."""
+    x = make_data(rng, (12, 10, 9), dtype)
+    monkeypatch.setattr(nf, "SLAB_BYTES", x.nbytes // 3)
+    for mode in ("reflect", ["wrap", "nearest", "nearest"]):
+        shared = getattr(fndi, name)(x, 1.2, mode=mode)
+        with mock.patch.object(nf, "_groups_by_first_pass", lambda terms: [[t] for t in terms]):
+            alone = getattr(fndi, name)(x, 1.2, mode=mode)
+        assert shared.tobytes() == alone.tobytes()
+        check_against_scipy(name, x, dict(sigma=1.2), mode=mode)
+    terms = [[(0, np.ones(3), "wrap"), (1, np.ones(2), "wrap")], [(0, np.ones(3), "wrap")],
+             [(0, np.ones(3), "reflect")], []]
+    assert [len(g) for g in nf._groups_by_first_pass(terms)] == [2, 1, 1]
 
 
 # --------------------------------------------------------------------------- threads
@@ -413,9 +705,9 @@ def threads_recorded():
     counts = []
     real = nf._kernel.filter_pass
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         counts.append(args[-1])
-        return real(*args)
+        return real(*args, **kwargs)
 
     with mock.patch.object(nf, "_MIN_WORK_PER_THREAD", 1), \
             mock.patch.object(nf._kernel, "filter_pass", spy):
