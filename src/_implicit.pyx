@@ -96,13 +96,20 @@ cnp.import_array()
 cdef int check_array(cnp.ndarray a, int typenum, int ndim, bint writeable,
                      str name) except -1:
     if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a) \
-            or not cnp.PyArray_ISNOTSWAPPED(a) or (writeable and not cnp.PyArray_ISWRITEABLE(a)):
-        what = "C-contiguous, aligned, writeable" if writeable else "C-contiguous, aligned"
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a) \
+            or (writeable and not cnp.PyArray_ISWRITEABLE(a)):
+        what = "C-contiguous, writeable" if writeable else "C-contiguous"
         dtype = "float32" if typenum == cnp.NPY_FLOAT else "float64"
         raise ValueError(f"fastconv: {name} must be a {what} {ndim}-D array of {dtype}, got "
                          f"{(<object> a).dtype} of shape {(<object> a).shape}")
     return 0
+
+
+cdef cnp.ndarray aligned(cnp.ndarray a):
+    """``a``, or an aligned copy of it: arrays unpickled from out-of-band buffers
+    (dask, multiprocessing) may start at any byte, and the kernels load whole
+    elements."""
+    return a if cnp.PyArray_ISALIGNED(a) else cnp.PyArray_NewCopy(a, cnp.NPY_CORDER)
 
 
 cdef int real_typenum(cnp.ndarray x) except -1:
@@ -424,12 +431,15 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     check_array(x, t, 5, False, "x")
     check_array(w, t, 5, False, "w")
     check_array(out, t, 5, True, "out")
+    x, w = aligned(x), aligned(w)
+    cdef cnp.ndarray result = aligned(out)          # filled, then copied if not out itself
     cdef const void* b = NULL
     if has_bias:
         check_array(bias, t, 1, False, "bias")
         if cnp.PyArray_DIM(bias, 0) != cnp.PyArray_DIM(out, 1):
             raise ValueError(f"fastconv: bias has {cnp.PyArray_DIM(bias, 0)} entries for "
                              f"{cnp.PyArray_DIM(out, 1)} output channels")
+        bias = aligned(bias)
         b = cnp.PyArray_DATA(bias)
     cdef Geometry g = make_geometry(dims(x), dims(out), dims(w), stride, pad, dilation, groups)
     cdef OutMap om
@@ -446,12 +456,14 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     cdef int mode = PADDING_MODES[padding_mode]
     if t == cnp.NPY_FLOAT:
         forward_impl(<const float*> cnp.PyArray_DATA(x), <const float*> cnp.PyArray_DATA(w),
-                     <const float*> b, <float*> cnp.PyArray_DATA(out), &g, &om, mode,
+                     <const float*> b, <float*> cnp.PyArray_DATA(result), &g, &om, mode,
                      num_threads, rows, cols, kc)
     else:
         forward_impl(<const double*> cnp.PyArray_DATA(x), <const double*> cnp.PyArray_DATA(w),
-                     <const double*> b, <double*> cnp.PyArray_DATA(out), &g, &om, mode,
+                     <const double*> b, <double*> cnp.PyArray_DATA(result), &g, &om, mode,
                      num_threads, rows, cols, kc)
+    if result is not out:
+        out[...] = result
 
 
 cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,
@@ -628,16 +640,22 @@ def conv_weight_grad(cnp.ndarray x not None, cnp.ndarray gout not None,
     check_array(x, t, 5, False, "x")
     check_array(gout, t, 5, False, "gout")
     check_array(dw, t, 5, True, "dw")
+    x, gout = aligned(x), aligned(gout)
+    cdef cnp.ndarray result = aligned(dw)
     cdef Geometry g = make_geometry(dims(x), dims(gout), dims(dw), stride, pad, dilation, groups)
     cdef int mode = PADDING_MODES[padding_mode]
     if t == cnp.NPY_FLOAT:
         weight_grad_impl(<const float*> cnp.PyArray_DATA(x),
-                         <const float*> cnp.PyArray_DATA(gout), <float*> cnp.PyArray_DATA(dw),
+                         <const float*> cnp.PyArray_DATA(gout),
+                         <float*> cnp.PyArray_DATA(result),
                          &g, mode, num_threads, rows, cols, cib, cob)
     else:
         weight_grad_impl(<const double*> cnp.PyArray_DATA(x),
-                         <const double*> cnp.PyArray_DATA(gout), <double*> cnp.PyArray_DATA(dw),
+                         <const double*> cnp.PyArray_DATA(gout),
+                         <double*> cnp.PyArray_DATA(result),
                          &g, mode, num_threads, rows, cols, cib, cob)
+    if result is not dw:
+        dw[...] = result
 
 
 cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geometry* gp,

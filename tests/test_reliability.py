@@ -409,6 +409,33 @@ def test_signal_direct_is_exact_on_integer_data(mode, dtype):
     _exact(fc.signal.convolve(a, k, mode, method="direct"), expected, f"signal.convolve {mode}")
 
 
+def _unaligned(a):
+    """A copy of ``a`` whose data starts one byte past an element boundary (as arrays
+    unpickled from out-of-band buffers by dask or multiprocessing may)."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    b = raw.view(a.dtype).reshape(a.shape)
+    b[...] = a
+    assert not b.flags.aligned
+    return b
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64, np.complex64), ids=lambda d: d.__name__)
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=1, groups=4),
+                                    dict(padding=1, padding_mode="reflect")],
+                         ids=["dense", "depthwise", "reflect"])
+def test_unaligned_arrays_give_the_aligned_results(dtype, kwargs):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 4, 9, 10)).astype(dtype)
+    w = rng.standard_normal((4, 4 // kwargs.get("groups", 1), 3, 3)).astype(dtype)
+    g = rng.standard_normal((2, 4, 9, 10)).astype(dtype)
+    expected = fc.conv2d(x, w, **kwargs)
+    out = _unaligned(np.zeros_like(expected))
+    fc.conv2d(_unaligned(x), _unaligned(w), out=out, **kwargs)
+    _exact(out, expected, "conv2d on unaligned arrays")
+    _exact(fc.grad.conv2d_weight(_unaligned(x), w.shape, _unaligned(g), **kwargs),
+           fc.grad.conv2d_weight(x, w.shape, g, **kwargs), "conv2d_weight on unaligned arrays")
+
+
 # ==========================================================================
 # 3. Leaks: 10,000 calls, success and error paths, every public function
 # ==========================================================================
