@@ -181,26 +181,27 @@ def _transpose_options(stride, padding, output_padding, groups, dilation):
                 transposed=True, output_padding=output_padding)
 
 
-def _input_grad(op, nd, input_shape, weight, grad_output, options):
-    key = call_signature(op, (weight, grad_output),
-                         (input_shape, _dispatch.forced_implementation(), *options.values()))
+def _prepared(op, arrays, shape, options, prepare):
+    """Run a gradient through its prepared call, made by ``prepare`` on first use."""
+    key = call_signature(op, arrays, (shape, _dispatch.forced_implementation(),
+                                      *options.values()))
     call = _CALLS.get(key)
     if call is None:
-        call, (weight, grad_output) = _prepare_input_grad(op, nd, input_shape, weight,
-                                                          grad_output, options)
+        call, arrays = prepare()
         _CALLS.put(key, call)
-    return call(weight, grad_output)
+    return call(*arrays)
+
+
+def _input_grad(op, nd, input_shape, weight, grad_output, options):
+    return _prepared(op, (weight, grad_output), input_shape, options,
+                     lambda: _prepare_input_grad(op, nd, input_shape, weight, grad_output,
+                                                 options))
 
 
 def _weight_grad(op, nd, input, weight_shape, grad_output, options):
-    key = call_signature(op, (input, grad_output),
-                         (weight_shape, _dispatch.forced_implementation(), *options.values()))
-    call = _CALLS.get(key)
-    if call is None:
-        call, (input, grad_output) = _prepare_weight_grad(op, nd, input, weight_shape,
-                                                          grad_output, options)
-        _CALLS.put(key, call)
-    return call(input, grad_output)
+    return _prepared(op, (input, grad_output), weight_shape, options,
+                     lambda: _prepare_weight_grad(op, nd, input, weight_shape, grad_output,
+                                                  options))
 
 
 def _nan_where_nonfinite_meets_crop(dw, x, g_shape, stride, pad, dilation, groups):

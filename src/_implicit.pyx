@@ -298,6 +298,26 @@ cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const G
                             memset(dst + hi, 0, (b.Wb - hi) * sizeof(real_t))
 
 
+ctypedef struct Tile:
+    # One forward job: sample, group, output depth plane, first output row and
+    # column, its columns, and its computed cells (rows - 1) * Wb + cols.
+    Py_ssize_t n, grp, od, oh0, ow0, cols, m
+
+
+cdef inline Tile job_tile(const Geometry* g, const Band* b, Py_ssize_t job) noexcept nogil:
+    """job = (((n * groups + grp) * Do + od) * nbh + bh) * nbw + bw."""
+    cdef Tile t
+    cdef Py_ssize_t bw = job % b.nbw
+    cdef Py_ssize_t bh = (job // b.nbw) % b.nbh
+    t.od = (job // (b.nbw * b.nbh)) % g.Do
+    t.grp = (job // (b.nbw * b.nbh * g.Do)) % g.groups
+    t.n = job // (b.nbw * b.nbh * g.Do * g.groups)
+    t.oh0, t.ow0 = bh * b.R, bw * b.Wc
+    t.cols = min(b.Wc, g.Wo - t.ow0)
+    t.m = (min(b.R, g.Ho - t.oh0) - 1) * b.Wb + t.cols
+    return t
+
+
 cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                        const real_t* bias, real_t* out,
                        const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
@@ -307,15 +327,9 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
     cdef Py_ssize_t oplane = om.D * om.H * om.W
-    # job = (((n * groups + grp) * Do + od) * nbh + bh) * nbw + bw
-    cdef Py_ssize_t bw = job % b.nbw
-    cdef Py_ssize_t bh = (job // b.nbw) % b.nbh
-    cdef Py_ssize_t od = (job // (b.nbw * b.nbh)) % g.Do
-    cdef Py_ssize_t grp = (job // (b.nbw * b.nbh * g.Do)) % g.groups
-    cdef Py_ssize_t n = job // (b.nbw * b.nbh * g.Do * g.groups)
-    cdef Py_ssize_t oh0 = bh * b.R, ow0 = bw * b.Wc
-    cdef Py_ssize_t rows = min(b.R, g.Ho - oh0), cols = min(b.Wc, g.Wo - ow0)
-    cdef Py_ssize_t m = (rows - 1) * b.Wb + cols
+    cdef Tile t = job_tile(g, b, job)
+    cdef Py_ssize_t n = t.n, grp = t.grp, od = t.od, oh0 = t.oh0, ow0 = t.ow0
+    cdef Py_ssize_t cols = t.cols, m = t.m
     cdef Py_ssize_t npan = ceil_div(m, NR)
     cdef const real_t* wg = wp + grp * nb * K * FC_MR
     cdef Py_ssize_t k0, klen, p, blk, width
@@ -352,14 +366,9 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
     cdef int NR = depthwise_width(<real_t*>NULL)
     cdef Py_ssize_t cog = g.Co // g.groups
     cdef Py_ssize_t K = g.KD * g.KH * g.KW
-    cdef Py_ssize_t bw = job % b.nbw
-    cdef Py_ssize_t bh = (job // b.nbw) % b.nbh
-    cdef Py_ssize_t od = (job // (b.nbw * b.nbh)) % g.Do
-    cdef Py_ssize_t grp = (job // (b.nbw * b.nbh * g.Do)) % g.groups
-    cdef Py_ssize_t n = job // (b.nbw * b.nbh * g.Do * g.groups)
-    cdef Py_ssize_t oh0 = bh * b.R, ow0 = bw * b.Wc
-    cdef Py_ssize_t rows = min(b.R, g.Ho - oh0), cols = min(b.Wc, g.Wo - ow0)
-    cdef Py_ssize_t m = (rows - 1) * b.Wb + cols
+    cdef Tile t = job_tile(g, b, job)
+    cdef Py_ssize_t n = t.n, grp = t.grp, od = t.od, oh0 = t.oh0, ow0 = t.ow0
+    cdef Py_ssize_t cols = t.cols, m = t.m
     cdef Py_ssize_t p, co, width
     copy_band(x + (n * g.C + grp) * g.D * g.H * g.W, 1, buf, g, b, od, oh0, ow0)
     for p in range(ceil_div(m, NR)):
