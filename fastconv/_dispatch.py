@@ -438,6 +438,22 @@ def _run_subpixel_transpose(a, p, plan, nt):
     _subpixel.run(implicit.conv_forward, a, p, plan, nt)
 
 
+def _shuffle_rule(p):
+    return _subpixel.shuffle_rule(p) or _implicit_rule(_subpixel.shuffle_problem(_as_real(p)))
+
+
+def _plan_shuffle(p):
+    return _plan_implicit(_subpixel.shuffle_problem(_as_real(p)))
+
+
+def _shuffle_cost(p, plan):
+    return _costs.implicit_cost(_subpixel.shuffle_problem(_as_real(p)), plan)
+
+
+def _run_shuffle_transpose(a, p, plan, nt):
+    _subpixel.run_shuffle(implicit.conv_forward, a, p, plan, nt)
+
+
 def _run_fft_transpose(a, p, plan, nt):
     _fft_per_sample(a, p, _fft.transpose_forward, _run_direct_transpose)
 
@@ -452,6 +468,10 @@ TRANSPOSE = (
     Implementation("subpixel", "im2col",
                    "one stride-1 implicit GEMM per stride phase, written to its strided cells",
                    _subpixel_rule, _plan_subpixel, _subpixel_cost, _run_subpixel_transpose),
+    Implementation("shuffle", "im2col",
+                   "stride = kernel: one 1x1 implicit GEMM of every tap, pixel-shuffled out",
+                   _shuffle_rule, _plan_shuffle, _shuffle_cost, _run_shuffle_transpose,
+                   call_seconds=_costs.KERNEL_CALL_SECONDS),
     Implementation("fft", "fft", "zero-upsampled input, scipy.fft, cropped",
                    _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose,
                    call_seconds=_costs.FFT_CALL_SECONDS),

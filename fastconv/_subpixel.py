@@ -125,3 +125,49 @@ def run(kernel, a, p, plan, nt):
                tuple(p.stride))
     if out is not a.out:
         _planar.unplanar(out, a.out, g)
+
+
+def shuffle_rule(p):
+    """'' when the transposed Problem ``p`` is a pixel shuffle of one 1x1 convolution."""
+    if p.stride != p.kernel:
+        return "needs stride = kernel"
+    if p.pad != (0, 0, 0) or any(d != 1 and k > 1 for d, k in zip(p.dilation, p.kernel)):
+        return "needs no padding or dilation"
+    if p.out[1:] != tuple(n * s for n, s in zip(p.x[1:], p.stride)):
+        return "output padding: cells no tap reaches"
+    return ""
+
+
+def shuffle_problem(p):
+    """The 1x1 forward Problem computing every tap of the transposed ``p`` at once:
+    ``prod(kernel)`` channels per output channel, in :func:`shuffle_weight`'s order."""
+    c_in, cog = p.w[:2]
+    channels = cog * p.groups * p.kvol
+    return replace(p, op="forward", w=(channels, c_in // p.groups, 1, 1, 1),
+                   out=(channels,) + p.x[1:], stride=(1, 1, 1), pad=(0, 0, 0),
+                   dilation=(1, 1, 1))
+
+
+def shuffle_weight(w, groups):
+    """(C_in, C_out/g, *k) transposed weight -> (C_out * prod(k), C_in/g, 1, 1, 1):
+    row (grp * C_out/g + co) * prod(k) + tap holds tap ``tap`` of output channel co."""
+    c_in, cog = w.shape[:2]
+    taps = math.prod(w.shape[2:])
+    rows = (w.reshape(groups, c_in // groups, cog * taps).transpose(0, 2, 1)
+            .reshape(groups * cog * taps, c_in // groups, 1, 1, 1))
+    return np.ascontiguousarray(rows)
+
+
+def run_shuffle(kernel, a, p, plan, nt):
+    """Fill ``a.out`` with one 1x1 ``kernel`` call (``_implicit.conv_forward``)."""
+    g = p.groups
+    x, out, bias, weight = a.x, a.out, a.bias, shuffle_weight(a.w, g)
+    if np.iscomplexobj(out):
+        x, weight = _planar.planar(x, g), _planar.planar_weight(weight, g)
+        bias = _planar.planar_bias(a.bias_or_zeros, g)
+        out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
+    kernel(x, weight, bias, a.bias is not None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), g, nt,
+           plan["rows"], plan["cols"], out_size=tuple(x.shape[2:]), out_step=p.stride,
+           shuffle=p.stride)
+    if out is not a.out:
+        _planar.unplanar(out, a.out, g)

@@ -55,6 +55,10 @@ cdef extern from "_microkernel.h":
                                const Py_ssize_t* off, double* C) nogil
     void fc_store_row_f(float* dst, const float* src, Py_ssize_t n, float b) nogil
     void fc_store_row_d(double* dst, const double* src, Py_ssize_t n, double b) nogil
+    void fc_store_pair_f(float* dst, const float* src0, const float* src1, Py_ssize_t n,
+                         float b) nogil
+    void fc_store_pair_d(double* dst, const double* src0, const double* src1,
+                         Py_ssize_t n, double b) nogil
     int FC_WG_MR
     int FC_WG_NR
     void fc_wgrad_f(const float* const* G, Py_ssize_t gstride, const float* base,
@@ -139,9 +143,14 @@ ctypedef struct OutMap:
     # Where output cell (od, oh, ow) of the computed grid lands in the output
     # array (D, H, W): at start + step * (od, oh, ow).  The identity for a
     # plain convolution; one stride phase of a transposed convolution otherwise.
-    Py_ssize_t D, H, W
+    # With a pixel shuffle (fd, fh, fw) != (1, 1, 1), computed channel q is
+    # output channel q // (fd * fh * fw) at tap offset (a, b, c) of its
+    # fd x fh x fw block, q % (fd * fh * fw) = (a * fh + b) * fw + c: a
+    # transposed convolution with stride = kernel as one 1x1 convolution.
+    Py_ssize_t C, D, H, W
     Py_ssize_t d0, h0, w0
     Py_ssize_t sd, sh, sw
+    Py_ssize_t fd, fh, fw
 
 
 cdef inline bint uses_depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog) noexcept nogil:
@@ -394,29 +403,46 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     are the dropped ones between rows.
     """
     cdef Py_ssize_t cog = g.Co // g.groups, oplane = om.D * om.H * om.W
-    cdef Py_ssize_t q = q0, r, c, hi, co, j
+    cdef Py_ssize_t block = om.fd * om.fh * om.fw
+    cdef Py_ssize_t q = q0, r, c, hi, co, cq, oc, tap, j, n_out
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
+    # A pixel shuffle of 2 along W: the two channels of a tap pair fill one
+    # output row between them, written interleaved in one pass.
+    cdef bint pairs = om.fw == 2 and om.sw == 2
     while q < q0 + width:
         r = q // b.Wb
         c = q - r * b.Wb
         hi = min(b.Wb, c + q0 + width - q)         # this row's cells in the panel
         if c < cols:
-            for co in range(cog):
-                bv = bias[grp * cog + co] if bias != NULL else 0
-                orow = out + (n * g.Co + grp * cog + co) * oplane \
-                    + ((om.d0 + om.sd * od) * om.H + om.h0 + om.sh * (oh0 + r)) * om.W \
-                    + om.w0 + om.sw * ow0
-                crow = cbuf + co * NR - q0 + r * b.Wb
+            n_out = min(hi, cols) - c
+            co = 0
+            while co < cog:
+                cq = grp * cog + co
+                oc, tap = cq // block, cq % block
+                bv = bias[oc] if bias != NULL else 0
+                orow = out + (n * om.C + oc) * oplane \
+                    + ((om.d0 + tap // (om.fh * om.fw) + om.sd * od) * om.H
+                       + om.h0 + (tap // om.fw) % om.fh + om.sh * (oh0 + r)) * om.W \
+                    + om.w0 + tap % om.fw + om.sw * (ow0 + c)
+                crow = cbuf + co * NR - q0 + r * b.Wb + c
+                if pairs:
+                    if real_t is float:
+                        fc_store_pair_f(orow, crow, crow + NR, n_out, bv)
+                    else:
+                        fc_store_pair_d(orow, crow, crow + NR, n_out, bv)
+                    co += 2
+                    continue
                 if om.sw == 1:
                     if real_t is float:
-                        fc_store_row_f(orow + c, crow + c, min(hi, cols) - c, bv)
+                        fc_store_row_f(orow, crow, n_out, bv)
                     else:
-                        fc_store_row_d(orow + c, crow + c, min(hi, cols) - c, bv)
+                        fc_store_row_d(orow, crow, n_out, bv)
                 else:
-                    for j in range(c, min(hi, cols)):
+                    for j in range(n_out):
                         orow[j * om.sw] = crow[j] + bv
+                co += 1
         q += hi - c
 
 
@@ -424,7 +450,7 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
                  cnp.ndarray out not None, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
                  tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1),
-                 Py_ssize_t kc=KC, str padding_mode="zeros"):
+                 Py_ssize_t kc=KC, str padding_mode="zeros", tuple shuffle=(1, 1, 1)):
     """out = conv(x, w) (+ bias): left padding ``pad`` in ``padding_mode``, any stride
     and dilation.
 
@@ -433,8 +459,12 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     ``rows`` x ``cols`` output cells per job (see ``fastconv._costs.band_tile``).
     With ``out_size`` (the convolution's spatial output), output cell o lands
     at ``out[..., out_start + out_step * o]`` of the larger ``out``: one phase
-    of a sub-pixel transposed convolution.  ``pad`` may be negative (zero
-    padding only).
+    of a sub-pixel transposed convolution.  ``shuffle`` (fd, fh, fw): ``w`` has
+    fd * fh * fw channels per channel of ``out``, channel q computing tap
+    q % (fd * fh * fw) of the block of output channel q // (fd * fh * fw) (see
+    ``OutMap``); with ``out_step = shuffle`` and a 1x1 ``w``, a transposed
+    convolution with stride = kernel.  ``pad`` may be negative (zero padding
+    only).
     """
     cdef int t = real_typenum(x)
     check_array(x, t, 5, False, "x")
@@ -454,13 +484,21 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     cdef OutMap om
     cdef int i
     cdef Py_ssize_t* od = dims(out)
-    om.D, om.H, om.W = od[2], od[3], od[4]
+    om.C, om.D, om.H, om.W = od[1], od[2], od[3], od[4]
     om.d0, om.h0, om.w0 = out_start
     om.sd, om.sh, om.sw = out_step
+    om.fd, om.fh, om.fw = shuffle
+    if om.fd < 1 or om.fh < 1 or om.fw < 1:
+        raise ValueError(f"fastconv: shuffle must be positive, got {shuffle}")
+    g.Co = om.C * om.fd * om.fh * om.fw
+    if cnp.PyArray_DIM(w, 0) != g.Co:
+        raise ValueError(f"fastconv: w has {cnp.PyArray_DIM(w, 0)} output channels, "
+                         f"expected {g.Co} (out's {om.C} x shuffle {shuffle})")
     if out_size is not None:
         g.Do, g.Ho, g.Wo = out_size
         for i in range(3):
-            if out_start[i] < 0 or out_start[i] + out_step[i] * (out_size[i] - 1) >= od[2 + i]:
+            if out_start[i] < 0 or (out_start[i] + out_step[i] * (out_size[i] - 1)
+                                    + shuffle[i] - 1 >= od[2 + i]):
                 raise ValueError("fastconv: an output phase reaches past the output")
     cdef int mode = PADDING_MODES[padding_mode]
     if t == cnp.NPY_FLOAT:

@@ -85,6 +85,9 @@ TRANSPOSES = {
     "2d_stride3_dilated": ((3, 1, 5, 6), (3, 2, 1, 4, 3), (1, 3, 2), (0, 2, 1), (1, 2, 3), 1),
     # depthwise: each stride phase is a one-channel-per-group convolution
     "2d_depthwise_s2": ((4, 1, 5, 6), (4, 1, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 4),
+    # stride = kernel: one pixel-shuffled 1x1 GEMM ('shuffle'), odd factors and groups
+    "1d_k3_s3_groups": ((4, 1, 1, 7), (4, 3, 1, 1, 3), (1, 1, 3), (0, 0, 0), (1, 1, 1), 2),
+    "2d_k2x3_s2x3": ((5, 1, 3, 4), (5, 7, 1, 2, 3), (1, 2, 3), (0, 0, 0), (1, 1, 1), 1),
 }
 # Single-array filters: (padded shape, kernel shape), 'valid' correlation.
 FILTERS = {
