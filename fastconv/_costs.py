@@ -63,7 +63,9 @@ CALL_SECONDS = 10e-6
 # packing, scratch allocation, BLAS and OpenMP set-up), measured on tiny
 # problems at one thread (benchmarks/bench_overhead.py's shapes): it decides
 # between kernels only where the work itself costs microseconds.
-KERNEL_CALL_SECONDS = 3e-6           # implicit GEMM; im2col + BLAS reading x in place
+KERNEL_CALL_SECONDS = 3e-6           # implicit GEMM
+BLAS_CALL_SECONDS = 6e-6             # im2col reading x in place + a BLAS GEMM, which packs
+                                     # even tiny operands (8^3 1x1x1: 14.6 us, implicit 11.3)
 DIRECT_CALL_SECONDS = 5e-6
 PADDED_CALL_SECONDS = 5e-6           # a zero-padded copy first (shifted im2col, col2im)
 SHIFTED_WEIGHT_CALL_SECONDS = 15e-6  # + per-thread GEMM partials reduced at the end

@@ -382,7 +382,7 @@ FORWARD = (
     Implementation(
         "im2col", "im2col", "im2col tiles + BLAS GEMM (1x1: the input is the column matrix)",
         _blas_limit, _plan_im2col, _costs.im2col_cost, _run_im2col_forward,
-        call_seconds=_costs.KERNEL_CALL_SECONDS),
+        call_seconds=_costs.BLAS_CALL_SECONDS),
     FORWARD_FFT,
     PAD_FIRST,
 )

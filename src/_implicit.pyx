@@ -288,6 +288,13 @@ cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const G
                     # buffer column col reads x column col * sw + iw0
                     iw0 = ow0 * g.sw + fw - g.pw
                     strided_range(iw0, g.sw, g.W, 0, b.Wb, &lo, &hi)
+                    if g.sh == 1 and g.sw == 1 and lo == 0 and hi == b.Wb == g.W:
+                        # Whole rows of x, one after the other (1x1 kernels, no W
+                        # padding): the band plane is one block of x.
+                        copy_rows_block(xg, buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w
+                                                   + fw) * b.stride, g, b,
+                                        ci, idd, oh0 + fh - g.ph)
+                        continue
                     for row in range(b.Hb):
                         dst = buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw) \
                             * b.stride + row * b.Wb
@@ -305,6 +312,24 @@ cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const G
                                 dst[col] = src[col * g.sw]
                         if hi < b.Wb:
                             memset(dst + hi, 0, (b.Wb - hi) * sizeof(real_t))
+
+
+cdef inline void copy_rows_block(const real_t* xg, real_t* dst, const Geometry* g,
+                                 const Band* b, Py_ssize_t ci, Py_ssize_t idd,
+                                 Py_ssize_t ih0) noexcept nogil:
+    """copy_band_zeros for one plane whose Hb rows are the whole rows ih0, ih0 + 1, ..
+    of x (zeros outside x): one memcpy for the rows inside."""
+    cdef Py_ssize_t lo = 0, hi = 0
+    if 0 <= idd < g.D:
+        lo = min(max(-ih0, 0), b.Hb)
+        hi = max(min(g.H - ih0, b.Hb), lo)
+    if lo > 0:
+        memset(dst, 0, lo * b.Wb * sizeof(real_t))
+    if hi > lo:
+        memcpy(dst + lo * b.Wb, xg + ((ci * g.D + idd) * g.H + ih0 + lo) * g.W,
+               (hi - lo) * b.Wb * sizeof(real_t))
+    if hi < b.Hb:
+        memset(dst + hi * b.Wb, 0, (b.Hb - hi) * b.Wb * sizeof(real_t))
 
 
 ctypedef struct Tile:
@@ -411,6 +436,19 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     # A pixel shuffle of 2 along W: the two channels of a tap pair fill one
     # output row between them, written interleaved in one pass.
     cdef bint pairs = om.fw == 2 and om.sw == 2
+    if b.Wb == cols == om.W and ow0 == 0 and om.sw == om.sh == 1 and block == 1:
+        # No dropped columns and whole output rows: the panel is one run of the
+        # output plane (1x1 kernels, whole-row tiles), one store per channel.
+        for co in range(cog):
+            cq = grp * cog + co
+            bv = bias[cq] if bias != NULL else 0
+            orow = out + (n * om.C + cq) * oplane \
+                + ((om.d0 + om.sd * od) * om.H + om.h0 + oh0) * om.W + om.w0 + q0
+            if real_t is float:
+                fc_store_row_f(orow, cbuf + co * NR, width, bv)
+            else:
+                fc_store_row_d(orow, cbuf + co * NR, width, bv)
+        return
     while q < q0 + width:
         r = q // b.Wb
         c = q - r * b.Wb

@@ -64,6 +64,9 @@ CONVS = {
     "3d_single_channel": ((1, 6, 7, 8), (1, 1, 3, 2, 3), (1, 1, 1), (1, 0, 1), (1, 1, 1), 1),
     # a row too wide for one band buffer: the implicit GEMM splits it into column tiles
     "1d_wide_split": ((64, 1, 1, 1200), (4, 64, 1, 1, 3), (1, 1, 1), (0, 0, 1), (1, 1, 1), 1),
+    # whole input rows, padded along D and H only: band planes copied as one block,
+    # zero rows and planes around it; panels stored as one run of the output
+    "3d_1x1_padded_dh": ((3, 2, 5, 6), (4, 3, 1, 1, 1), (1, 1, 1), (1, 2, 0), (1, 1, 1), 1),
 }
 # Reflect / replicate / circular padding (symmetric pads): forward and weight_grad only.
 MODE_CONVS = {
