@@ -303,15 +303,16 @@ cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const G
                             memset(dst, 0, b.Wb * sizeof(real_t))
                             continue
                         src = xg + ((ci * g.D + idd) * g.H + ih) * g.W + iw0
-                        if lo > 0:
-                            memset(dst, 0, lo * sizeof(real_t))
+                        # (the pads are a cell or two: a loop, not a libc call each)
+                        for col in range(lo):
+                            dst[col] = 0
                         if g.sw == 1:
                             memcpy(dst + lo, src + lo, (hi - lo) * sizeof(real_t))
                         else:
                             for col in range(lo, hi):
                                 dst[col] = src[col * g.sw]
-                        if hi < b.Wb:
-                            memset(dst + hi, 0, (b.Wb - hi) * sizeof(real_t))
+                        for col in range(hi, b.Wb):
+                            dst[col] = 0
 
 
 cdef inline void copy_rows_block(const real_t* xg, real_t* dst, const Geometry* g,
@@ -429,7 +430,7 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     """
     cdef Py_ssize_t cog = g.Co // g.groups, oplane = om.D * om.H * om.W
     cdef Py_ssize_t block = om.fd * om.fh * om.fw
-    cdef Py_ssize_t q = q0, r, c, hi, co, cq, oc, tap, j, n_out
+    cdef Py_ssize_t q = q0, r, c, hi, co, cq, oc, tap, tap_d, tap_h, tap_w, j, n_out
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
@@ -458,12 +459,17 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
             co = 0
             while co < cog:
                 cq = grp * cog + co
-                oc, tap = cq // block, cq % block
+                if block == 1:
+                    oc, tap_d, tap_h, tap_w = cq, 0, 0, 0
+                else:
+                    oc, tap = cq // block, cq % block
+                    tap_d, tap_h, tap_w = tap // (om.fh * om.fw), (tap // om.fw) % om.fh, \
+                        tap % om.fw
                 bv = bias[oc] if bias != NULL else 0
                 orow = out + (n * om.C + oc) * oplane \
-                    + ((om.d0 + tap // (om.fh * om.fw) + om.sd * od) * om.H
-                       + om.h0 + (tap // om.fw) % om.fh + om.sh * (oh0 + r)) * om.W \
-                    + om.w0 + tap % om.fw + om.sw * (ow0 + c)
+                    + ((om.d0 + tap_d + om.sd * od) * om.H
+                       + om.h0 + tap_h + om.sh * (oh0 + r)) * om.W \
+                    + om.w0 + tap_w + om.sw * (ow0 + c)
                 crow = cbuf + co * NR - q0 + r * b.Wb + c
                 if pairs:
                     if real_t is float:

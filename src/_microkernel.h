@@ -113,14 +113,22 @@ FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_d, double, fc_vd, FC_NRD_D)
 /* dst[j] = src[j] + b for j < n: a result row segment into the output.  The
  * pointers never overlap (scratch -> output); saying so lets the compiler
  * vectorise without a run-time alias check. */
-static inline void fc_store_row_f(float *restrict dst, const float *restrict src,
-                                  ptrdiff_t n, float b) {
-    for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j] + b;
+#define FC_DEFINE_STORE_ROW(NAME, T, V)                                            \
+static inline void NAME(T *restrict dst, const T *restrict src, ptrdiff_t n, T b) { \
+    enum { L = FC_VBYTES / sizeof(T) };                                            \
+    if (n < L) {                                                                   \
+        for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j] + b;                     \
+        return;                                                                    \
+    }                                                                              \
+    ptrdiff_t j = 0;                                                               \
+    for (; j + L <= n; j += L) *(V *)(dst + j) = *(const V *)(src + j) + b;        \
+    /* the tail as one vector ending at n: it rewrites a few cells with the same \
+     * values (dst and src never overlap), instead of a scalar loop per row */     \
+    if (j < n) *(V *)(dst + n - L) = *(const V *)(src + n - L) + b;               \
 }
-static inline void fc_store_row_d(double *restrict dst, const double *restrict src,
-                                  ptrdiff_t n, double b) {
-    for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j] + b;
-}
+
+FC_DEFINE_STORE_ROW(fc_store_row_f, float, fc_vf)
+FC_DEFINE_STORE_ROW(fc_store_row_d, double, fc_vd)
 
 /* dst[2j] = src0[j] + b, dst[2j + 1] = src1[j] + b for j < n: the two W taps of
  * a pixel shuffle of 2 (transposed convolution, stride = kernel = 2 along W)
