@@ -428,66 +428,87 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     Cell q of the tile is output (row q // Wb, column q % Wb); columns >= cols
     are the dropped ones between rows.
     """
-    cdef Py_ssize_t cog = g.Co // g.groups, oplane = om.D * om.H * om.W
-    cdef Py_ssize_t block = om.fd * om.fh * om.fw
-    cdef Py_ssize_t q = q0, r, c, hi, co, cq, oc, tap, tap_d, tap_h, tap_w, j, n_out
+    # Locals, not reads through om and b: Python extensions build with
+    # -fno-strict-aliasing, so every store into out would reload them.
+    cdef OutMap m = om[0]
+    cdef Py_ssize_t Wb = b.Wb
+    cdef Py_ssize_t cog = g.Co // g.groups, oplane = m.D * m.H * m.W
+    cdef Py_ssize_t block = m.fd * m.fh * m.fw
+    cdef Py_ssize_t q = q0, r, c, hi, co, cq, tap, j, n_out, at
+    cdef real_t* out_n = out + n * m.C * oplane
+    cdef Py_ssize_t depth = m.d0 + m.sd * od
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
-    # A pixel shuffle of 2 along W: the two channels of a tap pair fill one
-    # output row between them, written interleaved in one pass.
-    cdef bint pairs = om.fw == 2 and om.sw == 2
-    if b.Wb == cols == om.W and ow0 == 0 and om.sw == om.sh == 1 and block == 1:
+    if Wb == cols == m.W and ow0 == 0 and m.sw == m.sh == 1 and block == 1:
         # No dropped columns and whole output rows: the panel is one run of the
         # output plane (1x1 kernels, whole-row tiles), one store per channel.
+        at = (depth * m.H + m.h0 + oh0) * m.W + m.w0 + q0
         for co in range(cog):
             cq = grp * cog + co
             bv = bias[cq] if bias != NULL else 0
-            orow = out + (n * om.C + cq) * oplane \
-                + ((om.d0 + om.sd * od) * om.H + om.h0 + oh0) * om.W + om.w0 + q0
             if real_t is float:
-                fc_store_row_f(orow, cbuf + co * NR, width, bv)
+                fc_store_row_f(out_n + cq * oplane + at, cbuf + co * NR, width, bv)
             else:
-                fc_store_row_d(orow, cbuf + co * NR, width, bv)
+                fc_store_row_d(out_n + cq * oplane + at, cbuf + co * NR, width, bv)
         return
     while q < q0 + width:
-        r = q // b.Wb
-        c = q - r * b.Wb
-        hi = min(b.Wb, c + q0 + width - q)         # this row's cells in the panel
+        r = q // Wb
+        c = q - r * Wb
+        hi = min(Wb, c + q0 + width - q)         # this row's cells in the panel
         if c < cols:
             n_out = min(hi, cols) - c
-            co = 0
-            while co < cog:
-                cq = grp * cog + co
-                if block == 1:
-                    oc, tap_d, tap_h, tap_w = cq, 0, 0, 0
-                else:
-                    oc, tap = cq // block, cq % block
-                    tap_d, tap_h, tap_w = tap // (om.fh * om.fw), (tap // om.fw) % om.fh, \
-                        tap % om.fw
-                bv = bias[oc] if bias != NULL else 0
-                orow = out + (n * om.C + oc) * oplane \
-                    + ((om.d0 + tap_d + om.sd * od) * om.H
-                       + om.h0 + tap_h + om.sh * (oh0 + r)) * om.W \
-                    + om.w0 + tap_w + om.sw * (ow0 + c)
-                crow = cbuf + co * NR - q0 + r * b.Wb + c
-                if pairs:
-                    if real_t is float:
-                        fc_store_pair_f(orow, crow, crow + NR, n_out, bv)
+            # where the row segment lands, before the channel and its shuffle tap
+            at = (depth * m.H + m.h0 + m.sh * (oh0 + r)) * m.W + m.w0 + m.sw * (ow0 + c)
+            crow = cbuf - q0 + r * Wb + c
+            if block == 1:
+                for co in range(cog):
+                    cq = grp * cog + co
+                    bv = bias[cq] if bias != NULL else 0
+                    orow = out_n + cq * oplane + at
+                    if m.sw == 1:
+                        if real_t is float:
+                            fc_store_row_f(orow, crow + co * NR, n_out, bv)
+                        else:
+                            fc_store_row_d(orow, crow + co * NR, n_out, bv)
                     else:
-                        fc_store_pair_d(orow, crow, crow + NR, n_out, bv)
-                    co += 2
-                    continue
-                if om.sw == 1:
-                    if real_t is float:
-                        fc_store_row_f(orow, crow, n_out, bv)
-                    else:
-                        fc_store_row_d(orow, crow, n_out, bv)
-                else:
-                    for j in range(n_out):
-                        orow[j * om.sw] = crow[j] + bv
-                co += 1
+                        for j in range(n_out):
+                            orow[j * m.sw] = crow[co * NR + j] + bv
+            else:
+                store_shuffled(crow, NR, n_out, out_n + at, bias, &m, grp * cog, cog, oplane)
         q += hi - c
+
+
+cdef void store_shuffled(const real_t* crow, Py_ssize_t NR, Py_ssize_t n_out, real_t* dst,
+                         const real_t* bias, const OutMap* om, Py_ssize_t cq0,
+                         Py_ssize_t cog, Py_ssize_t oplane) noexcept nogil:
+    """store_panel's row segment under a pixel shuffle: computed channel cq0 + co
+    goes to tap (cq0 + co) % block of output channel (cq0 + co) // block.  A
+    shuffle of 2 along W pairs the two channels of a tap pair: they fill one
+    output row between them, written interleaved in one pass."""
+    cdef OutMap m = om[0]
+    cdef Py_ssize_t block = m.fd * m.fh * m.fw, co = 0, cq, oc, tap, j
+    cdef bint pairs = m.fw == 2 and m.sw == 2
+    cdef real_t* orow
+    cdef const real_t* src
+    cdef real_t bv
+    while co < cog:
+        cq = cq0 + co
+        oc, tap = cq // block, cq % block
+        bv = bias[oc] if bias != NULL else 0
+        orow = dst + oc * oplane + ((tap // (m.fh * m.fw)) * m.H + (tap // m.fw) % m.fh) * m.W \
+            + tap % m.fw
+        src = crow + co * NR
+        if pairs:
+            if real_t is float:
+                fc_store_pair_f(orow, src, src + NR, n_out, bv)
+            else:
+                fc_store_pair_d(orow, src, src + NR, n_out, bv)
+            co += 2
+        else:
+            for j in range(n_out):
+                orow[j * m.sw] = src[j] + bv
+            co += 1
 
 
 def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_bias,
