@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _dispatch, _docs, _engine
 from ._args import CallCache, call_signature, check_choice, check_out, pad3, parse_conv, shape5
+from ._fastpath import as_compute
 
 ALGORITHMS = _engine.ALGORITHMS
 
@@ -41,19 +42,19 @@ class _ForwardCall:
 
     def __call__(self, input, weight, bias, out):
         dtype = self.dtype
-        x = np.ascontiguousarray(input, dtype)
-        w = np.ascontiguousarray(weight, dtype)
+        x = as_compute(input, dtype, self.x5)
+        w = as_compute(weight, dtype, self.w5)
         b = None if bias is None else np.ascontiguousarray(bias, dtype)
         if out is None:
             result = np.empty(self.out5, dtype)
-            self.kernel(x.reshape(self.x5), w.reshape(self.w5), b, result)
+            self.kernel(x, w, b, result)
             return result.reshape(self.user_out_shape)
         check_out(out, self.user_out_shape, dtype, self.op)
         # An out= that overlaps an operand is filled only after the kernel has run.
         aliased = any(a is not None and np.may_share_memory(out, a)
                       for a in (input, weight, bias))
         result = np.empty(self.out5, dtype) if aliased else out.reshape(self.out5)
-        self.kernel(x.reshape(self.x5), w.reshape(self.w5), b, result)
+        self.kernel(x, w, b, result)
         if aliased:
             out[...] = result.reshape(out.shape)
         return out

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _dispatch, _docs, _engine
 from ._args import CallCache, as_array, call_signature, pad3, parse_conv, result_dtype, shape5
-from ._fastpath import all_finite
+from ._fastpath import all_finite, as_compute
 from ._padding import pad_adjoint
 
 __all__ = [f"{kind}{nd}d_{part}" for kind in ("conv", "conv_transpose")
@@ -93,10 +93,10 @@ class _InputGradCall:
 
     def __call__(self, weight, grad_output):
         prob, dtype = self.prob, self.dtype
-        g = np.ascontiguousarray(grad_output, dtype)
-        w = np.ascontiguousarray(np.conj(weight) if self.conj else weight, dtype)
+        g = as_compute(grad_output, dtype, self.g5)
+        w = as_compute(np.conj(weight) if self.conj else weight, dtype, self.w5)
         grad = np.empty(self.grad5, dtype)
-        self.kernel(g.reshape(self.g5), w.reshape(self.w5), None, grad)
+        self.kernel(g, w, None, grad)
         grad = grad.reshape(self.grad_shape)
         if prob.padding_mode != "zeros":
             grad = pad_adjoint(grad, prob.pads, prob.padding_mode, overwrite=True)
@@ -149,8 +149,8 @@ class _WeightGradCall:
 
     def __call__(self, input, grad_output):
         prob, dtype = self.prob, self.dtype
-        x = np.ascontiguousarray(input, dtype).reshape(self.x5)
-        g = np.ascontiguousarray(grad_output, dtype).reshape(self.g5)
+        x = as_compute(input, dtype, self.x5)
+        g = as_compute(grad_output, dtype, self.g5)
         dw = np.empty(self.dw5, dtype)
         if not prob.transposed:
             self.kernel(x, dw, None, g)

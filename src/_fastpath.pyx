@@ -124,3 +124,19 @@ def call_signature(tag, tuple arrays, tuple options):
         else:
             return None
     return tuple(key)
+
+
+def as_compute(a, cnp.dtype dtype, tuple shape):
+    """``np.ascontiguousarray(a, dtype).reshape(shape)`` in one call.
+
+    A C-contiguous ndarray of ``dtype`` (the usual case) is reshaped through the
+    C API, without the two method calls' argument parsing; anything else takes
+    the NumPy route (a copy, or an error naming nothing: the caller validated).
+    """
+    cdef cnp.ndarray arr
+    if type(a) is np.ndarray:
+        arr = <cnp.ndarray> a
+        if cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_EquivTypes(
+                <cnp.dtype> cnp.PyArray_DESCR(arr), dtype):
+            return cnp.PyArray_Reshape(arr, shape)
+    return np.ascontiguousarray(a, dtype).reshape(shape)
