@@ -440,10 +440,10 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
-    if Wb == cols == m.W and ow0 == 0 and m.sw == m.sh == 1 and block == 1:
+    if Wb == cols == m.W and ow0 == 0 and m.w0 == 0 and m.sw == m.sh == 1 and block == 1:
         # No dropped columns and whole output rows: the panel is one run of the
         # output plane (1x1 kernels, whole-row tiles), one store per channel.
-        at = (depth * m.H + m.h0 + oh0) * m.W + m.w0 + q0
+        at = (depth * m.H + m.h0 + oh0) * m.W + q0
         for co in range(cog):
             cq = grp * cog + co
             bv = bias[cq] if bias != NULL else 0
