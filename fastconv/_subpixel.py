@@ -159,15 +159,20 @@ def shuffle_weight(w, groups):
 
 
 def run_shuffle(kernel, a, p, plan, nt):
-    """Fill ``a.out`` with one 1x1 ``kernel`` call (``_implicit.conv_forward``)."""
+    """Fill ``a.out`` with one 1x1 ``kernel`` call (``_implicit.conv_forward``).
+
+    A real weight is read in place in :func:`shuffle_weight`'s order by the
+    kernel's packing (``transposed_weight``); a complex one is reordered here,
+    then made planar.
+    """
     g = p.groups
-    x, out, bias, weight = a.x, a.out, a.bias, shuffle_weight(a.w, g)
+    x, out, bias, weight = a.x, a.out, a.bias, a.w
     if np.iscomplexobj(out):
-        x, weight = _planar.planar(x, g), _planar.planar_weight(weight, g)
+        x, weight = _planar.planar(x, g), _planar.planar_weight(shuffle_weight(weight, g), g)
         bias = _planar.planar_bias(a.bias_or_zeros, g)
         out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     kernel(x, weight, bias, a.bias is not None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), g, nt,
            plan["rows"], plan["cols"], out_size=tuple(x.shape[2:]), out_step=p.stride,
-           shuffle=p.stride)
+           shuffle=p.stride, transposed_weight=weight is a.w)
     if out is not a.out:
         _planar.unplanar(out, a.out, g)

@@ -515,7 +515,8 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
                  cnp.ndarray out not None, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
                  tuple out_size=None, tuple out_start=(0, 0, 0), tuple out_step=(1, 1, 1),
-                 Py_ssize_t kc=KC, str padding_mode="zeros", tuple shuffle=(1, 1, 1)):
+                 Py_ssize_t kc=KC, str padding_mode="zeros", tuple shuffle=(1, 1, 1),
+                 bint transposed_weight=False):
     """out = conv(x, w) (+ bias): left padding ``pad`` in ``padding_mode``, any stride
     and dilation.
 
@@ -528,8 +529,11 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     fd * fh * fw channels per channel of ``out``, channel q computing tap
     q % (fd * fh * fw) of the block of output channel q // (fd * fh * fw) (see
     ``OutMap``); with ``out_step = shuffle`` and a 1x1 ``w``, a transposed
-    convolution with stride = kernel.  ``pad`` may be negative (zero padding
-    only).
+    convolution with stride = kernel.  ``transposed_weight``: ``w`` is that
+    transposed convolution's own weight (C_in, C_out/groups, *shuffle), read
+    as the 1x1 weight whose row (grp * C_out/groups + co) * prod(shuffle) + tap
+    is tap ``tap`` of channel co (no reordered copy).  ``pad`` may be negative
+    (zero padding only).
     """
     cdef int t = real_typenum(x)
     check_array(x, t, 5, False, "x")
@@ -556,7 +560,13 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     if om.fd < 1 or om.fh < 1 or om.fw < 1:
         raise ValueError(f"fastconv: shuffle must be positive, got {shuffle}")
     g.Co = om.C * om.fd * om.fh * om.fw
-    if cnp.PyArray_DIM(w, 0) != g.Co:
+    if transposed_weight:
+        if (cnp.PyArray_DIM(w, 0) != g.C or cnp.PyArray_DIM(w, 1) * groups != om.C
+                or (g.KD, g.KH, g.KW) != shuffle):
+            raise ValueError(f"fastconv: transposed weight of shape {(<object> w).shape}, "
+                             f"expected ({g.C}, {om.C // groups}) + {shuffle}")
+        g.KD, g.KH, g.KW = 1, 1, 1
+    elif cnp.PyArray_DIM(w, 0) != g.Co:
         raise ValueError(f"fastconv: w has {cnp.PyArray_DIM(w, 0)} output channels, "
                          f"expected {g.Co} (out's {om.C} x shuffle {shuffle})")
     if out_size is not None:
@@ -569,18 +579,19 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     if t == cnp.NPY_FLOAT:
         forward_impl(<const float*> cnp.PyArray_DATA(x), <const float*> cnp.PyArray_DATA(w),
                      <const float*> b, <float*> cnp.PyArray_DATA(result), &g, &om, mode,
-                     num_threads, rows, cols, kc)
+                     num_threads, rows, cols, kc, transposed_weight)
     else:
         forward_impl(<const double*> cnp.PyArray_DATA(x), <const double*> cnp.PyArray_DATA(w),
                      <const double*> b, <double*> cnp.PyArray_DATA(result), &g, &om, mode,
-                     num_threads, rows, cols, kc)
+                     num_threads, rows, cols, kc, transposed_weight)
     if result is not out:
         out[...] = result
 
 
 cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,
                       Geometry* gp, const OutMap* om, int mode, int num_threads,
-                      Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t kc) except -1:
+                      Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t kc,
+                      bint transposed_weight=False) except -1:
     """conv_forward on checked pointers (``bias`` NULL: none)."""
     cdef Geometry g = gp[0]
     cdef Py_ssize_t groups = g.groups
@@ -614,8 +625,14 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
                 for k in range(K):
                     for i in range(FC_MR):
                         co = blk * FC_MR + i
-                        wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
-                            wflat[(grp * cog + co) * K + k] if co < cog else 0
+                        if co >= cog:
+                            wp[((grp * nb + blk) * K + k) * FC_MR + i] = 0
+                        elif transposed_weight:     # 1x1: K input channels
+                            wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
+                                wflat[(grp * K + k) * cog + co]
+                        else:
+                            wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
+                                wflat[(grp * cog + co) * K + k]
     # Tap k reads its plane of the band buffer at (sigma, tau).
     for k in range(K):
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
