@@ -167,12 +167,13 @@ def run_shuffle(kernel, a, p, plan, nt):
     """
     g = p.groups
     x, out, bias, weight = a.x, a.out, a.bias, a.w
-    if np.iscomplexobj(out):
+    is_complex = np.iscomplexobj(out)
+    if is_complex:
         x, weight = _planar.planar(x, g), _planar.planar_weight(shuffle_weight(weight, g), g)
         bias = _planar.planar_bias(a.bias_or_zeros, g)
         out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     kernel(x, weight, bias, a.bias is not None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), g, nt,
            plan["rows"], plan["cols"], out_size=tuple(x.shape[2:]), out_step=p.stride,
-           shuffle=p.stride, transposed_weight=weight is a.w)
+           shuffle=p.stride, transposed_weight=not is_complex)
     if out is not a.out:
         _planar.unplanar(out, a.out, g)

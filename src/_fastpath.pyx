@@ -130,8 +130,8 @@ def as_compute(a, cnp.dtype dtype, tuple shape):
     """``np.ascontiguousarray(a, dtype).reshape(shape)`` in one call.
 
     A C-contiguous ndarray of ``dtype`` (the usual case) is reshaped through the
-    C API, without the two method calls' argument parsing; anything else takes
-    the NumPy route (a copy, or an error naming nothing: the caller validated).
+    C API, without the two method calls' argument parsing; anything else goes
+    through NumPy (a converting copy; the caller has validated the argument).
     """
     cdef cnp.ndarray arr
     if type(a) is np.ndarray:
