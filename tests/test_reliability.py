@@ -436,6 +436,32 @@ def test_unaligned_arrays_give_the_aligned_results(dtype, kwargs):
            fc.grad.conv2d_weight(x, w.shape, g, **kwargs), "conv2d_weight on unaligned arrays")
 
 
+@pytest.mark.parametrize("case", ["shuffled_channels", "transposed_weight_kernel",
+                                  "transposed_weight_channels", "shuffle_past_output"])
+def test_pixel_shuffle_entry_rejects_inconsistent_shapes(case):
+    """The implicit GEMM's pixel-shuffle mode reads w and writes out by index
+    arithmetic: a weight or output that does not match raises, never reads or
+    writes past an array."""
+    from fastconv._kernels import implicit
+    x = np.ones((1, 4, 3, 4, 5), np.float32)
+    out = np.zeros((1, 3, 6, 8, 10), np.float32)
+    args = dict(out_size=(3, 4, 5), out_step=(2, 2, 2), shuffle=(2, 2, 2))
+    w, transposed = np.ones((3 * 8, 4, 1, 1, 1), np.float32), False
+    if case == "shuffled_channels":
+        w = np.ones((3 * 8 - 1, 4, 1, 1, 1), np.float32)
+    elif case == "transposed_weight_kernel":
+        w, transposed = np.ones((4, 3, 2, 2, 1), np.float32), True
+    elif case == "transposed_weight_channels":
+        w, transposed = np.ones((4, 2, 2, 2, 2), np.float32), True
+    else:
+        out = np.zeros((1, 3, 6, 8, 9), np.float32)
+    before = out.copy()
+    with pytest.raises(ValueError):
+        implicit.conv_forward(x, w, None, False, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 1,
+                              4, 5, transposed_weight=transposed, **args)
+    assert np.array_equal(out, before)
+
+
 # ==========================================================================
 # 3. Leaks: 10,000 calls, success and error paths, every public function
 # ==========================================================================
