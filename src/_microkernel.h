@@ -133,20 +133,17 @@ FC_DEFINE_STORE_ROW(fc_store_row_d, double, fc_vd)
 /* dst[2j] = src0[j] + b, dst[2j + 1] = src1[j] + b for j < n: the two W taps of
  * a pixel shuffle of 2 (transposed convolution, stride = kernel = 2 along W)
  * interleaved into one contiguous output row. */
-static inline void fc_store_pair_f(float *restrict dst, const float *restrict src0,
-                                   const float *restrict src1, ptrdiff_t n, float b) {
-    for (ptrdiff_t j = 0; j < n; j++) {
-        dst[2 * j] = src0[j] + b;
-        dst[2 * j + 1] = src1[j] + b;
-    }
+#define FC_DEFINE_STORE_PAIR(NAME, T)                                              \
+static inline void NAME(T *restrict dst, const T *restrict src0,                   \
+                        const T *restrict src1, ptrdiff_t n, T b) {                \
+    for (ptrdiff_t j = 0; j < n; j++) {                                            \
+        dst[2 * j] = src0[j] + b;                                                  \
+        dst[2 * j + 1] = src1[j] + b;                                              \
+    }                                                                              \
 }
-static inline void fc_store_pair_d(double *restrict dst, const double *restrict src0,
-                                   const double *restrict src1, ptrdiff_t n, double b) {
-    for (ptrdiff_t j = 0; j < n; j++) {
-        dst[2 * j] = src0[j] + b;
-        dst[2 * j + 1] = src1[j] + b;
-    }
-}
+
+FC_DEFINE_STORE_PAIR(fc_store_pair_f, float)
+FC_DEFINE_STORE_PAIR(fc_store_pair_d, double)
 
 #define FC_WG_MR 3
 #define FC_WG_NR 4
