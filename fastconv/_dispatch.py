@@ -27,7 +27,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from . import _costs, _fft, _padding, _planar, _subpixel
+from . import _costs, _fastpath, _fft, _padding, _planar, _subpixel
 from ._kernels import blas, direct, implicit
 from ._threads import get_num_threads, single_threaded_blas
 
@@ -127,6 +127,7 @@ class Implementation:
     run: object
     modes: bool = False
     call_seconds: float = 0.0
+    prepare: object = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,14 @@ def _run_implicit_forward(a, p, plan, nt):
     _planar.unplanar(out, a.out, g)
 
 
+def _prepare_implicit_forward(p, plan):
+    if p.dtype.kind == "c":
+        return None
+    return implicit.PreparedForward((1,) + p.x, p.w, (1,) + p.out, p.stride, p.pad,
+                                    p.dilation, p.groups, plan["rows"], plan["cols"],
+                                    padding_mode=p.padding_mode)
+
+
 def _plan_shifted(p):
     return {"tile": _costs.gemm_tile(p.w[1] * p.kvol, _costs.grid_length(p), p.groups,
                                      p.dtype.itemsize),
@@ -369,7 +378,7 @@ FORWARD_IMPLICIT = Implementation(
     "implicit GEMM on fastconv's micro-kernel: padded, stride-phased input bands, "
     "no column matrix (depthwise: a kernel of its own on the same bands)",
     _implicit_rule, _plan_implicit, _implicit_cost, _run_implicit_forward, modes=True,
-    call_seconds=_costs.KERNEL_CALL_SECONDS)
+    call_seconds=_costs.KERNEL_CALL_SECONDS, prepare=_prepare_implicit_forward)
 
 FORWARD = (
     FORWARD_DIRECT,
@@ -454,6 +463,15 @@ def _run_shuffle_transpose(a, p, plan, nt):
     _subpixel.run_shuffle(implicit.conv_forward, a, p, plan, nt)
 
 
+def _prepare_shuffle_transpose(p, plan):
+    if p.dtype.kind == "c":
+        return None
+    return implicit.PreparedForward(
+        (1,) + p.x, p.w, (1,) + p.out, (1, 1, 1), (0, 0, 0), (1, 1, 1), p.groups,
+        plan["rows"], plan["cols"], out_size=p.x[1:], out_step=p.stride, shuffle=p.stride,
+        transposed_weight=True)
+
+
 def _run_fft_transpose(a, p, plan, nt):
     _fft_per_sample(a, p, _fft.transpose_forward, _run_direct_transpose)
 
@@ -471,7 +489,7 @@ TRANSPOSE = (
     Implementation("shuffle", "im2col",
                    "stride = kernel: one 1x1 implicit GEMM of every tap, pixel-shuffled out",
                    _shuffle_rule, _plan_shuffle, _shuffle_cost, _run_shuffle_transpose,
-                   call_seconds=_costs.KERNEL_CALL_SECONDS),
+                   call_seconds=_costs.KERNEL_CALL_SECONDS, prepare=_prepare_shuffle_transpose),
     Implementation("fft", "fft", "zero-upsampled input, scipy.fft, cropped",
                    _fft_applies, _no_plan, _costs.fft_transpose_cost, _run_fft_transpose,
                    call_seconds=_costs.FFT_CALL_SECONDS),
@@ -837,7 +855,41 @@ def run(p, arrays, algorithm="auto", implementation=None):
         implementation = _FORCED.get()
     choice = select(p, algorithm, implementation)
     _run_choice(choice, arrays, p)
+    for runs in _RECORDING:
+        runs.append((p, choice))
     return choice
+
+
+def prepare(p, algorithm="auto", implementation=None):
+    """The chosen entry's compiled ``run`` for ``p`` (see :class:`Implementation`), or None.
+
+    A prepared call runs it directly while nothing records the runs: what
+    :func:`recorded` sees goes through :func:`run`.
+    """
+    if implementation is None:
+        implementation = _FORCED.get()
+    choice = select(p, algorithm, implementation)
+    return None if choice.impl.prepare is None else choice.impl.prepare(p, choice.plan)
+
+
+_RECORDING = []
+
+
+@contextlib.contextmanager
+def recorded():
+    """Record every kernel run inside the block: yields a list of (Problem, Choice).
+
+    While it is open, prepared calls take their Python path, so every run of
+    a public function passes :func:`run` (a test's view of the dispatch).
+    """
+    runs = []
+    _RECORDING.append(runs)
+    _fastpath.observe_dispatch(True)
+    try:
+        yield runs
+    finally:
+        _RECORDING.remove(runs)
+        _fastpath.observe_dispatch(bool(_RECORDING))
 
 
 def run_pass(p, call, threads):

@@ -111,7 +111,8 @@ class KernelCall:
         What the left padding ``pad`` reads ('forward' and 'weight_grad').
     """
 
-    __slots__ = ("_problem", "_algorithm", "_implementation", "_empty", "_check_weight")
+    __slots__ = ("_problem", "_algorithm", "_implementation", "_empty", "_check_weight",
+                 "prepared")
 
     def __init__(self, op, x_shape, w_shape, out_shape, dtype, stride, pad, dilation, groups,
                  algorithm="auto", implementation=None, padding_mode="zeros"):
@@ -122,8 +123,16 @@ class KernelCall:
         self._empty = _empty_rule(op, x_shape, w_shape, out_shape)
         # 'weight_grad' has no weight operand: its Problem is always finite.
         self._check_weight = op != "weight_grad"
+        #: the chosen kernel in compiled form for a finite weight, or None (see
+        #: _dispatch.prepare): the public function's fast path calls it directly.
+        self.prepared = None
         if not self._empty:             # choose now: errors surface here, and it is cached
-            _dispatch.select(self._problem, algorithm, implementation)
+            self.prepared = _dispatch.prepare(self._problem, algorithm, implementation)
+
+    @property
+    def macs(self):
+        """Multiply-adds of one sample (what the thread count is chosen from)."""
+        return self._problem.macs
 
     def __call__(self, x, w, bias, out):
         """Fill the output slot (``w`` for 'weight_grad', else ``out``)."""

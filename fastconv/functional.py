@@ -6,9 +6,10 @@ circular modes, and hands 5-D views to the kernels in ``_engine``.
 """
 import numpy as np
 
-from . import _dispatch, _docs, _engine
+from . import _costs, _dispatch, _docs, _engine
 from ._args import CallCache, call_signature, check_choice, check_out, pad3, parse_conv, shape5
-from ._fastpath import as_compute
+from ._dispatch import _FORCED
+from ._fastpath import FastForwardCall, as_compute
 
 ALGORITHMS = _engine.ALGORITHMS
 
@@ -63,74 +64,75 @@ class _ForwardCall:
 _CALLS = CallCache()
 
 
-def _call(tag, input, weight, bias, options, parse, algorithm, out):
-    """Run a forward call through its prepared :class:`_ForwardCall` (made on first use)."""
-    key = call_signature(tag, (input, weight, bias), options + (algorithm,
-                                                                _dispatch.forced_implementation()))
+def _call(op, nd, input, weight, bias, options, algorithm, out):
+    """Run a forward call through its prepared call (made on first use).
+
+    ``options``: the function's own (stride, padding, dilation or
+    output_padding, groups, padding_mode or dilation), part of the key.
+    """
+    key = call_signature(op, (input, weight, bias), options + (algorithm, _FORCED.get()))
     call = _CALLS.get(key)
     if call is None:
-        prob = parse()
-        call = _ForwardCall(prob, algorithm)
+        prob = _parse(op, nd, input, weight, bias, options)
+        call = _prepared(prob, algorithm)
         _CALLS.put(key, call)
         input, weight, bias = prob.x, prob.w, prob.bias       # as arrays
     return call(input, weight, bias, out)
 
 
-def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-          algorithm, out):
-    options = (stride, padding, dilation, groups, padding_mode)
-    return _call(_CONV_TAGS[nd], input, weight, bias, options,
-                 lambda: parse_conv(_CONV_TAGS[nd], nd, input, weight, bias, *options),
-                 algorithm, out)
+def _parse(op, nd, input, weight, bias, options):
+    if op.startswith("conv_transpose"):
+        stride, padding, output_padding, groups, dilation = options
+        return parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
+                          transposed=True, output_padding=output_padding)
+    return parse_conv(op, nd, input, weight, bias, *options)
 
 
-def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups,
-                    dilation, algorithm, out):
-    op = _TRANSPOSE_TAGS[nd]
-    return _call(op, input, weight, bias, (stride, padding, output_padding, groups, dilation),
-                 lambda: parse_conv(op, nd, input, weight, bias, stride, padding, dilation,
-                                    groups, transposed=True, output_padding=output_padding),
-                 algorithm, out)
-
-
-_CONV_TAGS = {nd: f"conv{nd}d" for nd in (1, 2, 3)}
-_TRANSPOSE_TAGS = {nd: f"conv_transpose{nd}d" for nd in (1, 2, 3)}
+def _prepared(prob, algorithm):
+    """A :class:`_ForwardCall`, behind the compiled fast path where its kernel has one."""
+    call = _ForwardCall(prob, algorithm)
+    kernel = call.kernel.prepared
+    if kernel is None:
+        return call
+    return FastForwardCall(call, kernel, call.dtype, call.user_out_shape, call.batched,
+                           call.kernel.macs, _costs.MIN_MACS_PER_THREAD,
+                           _dispatch.threads_for)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", algorithm="auto", out=None):
-    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 algorithm, out)
+    return _call("conv1d", 1, input, weight, bias,
+                 (stride, padding, dilation, groups, padding_mode), algorithm, out)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", algorithm="auto", out=None):
-    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 algorithm, out)
+    return _call("conv2d", 2, input, weight, bias,
+                 (stride, padding, dilation, groups, padding_mode), algorithm, out)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", algorithm="auto", out=None):
-    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 algorithm, out)
+    return _call("conv3d", 3, input, weight, bias,
+                 (stride, padding, dilation, groups, padding_mode), algorithm, out)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1, *, algorithm="auto", out=None):
-    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, algorithm, out)
+    return _call("conv_transpose1d", 1, input, weight, bias,
+                 (stride, padding, output_padding, groups, dilation), algorithm, out)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1, *, algorithm="auto", out=None):
-    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, algorithm, out)
+    return _call("conv_transpose2d", 2, input, weight, bias,
+                 (stride, padding, output_padding, groups, dilation), algorithm, out)
 
 
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1, *, algorithm="auto", out=None):
-    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, algorithm, out)
+    return _call("conv_transpose3d", 3, input, weight, bias,
+                 (stride, padding, output_padding, groups, dilation), algorithm, out)
 
 
 for _nd, _f in ((1, conv1d), (2, conv2d), (3, conv3d)):

@@ -6,6 +6,7 @@ vectorises at the baseline instruction set.
 cimport numpy as cnp
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_FromStringAndSize
 
 import numpy as np
 
@@ -98,6 +99,57 @@ cdef object _with_types(object value):
     return (type(value), value)
 
 
+cdef enum:
+    KEY_MAX_DIMS = 8        # deeper arrays (invalid for a convolution) are keyed in Python
+
+
+cdef object _arrays_key(tuple arrays):
+    """The arrays' part of a call signature: one bytes object of their layouts.
+
+    Per array its rank, type number, byte order, item size, shape and strides
+    (a few C reads, where the Python attributes cost a tuple each and a dtype
+    hash); None as -1; False if an item is not an ndarray (no fast path).
+    """
+    cdef Py_ssize_t words[3 * (4 + 2 * KEY_MAX_DIMS)]
+    cdef Py_ssize_t n = 0, i, nd
+    cdef cnp.ndarray a
+    if len(arrays) > 3:
+        return _arrays_key_py(arrays)
+    for item in arrays:
+        if item is None:
+            words[n] = -1
+            n += 1
+            continue
+        if type(item) is not np.ndarray:
+            return False
+        a = <cnp.ndarray> item
+        nd = cnp.PyArray_NDIM(a)
+        if nd > KEY_MAX_DIMS:
+            return _arrays_key_py(arrays)
+        words[n] = nd
+        words[n + 1] = cnp.PyArray_TYPE(a)
+        words[n + 2] = cnp.PyArray_ISNOTSWAPPED(a)
+        words[n + 3] = cnp.PyArray_ITEMSIZE(a)
+        n += 4
+        for i in range(nd):
+            words[n + i] = cnp.PyArray_DIM(a, i)
+            words[n + nd + i] = cnp.PyArray_STRIDE(a, i)
+        n += 2 * nd
+    return PyBytes_FromStringAndSize(<char*> words, n * sizeof(Py_ssize_t))
+
+
+cdef object _arrays_key_py(tuple arrays):
+    key = []
+    for item in arrays:
+        if item is None:
+            key.append(None)
+        elif type(item) is np.ndarray:
+            key.append((item.shape, item.dtype, item.strides))
+        else:
+            return False
+    return tuple(key)
+
+
 def call_signature(tag, tuple arrays, tuple options):
     """The key of a call in a prepared-call cache, or None when it cannot have one.
 
@@ -109,21 +161,109 @@ def call_signature(tag, tuple arrays, tuple options):
     compares equal (True == 1, 1.0 == 1) never shares a key.  An unhashable
     option (an ndarray stride) leaves a key that the cache declines.
     """
-    cdef list key = [tag]
+    layout = _arrays_key(arrays)
+    if layout is False:
+        return None
+    cdef list key = [tag, layout]
     for value in options:
         if type(value) is int or type(value) is str or value is None:
             key.append(value)
         else:
             key.append(_with_types(value))
-    for item in arrays:
-        if item is None:
-            key.append(None)
-        elif type(item) is np.ndarray:
-            # Python-level attributes (the C struct fields are not objects)
-            key.append(((<object> item).shape, (<object> item).dtype, (<object> item).strides))
-        else:
-            return None
     return tuple(key)
+
+
+# -- prepared forward calls without Python frames ---------------------------------------
+
+cdef bint _observed = False
+
+
+def observe_dispatch(bint on):
+    """While on, every prepared call takes its Python path, through ``_dispatch.run``
+    (where the runs are recorded: ``_dispatch.recorded``)."""
+    global _observed
+    _observed = on
+
+
+cdef inline bint _plain(object a, cnp.dtype dtype):
+    # An aligned, C-contiguous ndarray of the compute dtype: used as it is.
+    return type(a) is np.ndarray and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a) \
+        and cnp.PyArray_ISALIGNED(<cnp.ndarray> a) \
+        and cnp.PyArray_EquivTypes(<cnp.dtype> cnp.PyArray_DESCR(<cnp.ndarray> a), dtype)
+
+
+cdef class FastForwardCall:
+    """A prepared (transposed) convolution's usual call, run in C.
+
+    When the input and the weight are C-contiguous ndarrays of the compute
+    dtype, the bias is None or one too, there is no ``out=``, the weight is
+    finite and dispatch is not observed: the output is allocated in the
+    caller's shape and ``kernel.run(input, weight, bias, output, threads)``
+    fills it (the registry's choice, prepared for these shapes).  Any other
+    call goes to ``slow``, the Python prepared call, which gives the same bits.
+
+    Parameters
+    ----------
+    slow : callable
+        ``slow(input, weight, bias, out)``.
+    kernel : object
+        Its ``run`` takes arrays of the prepared sizes, any batch.
+    dtype : numpy.dtype
+        Compute and output dtype.
+    out_shape : tuple of int
+        The output's shape as the caller sees it.
+    batched : bool
+        Whether axis 0 of the input is the batch.
+    macs : int
+        Multiply-adds per sample.
+    min_macs : int
+        ``_costs.MIN_MACS_PER_THREAD``: below twice that, one thread without asking.
+    threads_for : callable
+        ``threads_for(total_macs)``, asked on every larger call.
+    """
+
+    cdef readonly object slow
+    cdef object kernel, threads_for
+    cdef cnp.dtype dtype
+    cdef int typenum, nd
+    cdef cnp.npy_intp out_dims[KEY_MAX_DIMS]
+    cdef Py_ssize_t macs, min_macs
+    cdef bint batched
+
+    def __init__(self, slow, kernel, cnp.dtype dtype, tuple out_shape, bint batched,
+                 Py_ssize_t macs, Py_ssize_t min_macs, threads_for):
+        if len(out_shape) > KEY_MAX_DIMS:
+            raise ValueError(f"FastForwardCall: out_shape {out_shape} has more than "
+                             f"{KEY_MAX_DIMS} dims")
+        self.slow, self.kernel, self.threads_for = slow, kernel, threads_for
+        self.dtype, self.typenum, self.nd = dtype, dtype.num, len(out_shape)
+        for i, n in enumerate(out_shape):
+            self.out_dims[i] = n
+        self.batched, self.macs, self.min_macs = batched, macs, max(1, min_macs)
+
+    def __call__(self, input, weight, bias=None, out=None):
+        if (out is not None or _observed or not _plain(input, self.dtype)
+                or not _plain(weight, self.dtype)
+                or not (bias is None or _plain(bias, self.dtype))
+                or not _finite(<cnp.ndarray> weight)):
+            return self.slow(input, weight, bias, out)
+        cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> input, 0) if self.batched else 1
+        cdef Py_ssize_t total = n * self.macs
+        threads = 1 if total // self.min_macs <= 1 else self.threads_for(total)
+        result = cnp.PyArray_EMPTY(self.nd, self.out_dims, self.typenum, 0)
+        self.kernel.run(input, weight, bias, result, threads)
+        return result
+
+
+cdef bint _finite(cnp.ndarray a):
+    cdef int kind = cnp.PyArray_TYPE(a)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    cdef const void* data = cnp.PyArray_DATA(a)
+    if kind == cnp.NPY_FLOAT:
+        return finite_f32(<const uint32_t*> data, n)
+    if kind == cnp.NPY_DOUBLE:
+        return finite_f64(<const uint64_t*> data, n)
+    return all_finite(a)
 
 
 def as_compute(a, cnp.dtype dtype, tuple shape):

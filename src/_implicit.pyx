@@ -99,12 +99,13 @@ cnp.import_array()
 # cost ~1 us per call in acquisition alone, a fifth of a tiny convolution.
 cdef int check_array(cnp.ndarray a, int typenum, int ndim, bint writeable,
                      str name) except -1:
-    if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim \
+    if cnp.PyArray_TYPE(a) != typenum or (ndim >= 0 and cnp.PyArray_NDIM(a) != ndim) \
             or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a) \
             or (writeable and not cnp.PyArray_ISWRITEABLE(a)):
         what = "C-contiguous, writeable" if writeable else "C-contiguous"
         dtype = "float32" if typenum == cnp.NPY_FLOAT else "float64"
-        raise ValueError(f"fastconv: {name} must be a {what} {ndim}-D array of {dtype}, got "
+        rank = f"{ndim}-D " if ndim >= 0 else ""
+        raise ValueError(f"fastconv: {name} must be a {what} {rank}array of {dtype}, got "
                          f"{(<object> a).dtype} of shape {(<object> a).shape}")
     return 0
 
@@ -511,6 +512,103 @@ cdef void store_shuffled(const real_t* crow, Py_ssize_t NR, Py_ssize_t n_out, re
             co += 1
 
 
+ctypedef struct ForwardPlan:
+    # Everything conv_forward decides from the shapes and options: a call then
+    # supplies the arrays (and with them the batch size, g.N) only.
+    Geometry g
+    OutMap om
+    int mode
+    Py_ssize_t rows, cols, kc
+    bint transposed_weight
+    Py_ssize_t x_cells, out_cells, w_size     # elements per sample of x and out; of w
+
+
+cdef Py_ssize_t cells(const Py_ssize_t* shape5) noexcept:
+    return shape5[1] * shape5[2] * shape5[3] * shape5[4]
+
+
+cdef int plan_forward(ForwardPlan* fp, Py_ssize_t* xd, Py_ssize_t* wd, Py_ssize_t* od,
+                      tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
+                      Py_ssize_t rows, Py_ssize_t cols, tuple out_size, tuple out_start,
+                      tuple out_step, Py_ssize_t kc, str padding_mode, tuple shuffle,
+                      bint transposed_weight) except -1:
+    """Fill ``fp`` from 5-D shapes (``xd``, ``wd``, ``od``) and conv_forward's options."""
+    cdef Geometry g = make_geometry(xd, od, wd, stride, pad, dilation, groups)
+    cdef OutMap om
+    cdef int i
+    om.C, om.D, om.H, om.W = od[1], od[2], od[3], od[4]
+    om.d0, om.h0, om.w0 = out_start
+    om.sd, om.sh, om.sw = out_step
+    om.fd, om.fh, om.fw = shuffle
+    if om.fd < 1 or om.fh < 1 or om.fw < 1:
+        raise ValueError(f"fastconv: shuffle must be positive, got {shuffle}")
+    g.Co = om.C * om.fd * om.fh * om.fw
+    if transposed_weight:
+        if (wd[0] != g.C or wd[1] * groups != om.C or (g.KD, g.KH, g.KW) != shuffle):
+            raise ValueError(f"fastconv: transposed weight of shape {(wd[0], wd[1], wd[2], wd[3], wd[4])}, "
+                             f"expected ({g.C}, {om.C // groups}) + {shuffle}")
+        g.KD, g.KH, g.KW = 1, 1, 1
+    elif wd[0] != g.Co:
+        raise ValueError(f"fastconv: w has {wd[0]} output channels, "
+                         f"expected {g.Co} (out's {om.C} x shuffle {shuffle})")
+    if out_size is not None:
+        g.Do, g.Ho, g.Wo = out_size
+        for i in range(3):
+            if out_start[i] < 0 or (out_start[i] + out_step[i] * (out_size[i] - 1)
+                                    + shuffle[i] - 1 >= od[2 + i]):
+                raise ValueError("fastconv: an output phase reaches past the output")
+    fp.g, fp.om = g, om
+    fp.mode = PADDING_MODES[padding_mode]
+    fp.rows, fp.cols, fp.kc = rows, cols, kc
+    fp.transposed_weight = transposed_weight
+    fp.x_cells, fp.out_cells = cells(xd), cells(od)
+    fp.w_size = wd[0] * cells(wd)
+    return 0
+
+
+cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
+                     bint has_bias, cnp.ndarray out, int num_threads) except -1:
+    """Run a planned conv_forward on arrays of any shape with the planned sizes.
+
+    The arrays must be C-contiguous and of one real dtype; ``x`` and ``out``
+    hold a whole number N of samples (the same N), ``w`` the planned weight.
+    """
+    cdef int t = real_typenum(x)
+    check_array(x, t, -1, False, "x")
+    check_array(w, t, -1, False, "w")
+    check_array(out, t, -1, True, "out")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(out) // fp.out_cells if fp.out_cells else 0
+    if (cnp.PyArray_SIZE(out) != n * fp.out_cells or cnp.PyArray_SIZE(x) != n * fp.x_cells
+            or cnp.PyArray_SIZE(w) != fp.w_size):
+        raise ValueError(f"fastconv: arrays of {cnp.PyArray_SIZE(x)}, {cnp.PyArray_SIZE(w)} "
+                         f"and {cnp.PyArray_SIZE(out)} elements do not fit the planned "
+                         f"convolution ({fp.x_cells} input and {fp.out_cells} output cells "
+                         f"per sample, {fp.w_size} weights)")
+    x, w = aligned(x), aligned(w)
+    cdef cnp.ndarray result = aligned(out)          # filled, then copied if not out itself
+    cdef const void* b = NULL
+    if has_bias:
+        check_array(bias, t, 1, False, "bias")
+        if cnp.PyArray_DIM(bias, 0) != fp.om.C:
+            raise ValueError(f"fastconv: bias has {cnp.PyArray_DIM(bias, 0)} entries for "
+                             f"{fp.om.C} output channels")
+        bias = aligned(bias)
+        b = cnp.PyArray_DATA(bias)
+    cdef Geometry g = fp.g
+    g.N = n
+    if t == cnp.NPY_FLOAT:
+        forward_impl(<const float*> cnp.PyArray_DATA(x), <const float*> cnp.PyArray_DATA(w),
+                     <const float*> b, <float*> cnp.PyArray_DATA(result), &g, &fp.om,
+                     fp.mode, num_threads, fp.rows, fp.cols, fp.kc, fp.transposed_weight)
+    else:
+        forward_impl(<const double*> cnp.PyArray_DATA(x), <const double*> cnp.PyArray_DATA(w),
+                     <const double*> b, <double*> cnp.PyArray_DATA(result), &g, &fp.om,
+                     fp.mode, num_threads, fp.rows, fp.cols, fp.kc, fp.transposed_weight)
+    if result is not out:
+        out[...] = result
+    return 0
+
+
 def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_bias,
                  cnp.ndarray out not None, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
@@ -539,53 +637,44 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     check_array(x, t, 5, False, "x")
     check_array(w, t, 5, False, "w")
     check_array(out, t, 5, True, "out")
-    x, w = aligned(x), aligned(w)
-    cdef cnp.ndarray result = aligned(out)          # filled, then copied if not out itself
-    cdef const void* b = NULL
-    if has_bias:
-        check_array(bias, t, 1, False, "bias")
-        if cnp.PyArray_DIM(bias, 0) != cnp.PyArray_DIM(out, 1):
-            raise ValueError(f"fastconv: bias has {cnp.PyArray_DIM(bias, 0)} entries for "
-                             f"{cnp.PyArray_DIM(out, 1)} output channels")
-        bias = aligned(bias)
-        b = cnp.PyArray_DATA(bias)
-    cdef Geometry g = make_geometry(dims(x), dims(out), dims(w), stride, pad, dilation, groups)
-    cdef OutMap om
-    cdef int i
-    cdef Py_ssize_t* od = dims(out)
-    om.C, om.D, om.H, om.W = od[1], od[2], od[3], od[4]
-    om.d0, om.h0, om.w0 = out_start
-    om.sd, om.sh, om.sw = out_step
-    om.fd, om.fh, om.fw = shuffle
-    if om.fd < 1 or om.fh < 1 or om.fw < 1:
-        raise ValueError(f"fastconv: shuffle must be positive, got {shuffle}")
-    g.Co = om.C * om.fd * om.fh * om.fw
-    if transposed_weight:
-        if (cnp.PyArray_DIM(w, 0) != g.C or cnp.PyArray_DIM(w, 1) * groups != om.C
-                or (g.KD, g.KH, g.KW) != shuffle):
-            raise ValueError(f"fastconv: transposed weight of shape {(<object> w).shape}, "
-                             f"expected ({g.C}, {om.C // groups}) + {shuffle}")
-        g.KD, g.KH, g.KW = 1, 1, 1
-    elif cnp.PyArray_DIM(w, 0) != g.Co:
-        raise ValueError(f"fastconv: w has {cnp.PyArray_DIM(w, 0)} output channels, "
-                         f"expected {g.Co} (out's {om.C} x shuffle {shuffle})")
-    if out_size is not None:
-        g.Do, g.Ho, g.Wo = out_size
-        for i in range(3):
-            if out_start[i] < 0 or (out_start[i] + out_step[i] * (out_size[i] - 1)
-                                    + shuffle[i] - 1 >= od[2 + i]):
-                raise ValueError("fastconv: an output phase reaches past the output")
-    cdef int mode = PADDING_MODES[padding_mode]
-    if t == cnp.NPY_FLOAT:
-        forward_impl(<const float*> cnp.PyArray_DATA(x), <const float*> cnp.PyArray_DATA(w),
-                     <const float*> b, <float*> cnp.PyArray_DATA(result), &g, &om, mode,
-                     num_threads, rows, cols, kc, transposed_weight)
-    else:
-        forward_impl(<const double*> cnp.PyArray_DATA(x), <const double*> cnp.PyArray_DATA(w),
-                     <const double*> b, <double*> cnp.PyArray_DATA(result), &g, &om, mode,
-                     num_threads, rows, cols, kc, transposed_weight)
-    if result is not out:
-        out[...] = result
+    if cnp.PyArray_DIM(x, 0) != cnp.PyArray_DIM(out, 0):
+        raise ValueError(f"fastconv: x holds {cnp.PyArray_DIM(x, 0)} samples, out "
+                         f"{cnp.PyArray_DIM(out, 0)}")
+    cdef ForwardPlan fp
+    plan_forward(&fp, dims(x), dims(w), dims(out), stride, pad, dilation, groups, rows, cols,
+                 out_size, out_start, out_step, kc, padding_mode, shuffle, transposed_weight)
+    run_forward(&fp, x, w, bias, has_bias, out, num_threads)
+
+
+cdef class PreparedForward:
+    """conv_forward with the shapes and options decided once: a prepared call's kernel.
+
+    Parameters are conv_forward's, with 5-D shapes (batch 1) in place of the
+    arrays; :meth:`run` then takes arrays of any shape holding those sizes
+    (the caller's own arrays, without 5-D views) and any batch size.
+    """
+
+    cdef ForwardPlan fp
+
+    def __init__(self, tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
+                 tuple pad, tuple dilation, Py_ssize_t groups, Py_ssize_t rows,
+                 Py_ssize_t cols, str padding_mode="zeros", tuple out_size=None,
+                 tuple out_step=(1, 1, 1), tuple shuffle=(1, 1, 1),
+                 bint transposed_weight=False):
+        cdef Py_ssize_t xd[5]
+        cdef Py_ssize_t wd[5]
+        cdef Py_ssize_t od[5]
+        xd[:] = x_shape
+        wd[:] = w_shape
+        od[:] = out_shape
+        plan_forward(&self.fp, xd, wd, od, stride, pad, dilation, groups, rows, cols,
+                     out_size, (0, 0, 0), out_step, KC, padding_mode, shuffle,
+                     transposed_weight)
+
+    def run(self, cnp.ndarray x not None, cnp.ndarray w not None, bias,
+            cnp.ndarray out not None, int num_threads):
+        """out = conv(x, w) (+ bias unless None) with the prepared geometry."""
+        run_forward(&self.fp, x, w, bias, bias is not None, out, num_threads)
 
 
 cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,

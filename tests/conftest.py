@@ -118,22 +118,11 @@ def random_array(rng, shape, dtype):
 def dispatch_recorded():
     """Record every kernel run inside the block: a list of (Problem, Choice).
 
-    Wraps ``fastconv._dispatch.run``, the one place every kernel run goes.
+    ``fastconv._dispatch.recorded``: every run passes ``_dispatch.run`` meanwhile.
     """
     from fastconv import _dispatch
-    runs = []
-    real = _dispatch.run
-
-    def recording(problem, arrays, algorithm="auto", implementation=None):
-        choice = real(problem, arrays, algorithm, implementation)
-        runs.append((problem, choice))
-        return choice
-
-    _dispatch.run = recording
-    try:
+    with _dispatch.recorded() as runs:
         yield runs
-    finally:
-        _dispatch.run = real
 
 
 @pytest.fixture

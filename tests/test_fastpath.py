@@ -172,3 +172,133 @@ def test_prepared_calls_keep_no_reference_to_the_callers_arrays(call):
     del x, w, g
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+# -- the compiled fast path (FastForwardCall -> the kernel's prepared run) -------------------
+
+FAST_CASES = [
+    # name, function, x shape, w shape, bias, options
+    ("conv1d", fc.conv1d, (2, 4, 33), (6, 4, 3), True, dict(padding=1)),
+    ("conv2d", fc.conv2d, (3, 3, 9, 8), (5, 3, 3, 3), False, dict(padding=1)),
+    ("conv2d_unbatched", fc.conv2d, (3, 9, 8), (5, 3, 3, 2), True, dict(stride=2)),
+    ("conv2d_groups_reflect", fc.conv2d, (2, 4, 7, 9), (6, 2, 3, 3), True,
+     dict(padding=1, groups=2, padding_mode="reflect")),
+    ("conv3d_1x1", fc.conv3d, (2, 4, 5, 6, 7), (8, 4, 1, 1, 1), False, {}),
+    ("conv_transpose2d_shuffle", fc.conv_transpose2d, (2, 6, 5, 4), (6, 4, 2, 2), True,
+     dict(stride=2, groups=2)),
+    ("conv_transpose3d_shuffle", fc.conv_transpose3d, (1, 4, 3, 4, 5), (4, 3, 2, 2, 2), False,
+     dict(stride=2)),
+]
+
+
+def _fast_inputs(case, dtype, seed=0):
+    _, _, x_shape, w_shape, with_bias, _ = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    n_out = w_shape[1] * 2 if case[0] == "conv_transpose2d_shuffle" else (
+        w_shape[1] if case[0].startswith("conv_transpose") else w_shape[0])
+    bias = rng.standard_normal(n_out).astype(dtype) if with_bias else None
+    return x, w, bias
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=[c[0] for c in FAST_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_path_gives_the_python_paths_bits(case, dtype):
+    """The compiled call and the recorded (Python) call run one kernel: same bits, any
+    thread count, and the output in the caller's shape and dtype."""
+    _, f, _, _, _, options = case
+    x, w, bias = _fast_inputs(case, dtype)
+    with dispatch_recorded() as runs:
+        reference = f(x, w, bias, **options)
+    assert len(runs) == 1
+    key = next(k for k in functional._CALLS._calls)
+    assert type(functional._CALLS._calls[key]).__name__ == "FastForwardCall"
+    before = fc.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fc.set_num_threads(threads)
+            fast = f(x, w, bias, **options)
+            assert fast.shape == reference.shape and fast.dtype == reference.dtype
+            assert fast.flags.c_contiguous and fast.flags.writeable
+            assert np.array_equal(_bits(fast), _bits(reference))
+    finally:
+        fc.set_num_threads(before)
+
+
+class SubclassArray(np.ndarray):
+    """An ndarray subclass: keyed out of the prepared-call cache, converted by NumPy."""
+
+    def __new__(cls, a):
+        return np.asarray(a).view(cls)
+
+
+@pytest.mark.parametrize("case", FAST_CASES[:2] + FAST_CASES[-2:-1],
+                         ids=[c[0] for c in FAST_CASES[:2] + FAST_CASES[-2:-1]])
+def test_fast_path_hands_every_other_call_to_the_python_path(case):
+    """Arrays it cannot use as they are take the Python path, with the same result."""
+    _, f, _, _, _, options = case
+    x, w, bias = _fast_inputs(case, np.float32)
+    expected = f(x, w, bias, **options)
+    x64 = x.astype(np.float64)
+    unaligned = np.frombuffer(b"\0" + x.tobytes(), np.float32, offset=1).reshape(x.shape)
+    variants = [
+        (np.asfortranarray(x), w, bias),            # not C-contiguous
+        (x, w[..., ::-1].copy()[..., ::-1], bias),  # a copy (still the fast path)
+        (SubclassArray(x), w, bias),              # not an ndarray: a subclass
+        (unaligned, w, bias),                       # not aligned
+        (x.astype(x.dtype.newbyteorder()), w, bias),   # byte-swapped
+    ]
+    for xv, wv, bv in variants:
+        for _ in range(2):                          # the first call prepares, the second reuses
+            assert np.array_equal(_bits(f(xv, wv, bv, **options)), _bits(expected))
+    out = np.full_like(expected, np.nan)
+    assert f(x, w, bias, out=out, **options) is out
+    assert np.array_equal(_bits(out), _bits(expected))
+    y64 = f(x64, w, None if bias is None else bias, **options)      # float64 result
+    assert y64.dtype == np.float64
+
+
+def test_fast_path_leaves_its_inputs_unmodified():
+    x, w, bias = _fast_inputs(FAST_CASES[0], np.float32)
+    copies = [a.copy() for a in (x, w, bias)]
+    for _ in range(2):
+        fc.conv1d(x, w, bias, padding=1)
+    assert all(np.array_equal(_bits(a), _bits(b)) for a, b in zip((x, w, bias), copies))
+
+
+@pytest.mark.parametrize("bad", ["x", "w", "out", "bias", "dtype", "readonly"])
+def test_prepared_kernel_rejects_arrays_of_other_sizes(bad):
+    """The compiled kernel checks sizes and dtypes itself: a ValueError, never a wild read."""
+    p = _dispatch.Problem("forward", (3, 1, 8, 8), (4, 3, 1, 3, 3), (4, 1, 8, 8),
+                          np.dtype(np.float32), pad=(0, 1, 1))
+    kernel = _dispatch.prepare(p)
+    assert kernel is not None
+    arrays = dict(x=np.zeros((2, 3, 8, 8), np.float32), w=np.zeros((4, 3, 3, 3), np.float32),
+                  out=np.zeros((2, 4, 8, 8), np.float32), bias=np.zeros(4, np.float32))
+    kernel.run(arrays["x"], arrays["w"], arrays["bias"], arrays["out"], 1)     # fits
+    if bad in ("x", "w", "out", "bias"):
+        arrays[bad] = np.zeros(arrays[bad].size + (3 if bad != "bias" else 1), np.float32)
+    elif bad == "dtype":
+        arrays["w"] = arrays["w"].astype(np.float64)
+    else:
+        arrays["out"].flags.writeable = False
+    with pytest.raises(ValueError, match="fastconv"):
+        kernel.run(arrays["x"], arrays["w"], arrays["bias"], arrays["out"], 1)
+
+
+def test_call_signature_tells_layouts_apart():
+    from fastconv._args import call_signature
+    a = np.zeros((2, 3, 4), np.float32)
+    same = call_signature("t", (a, None), (1,))
+    assert same == call_signature("t", (np.ones((2, 3, 4), np.float32), None), (1,))
+    others = [
+        (a.astype(np.float64), None), (a.astype(a.dtype.newbyteorder()), None),
+        (a.reshape(2, 12), None), (np.asfortranarray(a), None), (a[:, :, ::2], None),
+        (a.astype(np.int32), None), (None, a), (a, a),
+    ]
+    keys = [call_signature("t", arrays, (1,)) for arrays in others]
+    assert len(set(keys + [same])) == len(others) + 1
+    assert call_signature("t", (a.tolist(), None), (1,)) is None
+    deep = np.zeros((1,) * 10)                    # keyed in Python, still distinct
+    assert call_signature("t", (deep,), ()) != call_signature("t", (deep.reshape((1,) * 9),), ())
