@@ -319,17 +319,17 @@ def _run_implicit_forward(a, p, plan, nt):
     q = _forward_real(p)
     out = np.empty(a.out.shape[:1] + q.out, q.dtype)
     if p.dtype == np.complex64:
-        implicit.conv_forward(_planar.gauss_input(a.x), _planar.gauss_weight(a.w),
+        implicit.conv_forward(_planar.gauss_input(a.x, nt), _planar.gauss_weight(a.w),
                               _planar.gauss_bias(a.bias_or_zeros), a.bias is not None, out,
                               *args, q.groups, nt, plan["rows"], plan["cols"],
                               padding_mode=p.padding_mode)
-        _planar.ungauss(out, a.out)
+        _planar.ungauss(out, a.out, nt)
         return
     g = p.groups
-    implicit.conv_forward(_planar.planar(a.x, g), _planar.planar_weight(a.w, g),
+    implicit.conv_forward(_planar.planar(a.x, g, nt), _planar.planar_weight(a.w, g),
                           _planar.planar_bias(a.bias_or_zeros, g), a.bias is not None, out,
                           *args, g, nt, plan["rows"], plan["cols"], padding_mode=p.padding_mode)
-    _planar.unplanar(out, a.out, g)
+    _planar.unplanar(out, a.out, g, nt)
 
 
 def _prepare_implicit_forward(p, plan):
@@ -620,7 +620,7 @@ def _run_weight_implicit(a, p, plan, nt):
     g = p.groups
     x, gout, dw = a.x, a.out, a.w
     if p.dtype.kind == "c":
-        x, gout = _planar.planar(x, g), _planar.planar(gout, g)
+        x, gout = _planar.planar(x, g, nt), _planar.planar(gout, g, nt)
         dw = np.empty((2 * dw.shape[0], 2 * dw.shape[1]) + dw.shape[2:], x.dtype)
     implicit.conv_weight_grad(x, gout, dw, p.stride, p.pad, p.dilation, g, nt,
                               plan["rows"], plan["cols"], plan["cib"], plan["cob"],

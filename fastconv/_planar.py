@@ -17,15 +17,26 @@ from dataclasses import replace
 
 import numpy as np
 
+from ._fastpath import merge_complex, split_complex
+
 
 def real_dtype(dtype):
     return np.empty(0, dtype).real.dtype
 
 
-def planar(a, groups):
+def _one_pass(*arrays):
+    # _fastpath's conversions take aligned, C-contiguous, native-order arrays
+    return all(a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative for a in arrays)
+
+
+def planar(a, groups, threads=1):
     """(N, C, *S) complex -> (N, 2C, *S) real: per group, real then imaginary channels."""
     n, c = a.shape[:2]
     spatial = a.shape[2:]
+    if _one_pass(a):
+        out = np.empty((n, 2 * c) + spatial, real_dtype(a.dtype))
+        split_complex(a, out, groups, False, threads)
+        return out
     grouped = a.reshape((n, groups, 1, c // groups) + spatial)
     out = np.empty((n, groups, 2, c // groups) + spatial, real_dtype(a.dtype))
     out[:, :, :1] = grouped.real
@@ -52,8 +63,11 @@ def planar_weight(w, groups):
     return out.reshape((2 * cout, 2 * cig) + kernel)
 
 
-def unplanar(real, out, groups):
+def unplanar(real, out, groups, threads=1):
     """Write the planar result ``real`` (N, 2C, *S) into the complex ``out`` (N, C, *S)."""
+    if _one_pass(real, out):
+        merge_complex(real, out, groups, False, threads)
+        return
     n, c = out.shape[:2]
     spatial = out.shape[2:]
     src = real.reshape((n, groups, 2, c // groups) + spatial)
@@ -107,8 +121,12 @@ def _three(a, third, axis):
     return np.moveaxis(parts, 0, axis)
 
 
-def gauss_input(x):
+def gauss_input(x, threads=1):
     """(N, C, *S) complex -> (N, 3C, *S) real: xr, xi, xr + xi."""
+    if _one_pass(x):
+        out = np.empty((x.shape[0], 3 * x.shape[1]) + x.shape[2:], real_dtype(x.dtype))
+        split_complex(x, out, 1, True, threads)
+        return out
     return np.ascontiguousarray(_three(x, 1, 1)).reshape((x.shape[0], -1) + x.shape[2:])
 
 
@@ -122,8 +140,11 @@ def gauss_bias(b):
     return np.concatenate([b.real, np.zeros_like(b.real), b.real + b.imag])
 
 
-def ungauss(t, out):
+def ungauss(t, out, threads=1):
     """Write yr = t0 - t1, yi = t2 - t0 - t1 from ``t`` (N, 3Co, *S) into ``out``."""
+    if _one_pass(t, out):
+        merge_complex(t, out, 1, True, threads)
+        return
     t = t.reshape((t.shape[0], 3, -1) + t.shape[2:])
     np.subtract(t[:, 0], t[:, 1], out=out.real)
     np.subtract(t[:, 2], t[:, 0], out=out.imag)

@@ -111,7 +111,7 @@ def run(kernel, a, p, plan, nt):
     g = p.groups
     x, out, bias, weight = a.x, a.out, a.bias_or_zeros, swapped_weight(a.w, g)
     if np.iscomplexobj(out):
-        x, bias = _planar.planar(x, g), _planar.planar_bias(bias, g)
+        x, bias = _planar.planar(x, g, nt), _planar.planar_bias(bias, g)
         out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     for ph, q, tile in plan["phases"]:
         cells = (Ellipsis,) + tuple(slice(x_.start, None, s) for x_, s in zip(ph, p.stride))
@@ -124,7 +124,7 @@ def run(kernel, a, p, plan, nt):
                tile[0], tile[1], tuple(x_.size for x_ in ph), tuple(x_.start for x_ in ph),
                tuple(p.stride))
     if out is not a.out:
-        _planar.unplanar(out, a.out, g)
+        _planar.unplanar(out, a.out, g, nt)
 
 
 def shuffle_rule(p):
@@ -169,11 +169,12 @@ def run_shuffle(kernel, a, p, plan, nt):
     x, out, bias, weight = a.x, a.out, a.bias, a.w
     is_complex = np.iscomplexobj(out)
     if is_complex:
-        x, weight = _planar.planar(x, g), _planar.planar_weight(shuffle_weight(weight, g), g)
+        x, weight = (_planar.planar(x, g, nt),
+                     _planar.planar_weight(shuffle_weight(weight, g), g))
         bias = _planar.planar_bias(a.bias_or_zeros, g)
         out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     kernel(x, weight, bias, a.bias is not None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), g, nt,
            plan["rows"], plan["cols"], out_size=tuple(x.shape[2:]), out_step=p.stride,
            shuffle=p.stride, transposed_weight=not is_complex)
     if out is not a.out:
-        _planar.unplanar(out, a.out, g)
+        _planar.unplanar(out, a.out, g, nt)

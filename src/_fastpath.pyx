@@ -6,6 +6,7 @@ vectorises at the baseline instruction set.
 cimport numpy as cnp
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
+from cython.parallel cimport prange
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 import numpy as np
@@ -264,6 +265,137 @@ cdef bint _finite(cnp.ndarray a):
     if kind == cnp.NPY_DOUBLE:
         return finite_f64(<const uint64_t*> data, n)
     return all_finite(a)
+
+
+# -- complex <-> real planes (fastconv._planar), one pass each -----------------------------
+#
+# A complex array is read as interleaved (re, im) pairs of its real dtype.  NumPy
+# would take two to four passes (and temporaries) per conversion; these take one,
+# over the (sample, channel) planes in parallel.  The arithmetic is _planar's, in
+# the same order, so the bits do not change.
+
+ctypedef fused real_t:
+    float
+    double
+
+
+cdef void split_plane(const real_t* src, real_t* re, real_t* im, real_t* both,
+                      Py_ssize_t n) noexcept nogil:
+    """Deinterleave n complex values; ``both`` (if not NULL) gets re + im."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        re[i] = src[2 * i]
+        im[i] = src[2 * i + 1]
+    if both != NULL:
+        for i in range(n):
+            both[i] = src[2 * i] + src[2 * i + 1]
+
+
+cdef void merge_plane(real_t* dst, const real_t* re, const real_t* im, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[2 * i] = re[i]
+        dst[2 * i + 1] = im[i]
+
+
+cdef void ungauss_plane(real_t* dst, const real_t* t0, const real_t* t1, const real_t* t2,
+                        Py_ssize_t n) noexcept nogil:
+    # yr = t0 - t1, yi = (t2 - t0) - t1: _planar.ungauss's order
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[2 * i] = t0[i] - t1[i]
+        dst[2 * i + 1] = (t2[i] - t0[i]) - t1[i]
+
+
+cdef int _check_pair(cnp.ndarray c, cnp.ndarray r, Py_ssize_t factor, str what) except -1:
+    """``c`` complex, ``r`` of its real dtype with ``factor`` times its channels."""
+    ok = (cnp.PyArray_IS_C_CONTIGUOUS(c) and cnp.PyArray_IS_C_CONTIGUOUS(r)
+          and cnp.PyArray_ISALIGNED(c) and cnp.PyArray_ISALIGNED(r)
+          and cnp.PyArray_ISNOTSWAPPED(c) and cnp.PyArray_ISNOTSWAPPED(r)
+          and cnp.PyArray_NDIM(c) >= 2 and cnp.PyArray_NDIM(r) == cnp.PyArray_NDIM(c)
+          and ((cnp.PyArray_TYPE(c) == cnp.NPY_CFLOAT and cnp.PyArray_TYPE(r) == cnp.NPY_FLOAT)
+               or (cnp.PyArray_TYPE(c) == cnp.NPY_CDOUBLE
+                   and cnp.PyArray_TYPE(r) == cnp.NPY_DOUBLE))
+          and cnp.PyArray_SIZE(r) == factor * cnp.PyArray_SIZE(c)
+          and cnp.PyArray_DIM(r, 0) == cnp.PyArray_DIM(c, 0)
+          and cnp.PyArray_DIM(r, 1) == factor * cnp.PyArray_DIM(c, 1))
+    if not ok:
+        raise ValueError(f"{what}: expected a C-contiguous complex array and a real one of its "
+                         f"precision with {factor}x its channels, got {(<object> c).dtype} "
+                         f"{(<object> c).shape} and {(<object> r).dtype} {(<object> r).shape}")
+    return 0
+
+
+def split_complex(cnp.ndarray x not None, cnp.ndarray out not None, Py_ssize_t groups,
+                  bint gauss, int num_threads=1):
+    """Complex (N, C, *S) -> real planes, written into ``out``.
+
+    ``gauss``: ``out`` is (N, 3C, *S) with x.real, x.imag, x.real + x.imag
+    (``_planar.gauss_input``); else (N, 2C, *S) with each group's real then
+    imaginary channels (``_planar.planar``).
+    """
+    _check_pair(x, out, 3 if gauss else 2, "split_complex")
+    cdef Py_ssize_t N = cnp.PyArray_DIM(x, 0), C = cnp.PyArray_DIM(x, 1)
+    if groups < 1 or C % groups or (gauss and groups != 1):
+        raise ValueError(f"split_complex: groups={groups} for {C} channels (gauss={gauss})")
+    cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C) if N * C else 0
+    cdef Py_ssize_t cg = C // groups, plane, n, c, re_at, im_at
+    cdef char* src = <char*> cnp.PyArray_DATA(x)
+    cdef char* dst = <char*> cnp.PyArray_DATA(out)
+    cdef bint single = cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT
+    for plane in prange(N * C, nogil=True, num_threads=max(1, num_threads), schedule="static"):
+        n, c = plane // C, plane % C
+        if gauss:
+            re_at, im_at = (n * 3 * C + c) * S, (n * 3 * C + C + c) * S
+        else:
+            re_at = ((n * groups + c // cg) * 2 * cg + c % cg) * S
+            im_at = re_at + cg * S
+        if single:
+            split_plane((<const float*> src) + 2 * plane * S, (<float*> dst) + re_at,
+                        (<float*> dst) + im_at,
+                        (<float*> dst) + im_at + C * S if gauss else NULL, S)
+        else:
+            split_plane((<const double*> src) + 2 * plane * S, (<double*> dst) + re_at,
+                        (<double*> dst) + im_at,
+                        (<double*> dst) + im_at + C * S if gauss else NULL, S)
+
+
+def merge_complex(cnp.ndarray t not None, cnp.ndarray out not None, Py_ssize_t groups,
+                  bint gauss, int num_threads=1):
+    """Real planes -> complex (N, C, *S) ``out``: the inverse of :func:`split_complex`'s
+    layouts (``gauss``: yr = t0 - t1, yi = t2 - t0 - t1 as ``_planar.ungauss``)."""
+    _check_pair(out, t, 3 if gauss else 2, "merge_complex")
+    if not cnp.PyArray_ISWRITEABLE(out):
+        raise ValueError("merge_complex: out is read-only")
+    cdef Py_ssize_t N = cnp.PyArray_DIM(out, 0), C = cnp.PyArray_DIM(out, 1)
+    if groups < 1 or C % groups or (gauss and groups != 1):
+        raise ValueError(f"merge_complex: groups={groups} for {C} channels (gauss={gauss})")
+    cdef Py_ssize_t S = cnp.PyArray_SIZE(out) // (N * C) if N * C else 0
+    cdef Py_ssize_t cg = C // groups, plane, n, c, re_at, im_at
+    cdef char* src = <char*> cnp.PyArray_DATA(t)
+    cdef char* dst = <char*> cnp.PyArray_DATA(out)
+    cdef bint single = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
+    for plane in prange(N * C, nogil=True, num_threads=max(1, num_threads), schedule="static"):
+        n, c = plane // C, plane % C
+        if gauss:
+            re_at, im_at = (n * 3 * C + c) * S, (n * 3 * C + C + c) * S
+            if single:
+                ungauss_plane((<float*> dst) + 2 * plane * S, (<const float*> src) + re_at,
+                              (<const float*> src) + im_at,
+                              (<const float*> src) + im_at + C * S, S)
+            else:
+                ungauss_plane((<double*> dst) + 2 * plane * S, (<const double*> src) + re_at,
+                              (<const double*> src) + im_at,
+                              (<const double*> src) + im_at + C * S, S)
+        else:
+            re_at = ((n * groups + c // cg) * 2 * cg + c % cg) * S
+            im_at = re_at + cg * S
+            if single:
+                merge_plane((<float*> dst) + 2 * plane * S, (<const float*> src) + re_at,
+                            (<const float*> src) + im_at, S)
+            else:
+                merge_plane((<double*> dst) + 2 * plane * S, (<const double*> src) + re_at,
+                            (<const double*> src) + im_at, S)
 
 
 def as_compute(a, cnp.dtype dtype, tuple shape):

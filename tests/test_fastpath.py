@@ -302,3 +302,44 @@ def test_call_signature_tells_layouts_apart():
     assert call_signature("t", (a.tolist(), None), (1,)) is None
     deep = np.zeros((1,) * 10)                    # keyed in Python, still distinct
     assert call_signature("t", (deep,), ()) != call_signature("t", (deep.reshape((1,) * 9),), ())
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_complex_planes_match_numpy(dtype, groups, threads):
+    """The one-pass conversions of _planar against NumPy's slicing (same bits)."""
+    from fastconv import _planar
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((2, 6, 3, 5)) + 1j * rng.standard_normal((2, 6, 3, 5))).astype(dtype)
+    real = _planar.planar(x, groups, threads)
+    grouped = x.reshape(2, groups, 1, 6 // groups, 3, 5)
+    expected = np.concatenate([grouped.real, grouped.imag], axis=2).reshape(2, 12, 3, 5)
+    assert np.array_equal(_bits(real), _bits(expected))
+    back = np.empty_like(x)
+    _planar.unplanar(real, back, groups, threads)
+    assert np.array_equal(_bits(back), _bits(x))
+    if groups == 1:
+        three = _planar.gauss_input(x, threads)
+        assert np.array_equal(_bits(three), _bits(np.concatenate(
+            [x.real, x.imag, x.real + x.imag], axis=1)))
+        t0, t1, t2 = np.split(three, 3, axis=1)
+        y = np.empty_like(x)
+        _planar.ungauss(three, y, threads)
+        assert np.array_equal(_bits(y.real), _bits(t0 - t1))
+        assert np.array_equal(_bits(y.imag), _bits((t2 - t0) - t1))
+
+
+def test_complex_plane_conversions_reject_mismatched_arrays():
+    from fastconv._fastpath import merge_complex, split_complex
+    x = np.zeros((2, 4, 5), np.complex64)
+    with pytest.raises(ValueError, match="split_complex"):
+        split_complex(x, np.zeros((2, 8, 5), np.float64), 1, False)       # other precision
+    with pytest.raises(ValueError, match="split_complex"):
+        split_complex(x, np.zeros((2, 8, 4), np.float32), 1, False)       # too small
+    with pytest.raises(ValueError, match="groups"):
+        split_complex(x, np.zeros((2, 8, 5), np.float32), 3, False)
+    readonly = np.zeros((2, 4, 5), np.complex64)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        merge_complex(np.zeros((2, 8, 5), np.float32), readonly, 1, False)
