@@ -539,6 +539,17 @@ def _run_input_grad_forward(a, p, plan, nt):
     _run_choice(plan["lowered"], lowered, _lower_to_forward(p))
 
 
+def _prepare_input_grad_forward(p, plan):
+    """The lowered implicit GEMM, flipping the weight itself (real dtypes)."""
+    lowered = plan["lowered"]
+    if lowered.impl.run is not _run_implicit_forward or p.dtype.kind == "c":
+        return None
+    q = _lower_to_forward(p)
+    return implicit.PreparedForward((1,) + q.x, q.w, (1,) + q.out, q.stride, q.pad,
+                                    q.dilation, q.groups, lowered.plan["rows"],
+                                    lowered.plan["cols"], flipped_weight=True)
+
+
 def _run_input_grad_transpose(a, p, plan, nt):
     _run_choice(plan["lowered"], a, _lower_to_transpose(p))
 
@@ -546,7 +557,8 @@ def _run_input_grad_transpose(a, p, plan, nt):
 INPUT_GRAD = (
     Implementation("as_forward", "lowering",
                    "stride 1: a forward convolution with the flipped, channel-swapped weight",
-                   _forward_lowering_applies, None, _lowered_cost, _run_input_grad_forward),
+                   _forward_lowering_applies, None, _lowered_cost, _run_input_grad_forward,
+                   prepare=_prepare_input_grad_forward),
     Implementation("as_transpose", "lowering", "a transposed convolution of grad_output",
                    _always, None, _lowered_cost, _run_input_grad_transpose),
 )
@@ -612,6 +624,14 @@ def _plan_weight_implicit(p):
     return {"cib": cib, "cob": cob, "rows": rows, "cols": cols}
 
 
+def _prepare_weight_implicit(p, plan):
+    if p.dtype.kind == "c":
+        return None
+    return implicit.PreparedWeightGrad((1,) + p.x, (1,) + p.out, p.w, p.stride, p.pad,
+                                       p.dilation, p.groups, plan["rows"], plan["cols"],
+                                       plan["cib"], plan["cob"], padding_mode=p.padding_mode)
+
+
 def _implicit_weight_cost(p, plan):
     return _costs.implicit_weight_cost(_as_real(p), plan)
 
@@ -644,7 +664,8 @@ WEIGHT_GRAD = (
                    "channel-block jobs over band buffers: dot products along output cells, "
                    "fastconv's micro-kernel",
                    _always, _plan_weight_implicit, _implicit_weight_cost,
-                   _run_weight_implicit, modes=True, call_seconds=_costs.KERNEL_CALL_SECONDS),
+                   _run_weight_implicit, modes=True, call_seconds=_costs.KERNEL_CALL_SECONDS,
+                   prepare=_prepare_weight_implicit),
     Implementation("im2col_shifted", "im2col", "stride 1: shifted-slice im2col + BLAS",
                    lambda p: _first_reason(_shifted_rule(p, pointwise_ok=False),
                                            _blas_limit(p)),

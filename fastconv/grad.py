@@ -11,9 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import _dispatch, _docs, _engine
+from . import _costs, _dispatch, _docs, _engine
 from ._args import CallCache, as_array, call_signature, pad3, parse_conv, result_dtype, shape5
-from ._fastpath import all_finite, as_compute
+from ._dispatch import _FORCED
+from ._fastpath import FastInputGradCall, FastWeightGradCall, all_finite, as_compute
 from ._padding import pad_adjoint
 
 __all__ = [f"{kind}{nd}d_{part}" for kind in ("conv", "conv_transpose")
@@ -109,7 +110,14 @@ def _prepare_input_grad(op, nd, input_shape, weight, grad_output, options):
     w = as_array(weight, "weight", op)
     prob = parse_conv(op, nd, _placeholder(input_shape, w.dtype), w, None, **options)
     g = _check_grad_output(grad_output, prob, op)
-    return _InputGradCall(prob, w, g, result_dtype(op, w, g)), (w, g)
+    call = _InputGradCall(prob, w, g, result_dtype(op, w, g))
+    kernel = call.kernel.prepared
+    if kernel is not None and prob.padding_mode == "zeros" and not call.conj:
+        # the kernel fills the gradient in the caller's input_shape directly
+        call = FastInputGradCall(call, kernel, call.dtype, input_shape, prob.batched,
+                                 call.kernel.macs, _costs.MIN_MACS_PER_THREAD,
+                                 _dispatch.threads_for)
+    return call, (w, g)
 
 
 class _WeightGradCall:
@@ -167,41 +175,53 @@ def _prepare_weight_grad(op, nd, input, weight_shape, grad_output, options):
     x = as_array(input, "input", op)
     prob = parse_conv(op, nd, x, _placeholder(weight_shape, x.dtype), None, **options)
     g = _check_grad_output(grad_output, prob, op)
-    return _WeightGradCall(prob, x, g, weight_shape, result_dtype(op, x, g)), (prob.x, g)
+    call = _WeightGradCall(prob, x, g, weight_shape, result_dtype(op, x, g))
+    kernel = call.kernel.prepared
+    if kernel is not None and not prob.transposed:
+        # the kernel fills the gradient in the caller's weight_shape directly
+        call = FastWeightGradCall(call, kernel, call.dtype, weight_shape, prob.batched,
+                                  call.kernel.macs, _costs.MIN_MACS_PER_THREAD,
+                                  _dispatch.threads_for)
+    return call, (prob.x, g)
 
 
-def _conv_options(stride, padding, dilation, groups, padding_mode):
-    """parse_conv's keyword arguments for a convolution (a fixed order: part of the key)."""
+def _options(op, options):
+    """parse_conv's keyword arguments from a public function's own options tuple."""
+    if op.startswith("conv_transpose"):
+        stride, padding, output_padding, groups, dilation = options
+        return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    transposed=True, output_padding=output_padding)
+    stride, padding, dilation, groups, padding_mode = options
     return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                 padding_mode=padding_mode)
 
 
-def _transpose_options(stride, padding, output_padding, groups, dilation):
-    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                transposed=True, output_padding=output_padding)
+def _input_grad(op, nd, input_shape, weight, grad_output, options):
+    """Run an input gradient through its prepared call (made on first use).
 
-
-def _prepared(op, arrays, shape, options, prepare):
-    """Run a gradient through its prepared call, made by ``prepare`` on first use."""
-    key = call_signature(op, arrays, (shape, _dispatch.forced_implementation(),
-                                      *options.values()))
+    ``options``: the public function's own (stride, padding, dilation or
+    output_padding, groups, padding_mode or dilation), part of the key.
+    """
+    key = call_signature(op, (weight, grad_output), (input_shape, _FORCED.get()) + options)
     call = _CALLS.get(key)
     if call is None:
-        call, arrays = prepare()
+        call, arrays = _prepare_input_grad(op, nd, input_shape, weight, grad_output,
+                                           _options(op, options))
         _CALLS.put(key, call)
-    return call(*arrays)
-
-
-def _input_grad(op, nd, input_shape, weight, grad_output, options):
-    return _prepared(op, (weight, grad_output), input_shape, options,
-                     lambda: _prepare_input_grad(op, nd, input_shape, weight, grad_output,
-                                                 options))
+        return call(*arrays)
+    return call(weight, grad_output)
 
 
 def _weight_grad(op, nd, input, weight_shape, grad_output, options):
-    return _prepared(op, (input, grad_output), weight_shape, options,
-                     lambda: _prepare_weight_grad(op, nd, input, weight_shape, grad_output,
-                                                  options))
+    """Run a weight gradient through its prepared call (made on first use)."""
+    key = call_signature(op, (input, grad_output), (weight_shape, _FORCED.get()) + options)
+    call = _CALLS.get(key)
+    if call is None:
+        call, arrays = _prepare_weight_grad(op, nd, input, weight_shape, grad_output,
+                                            _options(op, options))
+        _CALLS.put(key, call)
+        return call(*arrays)
+    return call(input, grad_output)
 
 
 def _nan_where_nonfinite_meets_crop(dw, x, g_shape, stride, pad, dilation, groups):
@@ -248,73 +268,73 @@ def conv_bias(grad_output, nd):
 def conv1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
     return _input_grad("conv1d_input", 1, input_shape, weight, grad_output,
-                       _conv_options(stride, padding, dilation, groups, padding_mode))
+                       (stride, padding, dilation, groups, padding_mode))
 
 
 def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
     return _input_grad("conv2d_input", 2, input_shape, weight, grad_output,
-                       _conv_options(stride, padding, dilation, groups, padding_mode))
+                       (stride, padding, dilation, groups, padding_mode))
 
 
 def conv3d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
     return _input_grad("conv3d_input", 3, input_shape, weight, grad_output,
-                       _conv_options(stride, padding, dilation, groups, padding_mode))
+                       (stride, padding, dilation, groups, padding_mode))
 
 
 def conv1d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
     return _weight_grad("conv1d_weight", 1, input, weight_shape, grad_output,
-                        _conv_options(stride, padding, dilation, groups, padding_mode))
+                        (stride, padding, dilation, groups, padding_mode))
 
 
 def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
     return _weight_grad("conv2d_weight", 2, input, weight_shape, grad_output,
-                        _conv_options(stride, padding, dilation, groups, padding_mode))
+                        (stride, padding, dilation, groups, padding_mode))
 
 
 def conv3d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
     return _weight_grad("conv3d_weight", 3, input, weight_shape, grad_output,
-                        _conv_options(stride, padding, dilation, groups, padding_mode))
+                        (stride, padding, dilation, groups, padding_mode))
 
 
 def conv_transpose1d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
     return _input_grad("conv_transpose1d_input", 1, input_shape, weight, grad_output,
-                       _transpose_options(stride, padding, output_padding, groups, dilation))
+                       (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose2d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
     return _input_grad("conv_transpose2d_input", 2, input_shape, weight, grad_output,
-                       _transpose_options(stride, padding, output_padding, groups, dilation))
+                       (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose3d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
     return _input_grad("conv_transpose3d_input", 3, input_shape, weight, grad_output,
-                       _transpose_options(stride, padding, output_padding, groups, dilation))
+                       (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose1d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
     return _weight_grad("conv_transpose1d_weight", 1, input, weight_shape, grad_output,
-                        _transpose_options(stride, padding, output_padding, groups, dilation))
+                        (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose2d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
     return _weight_grad("conv_transpose2d_weight", 2, input, weight_shape, grad_output,
-                        _transpose_options(stride, padding, output_padding, groups, dilation))
+                        (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose3d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
     return _weight_grad("conv_transpose3d_weight", 3, input, weight_shape, grad_output,
-                        _transpose_options(stride, padding, output_padding, groups, dilation))
+                        (stride, padding, output_padding, groups, dilation))
 
 
 _DOCS = {

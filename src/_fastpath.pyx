@@ -193,28 +193,28 @@ cdef inline bint _plain(object a, cnp.dtype dtype):
         and cnp.PyArray_EquivTypes(<cnp.dtype> cnp.PyArray_DESCR(<cnp.ndarray> a), dtype)
 
 
-cdef class FastForwardCall:
-    """A prepared (transposed) convolution's usual call, run in C.
+cdef class FastCall:
+    """A prepared call's usual case, run in C: the base of the public functions' fast paths.
 
-    When the input and the weight are C-contiguous ndarrays of the compute
-    dtype, the bias is None or one too, there is no ``out=``, the weight is
-    finite and dispatch is not observed: the output is allocated in the
-    caller's shape and ``kernel.run(input, weight, bias, output, threads)``
-    fills it (the registry's choice, prepared for these shapes).  Any other
-    call goes to ``slow``, the Python prepared call, which gives the same bits.
+    When the arrays are C-contiguous, aligned ndarrays of the compute dtype,
+    the weight is finite and dispatch is not observed, the result is
+    allocated in the caller's shape and ``kernel.run(x, w, bias, result,
+    threads)`` fills it (the registry's choice, prepared for these shapes).
+    Any other call goes to ``slow``, the Python prepared call, which gives
+    the same bits.
 
     Parameters
     ----------
     slow : callable
-        ``slow(input, weight, bias, out)``.
+        The Python prepared call, with the public function's arguments.
     kernel : object
         Its ``run`` takes arrays of the prepared sizes, any batch.
     dtype : numpy.dtype
-        Compute and output dtype.
+        Compute and result dtype.
     out_shape : tuple of int
-        The output's shape as the caller sees it.
+        The result's shape as the caller sees it.
     batched : bool
-        Whether axis 0 of the input is the batch.
+        Whether axis 0 of the kernel's input is the batch.
     macs : int
         Multiply-adds per sample.
     min_macs : int
@@ -234,7 +234,7 @@ cdef class FastForwardCall:
     def __init__(self, slow, kernel, cnp.dtype dtype, tuple out_shape, bint batched,
                  Py_ssize_t macs, Py_ssize_t min_macs, threads_for):
         if len(out_shape) > KEY_MAX_DIMS:
-            raise ValueError(f"FastForwardCall: out_shape {out_shape} has more than "
+            raise ValueError(f"{type(self).__name__}: out_shape {out_shape} has more than "
                              f"{KEY_MAX_DIMS} dims")
         self.slow, self.kernel, self.threads_for = slow, kernel, threads_for
         self.dtype, self.typenum, self.nd = dtype, dtype.num, len(out_shape)
@@ -242,18 +242,51 @@ cdef class FastForwardCall:
             self.out_dims[i] = n
         self.batched, self.macs, self.min_macs = batched, macs, max(1, min_macs)
 
-    def __call__(self, input, weight, bias=None, out=None):
-        if (out is not None or _observed or not _plain(input, self.dtype)
-                or not _plain(weight, self.dtype)
-                or not (bias is None or _plain(bias, self.dtype))
-                or not _finite(<cnp.ndarray> weight)):
-            return self.slow(input, weight, bias, out)
-        cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> input, 0) if self.batched else 1
+    cdef bint usable(self, x, w, bias, bint weight=True):
+        """Whether the kernel can take these arrays as they are (``weight``: ``w`` is
+        a weight, which must be finite)."""
+        return not _observed and _plain(x, self.dtype) and _plain(w, self.dtype) \
+            and (bias is None or _plain(bias, self.dtype)) \
+            and (not weight or _finite(<cnp.ndarray> w))
+
+    cdef object run(self, x, w, bias):
+        cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> x, 0) if self.batched else 1
         cdef Py_ssize_t total = n * self.macs
         threads = 1 if total // self.min_macs <= 1 else self.threads_for(total)
         result = cnp.PyArray_EMPTY(self.nd, self.out_dims, self.typenum, 0)
-        self.kernel.run(input, weight, bias, result, threads)
+        self.kernel.run(x, w, bias, result, threads)
         return result
+
+
+cdef class FastForwardCall(FastCall):
+    """``conv*d(input, weight, bias)`` and ``conv_transpose*d``: see :class:`FastCall`
+    (an ``out=`` goes to the Python path)."""
+
+    def __call__(self, input, weight, bias=None, out=None):
+        if out is None and self.usable(input, weight, bias):
+            return self.run(input, weight, bias)
+        return self.slow(input, weight, bias, out)
+
+
+cdef class FastInputGradCall(FastCall):
+    """``grad.conv*d_input(weight, grad_output)``: see :class:`FastCall` (the kernel
+    convolves grad_output, axis 0 its batch)."""
+
+    def __call__(self, weight, grad_output):
+        if self.usable(grad_output, weight, None):
+            return self.run(grad_output, weight, None)
+        return self.slow(weight, grad_output)
+
+
+cdef class FastWeightGradCall(FastCall):
+    """``grad.conv*d_weight(input, grad_output)``: see :class:`FastCall` (the kernel
+    reads the input, axis 0 its batch, and grad_output; it fills the weight
+    gradient)."""
+
+    def __call__(self, input, grad_output):
+        if self.usable(input, grad_output, None, False):
+            return self.run(input, grad_output, None)
+        return self.slow(input, grad_output)
 
 
 cdef bint _finite(cnp.ndarray a):

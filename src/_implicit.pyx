@@ -520,6 +520,8 @@ ctypedef struct ForwardPlan:
     int mode
     Py_ssize_t rows, cols, kc
     bint transposed_weight
+    bint flipped_weight                       # w is the convolution's whose input
+                                              # gradient this is (see PreparedForward)
     Py_ssize_t x_cells, out_cells, w_size     # elements per sample of x and out; of w
 
 
@@ -561,6 +563,7 @@ cdef int plan_forward(ForwardPlan* fp, Py_ssize_t* xd, Py_ssize_t* wd, Py_ssize_
     fp.mode = PADDING_MODES[padding_mode]
     fp.rows, fp.cols, fp.kc = rows, cols, kc
     fp.transposed_weight = transposed_weight
+    fp.flipped_weight = False
     fp.x_cells, fp.out_cells = cells(xd), cells(od)
     fp.w_size = wd[0] * cells(wd)
     return 0
@@ -585,6 +588,8 @@ cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
                          f"convolution ({fp.x_cells} input and {fp.out_cells} output cells "
                          f"per sample, {fp.w_size} weights)")
     x, w = aligned(x), aligned(w)
+    if fp.flipped_weight:
+        w = flipped(w, &fp.g)
     cdef cnp.ndarray result = aligned(out)          # filled, then copied if not out itself
     cdef const void* b = NULL
     if has_bias:
@@ -646,12 +651,48 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     run_forward(&fp, x, w, bias, has_bias, out, num_threads)
 
 
+cdef cnp.ndarray flipped(cnp.ndarray w, const Geometry* g):
+    """The stride-1 input gradient's weight from the convolution's own ``w``.
+
+    ``g`` is the gradient's forward geometry: input channels g.C (the
+    convolution's outputs), outputs g.Co.  Per group, channels swapped and
+    taps reversed: result[(grp * cog + o) * cig + i, t] = w[(grp * cig + i) * cog + o,
+    taps - 1 - t] with cig = g.C / groups, cog = g.Co / groups (as
+    ``_dispatch.flipped_weight``, in one pass).
+    """
+    cdef Py_ssize_t taps = g.KD * g.KH * g.KW
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef cnp.npy_intp size = cnp.PyArray_SIZE(w)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &size, cnp.PyArray_TYPE(w), 0)
+    cdef Py_ssize_t grp, o, i, t, src, dst
+    cdef bint single = cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT
+    cdef float* of = <float*> cnp.PyArray_DATA(out)
+    cdef const float* wf = <const float*> cnp.PyArray_DATA(w)
+    cdef double* od = <double*> cnp.PyArray_DATA(out)
+    cdef const double* wd = <const double*> cnp.PyArray_DATA(w)
+    with nogil:
+        for grp in range(g.groups):
+            for o in range(cog):
+                for i in range(cig):
+                    dst = ((grp * cog + o) * cig + i) * taps
+                    src = ((grp * cig + i) * cog + o) * taps + taps - 1
+                    for t in range(taps):
+                        if single:
+                            of[dst + t] = wf[src - t]
+                        else:
+                            od[dst + t] = wd[src - t]
+    return out
+
+
 cdef class PreparedForward:
     """conv_forward with the shapes and options decided once: a prepared call's kernel.
 
     Parameters are conv_forward's, with 5-D shapes (batch 1) in place of the
     arrays; :meth:`run` then takes arrays of any shape holding those sizes
     (the caller's own arrays, without 5-D views) and any batch size.
+    ``flipped_weight``: this is the stride-1 input gradient of a convolution
+    (x: its grad_output), and :meth:`run` receives that convolution's weight,
+    flipped here (see ``flipped``) rather than by the caller.
     """
 
     cdef ForwardPlan fp
@@ -660,7 +701,7 @@ cdef class PreparedForward:
                  tuple pad, tuple dilation, Py_ssize_t groups, Py_ssize_t rows,
                  Py_ssize_t cols, str padding_mode="zeros", tuple out_size=None,
                  tuple out_step=(1, 1, 1), tuple shuffle=(1, 1, 1),
-                 bint transposed_weight=False):
+                 bint transposed_weight=False, bint flipped_weight=False):
         cdef Py_ssize_t xd[5]
         cdef Py_ssize_t wd[5]
         cdef Py_ssize_t od[5]
@@ -670,6 +711,9 @@ cdef class PreparedForward:
         plan_forward(&self.fp, xd, wd, od, stride, pad, dilation, groups, rows, cols,
                      out_size, (0, 0, 0), out_step, KC, padding_mode, shuffle,
                      transposed_weight)
+        if flipped_weight and (transposed_weight or shuffle != (1, 1, 1)):
+            raise ValueError("fastconv: a flipped weight is read by a plain convolution only")
+        self.fp.flipped_weight = flipped_weight
 
     def run(self, cnp.ndarray x not None, cnp.ndarray w not None, bias,
             cnp.ndarray out not None, int num_threads):
@@ -843,6 +887,57 @@ cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* 
         k += FC_WGD_NR
 
 
+ctypedef struct WeightGradPlan:
+    Geometry g      # N: set per call
+    int mode
+    Py_ssize_t rows, cols, cib, cob
+    Py_ssize_t x_cells, g_cells, dw_size     # elements per sample of x and gout; of dw
+
+
+cdef int run_weight_grad(WeightGradPlan* wp, cnp.ndarray x, cnp.ndarray gout,
+                         cnp.ndarray dw, int num_threads) except -1:
+    """Run a planned conv_weight_grad on arrays of any shape with the planned sizes."""
+    cdef int t = real_typenum(x)
+    check_array(x, t, -1, False, "x")
+    check_array(gout, t, -1, False, "gout")
+    check_array(dw, t, -1, True, "dw")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(gout) // wp.g_cells if wp.g_cells else 0
+    if (cnp.PyArray_SIZE(gout) != n * wp.g_cells or cnp.PyArray_SIZE(x) != n * wp.x_cells
+            or cnp.PyArray_SIZE(dw) != wp.dw_size):
+        raise ValueError(f"fastconv: arrays of {cnp.PyArray_SIZE(x)}, {cnp.PyArray_SIZE(gout)} "
+                         f"and {cnp.PyArray_SIZE(dw)} elements do not fit the planned weight "
+                         f"gradient ({wp.x_cells} input and {wp.g_cells} grad_output cells "
+                         f"per sample, {wp.dw_size} weights)")
+    x, gout = aligned(x), aligned(gout)
+    cdef cnp.ndarray result = aligned(dw)
+    cdef Geometry g = wp.g
+    g.N = n
+    if t == cnp.NPY_FLOAT:
+        weight_grad_impl(<const float*> cnp.PyArray_DATA(x),
+                         <const float*> cnp.PyArray_DATA(gout),
+                         <float*> cnp.PyArray_DATA(result),
+                         &g, wp.mode, num_threads, wp.rows, wp.cols, wp.cib, wp.cob)
+    else:
+        weight_grad_impl(<const double*> cnp.PyArray_DATA(x),
+                         <const double*> cnp.PyArray_DATA(gout),
+                         <double*> cnp.PyArray_DATA(result),
+                         &g, wp.mode, num_threads, wp.rows, wp.cols, wp.cib, wp.cob)
+    if result is not dw:
+        dw[...] = result
+    return 0
+
+
+cdef void plan_weight_grad(WeightGradPlan* wp, Py_ssize_t* xd, Py_ssize_t* gd,
+                           Py_ssize_t* wd, tuple stride, tuple pad, tuple dilation,
+                           Py_ssize_t groups, Py_ssize_t rows, Py_ssize_t cols,
+                           Py_ssize_t cib, Py_ssize_t cob, str padding_mode) except *:
+    wp.g = make_geometry(xd, gd, wd, stride, pad, dilation, groups)
+    wp.mode = PADDING_MODES[padding_mode]
+    wp.rows, wp.cols, wp.cib, wp.cob = rows, cols, cib, cob
+    wp.x_cells, wp.g_cells = cells(xd), cells(gd)
+    wp.dw_size = wd[0] * cells(wd)
+
+
 def conv_weight_grad(cnp.ndarray x not None, cnp.ndarray gout not None,
                      cnp.ndarray dw not None, tuple stride, tuple pad, tuple dilation,
                      Py_ssize_t groups, int num_threads, Py_ssize_t rows, Py_ssize_t cols,
@@ -858,22 +953,40 @@ def conv_weight_grad(cnp.ndarray x not None, cnp.ndarray gout not None,
     check_array(x, t, 5, False, "x")
     check_array(gout, t, 5, False, "gout")
     check_array(dw, t, 5, True, "dw")
-    x, gout = aligned(x), aligned(gout)
-    cdef cnp.ndarray result = aligned(dw)
-    cdef Geometry g = make_geometry(dims(x), dims(gout), dims(dw), stride, pad, dilation, groups)
-    cdef int mode = PADDING_MODES[padding_mode]
-    if t == cnp.NPY_FLOAT:
-        weight_grad_impl(<const float*> cnp.PyArray_DATA(x),
-                         <const float*> cnp.PyArray_DATA(gout),
-                         <float*> cnp.PyArray_DATA(result),
-                         &g, mode, num_threads, rows, cols, cib, cob)
-    else:
-        weight_grad_impl(<const double*> cnp.PyArray_DATA(x),
-                         <const double*> cnp.PyArray_DATA(gout),
-                         <double*> cnp.PyArray_DATA(result),
-                         &g, mode, num_threads, rows, cols, cib, cob)
-    if result is not dw:
-        dw[...] = result
+    if cnp.PyArray_DIM(x, 0) != cnp.PyArray_DIM(gout, 0):
+        raise ValueError(f"fastconv: x holds {cnp.PyArray_DIM(x, 0)} samples, gout "
+                         f"{cnp.PyArray_DIM(gout, 0)}")
+    cdef WeightGradPlan wp
+    plan_weight_grad(&wp, dims(x), dims(gout), dims(dw), stride, pad, dilation, groups, rows,
+                     cols, cib, cob, padding_mode)
+    run_weight_grad(&wp, x, gout, dw, num_threads)
+
+
+cdef class PreparedWeightGrad:
+    """conv_weight_grad with the shapes and options decided once (a prepared call's kernel).
+
+    Parameters are conv_weight_grad's, with 5-D shapes (batch 1) in place of
+    the arrays; :meth:`run` takes arrays of any shape holding those sizes.
+    """
+
+    cdef WeightGradPlan wp
+
+    def __init__(self, tuple x_shape, tuple gout_shape, tuple dw_shape, tuple stride,
+                 tuple pad, tuple dilation, Py_ssize_t groups, Py_ssize_t rows,
+                 Py_ssize_t cols, Py_ssize_t cib, Py_ssize_t cob, str padding_mode="zeros"):
+        cdef Py_ssize_t xd[5]
+        cdef Py_ssize_t gd[5]
+        cdef Py_ssize_t wd[5]
+        xd[:] = x_shape
+        gd[:] = gout_shape
+        wd[:] = dw_shape
+        plan_weight_grad(&self.wp, xd, gd, wd, stride, pad, dilation, groups, rows, cols, cib,
+                         cob, padding_mode)
+
+    def run(self, cnp.ndarray x not None, cnp.ndarray gout not None, bias,
+            cnp.ndarray dw not None, int num_threads):
+        """dw = the weight gradient of x and gout (``bias`` is unused: None)."""
+        run_weight_grad(&self.wp, x, gout, dw, num_threads)
 
 
 cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geometry* gp,

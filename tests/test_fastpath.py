@@ -343,3 +343,73 @@ def test_complex_plane_conversions_reject_mismatched_arrays():
     readonly.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         merge_complex(np.zeros((2, 8, 5), np.float32), readonly, 1, False)
+
+
+GRAD_CASES = [
+    # name, nd, x shape, w shape, options
+    ("conv1d", 1, (2, 4, 33), (6, 4, 3), dict(padding=1)),
+    ("conv2d_groups_dilated", 2, (3, 4, 9, 8), (6, 2, 3, 3), dict(padding=2, dilation=2,
+                                                                   groups=2)),
+    ("conv2d_unbatched", 2, (3, 9, 8), (5, 3, 3, 2), dict(padding=(1, 0))),
+    ("conv2d_reflect", 2, (2, 3, 9, 8), (4, 3, 3, 3), dict(padding=1, padding_mode="reflect")),
+    ("conv3d", 3, (1, 3, 5, 6, 7), (4, 3, 3, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[c[0] for c in GRAD_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("part", ["input", "weight"])
+def test_gradient_fast_paths_give_the_python_paths_bits(case, dtype, part):
+    """The compiled gradient calls (the input gradient flipping the weight in C) and
+    the recorded Python calls: same bits at 1 and 2 threads, the caller's shape."""
+    _, nd, x_shape, w_shape, options = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = rng.standard_normal(getattr(fc, f"conv{nd}d")(x, w, **options).shape
+                            ).astype(dtype)
+    f = getattr(fc.grad, f"conv{nd}d_{part}")
+    args = (x.shape, w, g) if part == "input" else (x, w.shape, g)
+    grad._CALLS.clear()
+    with dispatch_recorded():
+        reference = f(*args, **options)
+    assert reference.shape == (x.shape if part == "input" else w.shape)
+    before = fc.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fc.set_num_threads(threads)
+            fast = f(*args, **options)
+            assert fast.shape == reference.shape and fast.dtype == reference.dtype
+            assert np.array_equal(_bits(fast), _bits(reference))
+    finally:
+        fc.set_num_threads(before)
+    kinds = {type(c).__name__ for c in grad._CALLS._calls.values()}
+    if part == "weight" or options.get("padding_mode", "zeros") == "zeros":
+        assert kinds & {"FastInputGradCall", "FastWeightGradCall"}, kinds
+
+
+def test_input_gradient_fast_path_matches_the_transposed_convolution():
+    """Independent of the flip: conv2d_input equals conv_transpose2d of grad_output."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 6, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    g = fc.conv2d(x, w, padding=1, groups=2)
+    for _ in range(2):
+        dx = fc.grad.conv2d_input(x.shape, w, g, padding=1, groups=2)
+    expected = fc.conv_transpose2d(g.astype(np.float64), w.astype(np.float64), padding=1,
+                                   groups=2)
+    np.testing.assert_allclose(dx, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_prepared_weight_gradient_rejects_arrays_of_other_sizes():
+    p = _dispatch.Problem("weight_grad", (3, 1, 8, 8), (4, 3, 1, 3, 3), (4, 1, 8, 8),
+                          np.dtype(np.float32), pad=(0, 1, 1))
+    kernel = _dispatch.prepare(p)
+    if kernel is None:
+        pytest.skip("the registry chose a kernel without a prepared form")
+    x, g = np.zeros((2, 3, 8, 8), np.float32), np.zeros((2, 4, 8, 8), np.float32)
+    dw = np.zeros((4, 3, 3, 3), np.float32)
+    kernel.run(x, g, None, dw, 1)
+    for bad in ((x[:1], g, dw), (x, g, dw[:2]), (x, g[:, :3], dw)):
+        with pytest.raises(ValueError, match="fastconv"):
+            kernel.run(bad[0], bad[1], None, bad[2], 1)
