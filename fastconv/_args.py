@@ -227,6 +227,19 @@ class CallCache:
         self._calls.clear()
 
 
+def option_keywords(op, options):
+    """parse_conv's keyword arguments from a public function's own options, in its order:
+    (stride, padding, dilation, groups, padding_mode) for a convolution ('conv*'),
+    (stride, padding, output_padding, groups, dilation) for 'conv_transpose*'."""
+    if op.startswith("conv_transpose"):
+        stride, padding, output_padding, groups, dilation = options
+        return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    transposed=True, output_padding=output_padding)
+    stride, padding, dilation, groups, padding_mode = options
+    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                padding_mode=padding_mode)
+
+
 def parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
                padding_mode="zeros", transposed=False, output_padding=0):
     """Validate every argument of a (transposed) convolution; return a ConvProblem."""

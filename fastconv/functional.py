@@ -7,7 +7,8 @@ circular modes, and hands 5-D views to the kernels in ``_engine``.
 import numpy as np
 
 from . import _costs, _dispatch, _docs, _engine
-from ._args import CallCache, call_signature, check_choice, check_out, pad3, parse_conv, shape5
+from ._args import (CallCache, call_signature, check_choice, check_out, option_keywords, pad3,
+                    parse_conv, shape5)
 from ._dispatch import _FORCED
 from ._fastpath import FastForwardCall, as_compute
 
@@ -73,19 +74,11 @@ def _call(op, nd, input, weight, bias, options, algorithm, out):
     key = call_signature(op, (input, weight, bias), options + (algorithm, _FORCED.get()))
     call = _CALLS.get(key)
     if call is None:
-        prob = _parse(op, nd, input, weight, bias, options)
+        prob = parse_conv(op, nd, input, weight, bias, **option_keywords(op, options))
         call = _prepared(prob, algorithm)
         _CALLS.put(key, call)
         input, weight, bias = prob.x, prob.w, prob.bias       # as arrays
     return call(input, weight, bias, out)
-
-
-def _parse(op, nd, input, weight, bias, options):
-    if op.startswith("conv_transpose"):
-        stride, padding, output_padding, groups, dilation = options
-        return parse_conv(op, nd, input, weight, bias, stride, padding, dilation, groups,
-                          transposed=True, output_padding=output_padding)
-    return parse_conv(op, nd, input, weight, bias, *options)
 
 
 def _prepared(prob, algorithm):

@@ -12,7 +12,8 @@ from dataclasses import replace
 import numpy as np
 
 from . import _costs, _dispatch, _docs, _engine
-from ._args import CallCache, as_array, call_signature, pad3, parse_conv, result_dtype, shape5
+from ._args import (CallCache, as_array, call_signature, option_keywords, pad3, parse_conv,
+                    result_dtype, shape5)
 from ._dispatch import _FORCED
 from ._fastpath import FastInputGradCall, FastWeightGradCall, all_finite, as_compute
 from ._padding import pad_adjoint
@@ -185,17 +186,6 @@ def _prepare_weight_grad(op, nd, input, weight_shape, grad_output, options):
     return call, (prob.x, g)
 
 
-def _options(op, options):
-    """parse_conv's keyword arguments from a public function's own options tuple."""
-    if op.startswith("conv_transpose"):
-        stride, padding, output_padding, groups, dilation = options
-        return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                    transposed=True, output_padding=output_padding)
-    stride, padding, dilation, groups, padding_mode = options
-    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                padding_mode=padding_mode)
-
-
 def _input_grad(op, nd, input_shape, weight, grad_output, options):
     """Run an input gradient through its prepared call (made on first use).
 
@@ -206,7 +196,7 @@ def _input_grad(op, nd, input_shape, weight, grad_output, options):
     call = _CALLS.get(key)
     if call is None:
         call, arrays = _prepare_input_grad(op, nd, input_shape, weight, grad_output,
-                                           _options(op, options))
+                                           option_keywords(op, options))
         _CALLS.put(key, call)
         return call(*arrays)
     return call(weight, grad_output)
@@ -218,7 +208,7 @@ def _weight_grad(op, nd, input, weight_shape, grad_output, options):
     call = _CALLS.get(key)
     if call is None:
         call, arrays = _prepare_weight_grad(op, nd, input, weight_shape, grad_output,
-                                            _options(op, options))
+                                            option_keywords(op, options))
         _CALLS.put(key, call)
         return call(*arrays)
     return call(input, grad_output)
