@@ -174,7 +174,7 @@ def call_signature(tag, tuple arrays, tuple options):
     return tuple(key)
 
 
-# -- prepared forward calls without Python frames ---------------------------------------
+# -- prepared calls run without Python frames ---------------------------------------------
 
 cdef bint _observed = False
 
