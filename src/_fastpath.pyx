@@ -340,8 +340,22 @@ cdef void ungauss_plane(real_t* dst, const real_t* t0, const real_t* t1, const r
         dst[2 * i + 1] = (t2[i] - t0[i]) - t1[i]
 
 
-cdef int _check_pair(cnp.ndarray c, cnp.ndarray r, Py_ssize_t factor, str what) except -1:
-    """``c`` complex, ``r`` of its real dtype with ``factor`` times its channels."""
+cdef inline Py_ssize_t real_plane(Py_ssize_t plane, Py_ssize_t C, Py_ssize_t groups,
+                                  bint gauss) noexcept nogil:
+    """The real plane that complex plane (n, c) = divmod(plane, C) puts its real part
+    in; the imaginary part follows C planes later (Gauss form: C more for re + im)
+    or C / groups planes later (its group's imaginary channels)."""
+    cdef Py_ssize_t n = plane // C, c = plane % C, cg = C // groups
+    if gauss:
+        return n * 3 * C + c
+    return (n * groups + c // cg) * 2 * cg + c % cg
+
+
+cdef int _check_pair(cnp.ndarray c, cnp.ndarray r, Py_ssize_t groups, bint gauss,
+                     str what) except -1:
+    """``c`` complex, ``r`` of its real dtype with 3x (``gauss``) or 2x its channels;
+    ``groups`` divides them (1 for the Gauss form)."""
+    cdef Py_ssize_t factor = 3 if gauss else 2
     ok = (cnp.PyArray_IS_C_CONTIGUOUS(c) and cnp.PyArray_IS_C_CONTIGUOUS(r)
           and cnp.PyArray_ISALIGNED(c) and cnp.PyArray_ISALIGNED(r)
           and cnp.PyArray_ISNOTSWAPPED(c) and cnp.PyArray_ISNOTSWAPPED(r)
@@ -356,6 +370,9 @@ cdef int _check_pair(cnp.ndarray c, cnp.ndarray r, Py_ssize_t factor, str what) 
         raise ValueError(f"{what}: expected a C-contiguous complex array and a real one of its "
                          f"precision with {factor}x its channels, got {(<object> c).dtype} "
                          f"{(<object> c).shape} and {(<object> r).dtype} {(<object> r).shape}")
+    cdef Py_ssize_t C = cnp.PyArray_DIM(c, 1)
+    if groups < 1 or C % groups or (gauss and groups != 1):
+        raise ValueError(f"{what}: groups={groups} for {C} channels (gauss={gauss})")
     return 0
 
 
@@ -367,22 +384,16 @@ def split_complex(cnp.ndarray x not None, cnp.ndarray out not None, Py_ssize_t g
     (``_planar.gauss_input``); else (N, 2C, *S) with each group's real then
     imaginary channels (``_planar.planar``).
     """
-    _check_pair(x, out, 3 if gauss else 2, "split_complex")
+    _check_pair(x, out, groups, gauss, "split_complex")
     cdef Py_ssize_t N = cnp.PyArray_DIM(x, 0), C = cnp.PyArray_DIM(x, 1)
-    if groups < 1 or C % groups or (gauss and groups != 1):
-        raise ValueError(f"split_complex: groups={groups} for {C} channels (gauss={gauss})")
     cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C) if N * C else 0
-    cdef Py_ssize_t cg = C // groups, plane, n, c, re_at, im_at
+    cdef Py_ssize_t plane, re_at, im_at
     cdef char* src = <char*> cnp.PyArray_DATA(x)
     cdef char* dst = <char*> cnp.PyArray_DATA(out)
     cdef bint single = cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT
     for plane in prange(N * C, nogil=True, num_threads=max(1, num_threads), schedule="static"):
-        n, c = plane // C, plane % C
-        if gauss:
-            re_at, im_at = (n * 3 * C + c) * S, (n * 3 * C + C + c) * S
-        else:
-            re_at = ((n * groups + c // cg) * 2 * cg + c % cg) * S
-            im_at = re_at + cg * S
+        re_at = real_plane(plane, C, groups, gauss) * S
+        im_at = re_at + (C if gauss else C // groups) * S
         if single:
             split_plane((<const float*> src) + 2 * plane * S, (<float*> dst) + re_at,
                         (<float*> dst) + im_at,
@@ -397,21 +408,19 @@ def merge_complex(cnp.ndarray t not None, cnp.ndarray out not None, Py_ssize_t g
                   bint gauss, int num_threads=1):
     """Real planes -> complex (N, C, *S) ``out``: the inverse of :func:`split_complex`'s
     layouts (``gauss``: yr = t0 - t1, yi = t2 - t0 - t1 as ``_planar.ungauss``)."""
-    _check_pair(out, t, 3 if gauss else 2, "merge_complex")
+    _check_pair(out, t, groups, gauss, "merge_complex")
     if not cnp.PyArray_ISWRITEABLE(out):
         raise ValueError("merge_complex: out is read-only")
     cdef Py_ssize_t N = cnp.PyArray_DIM(out, 0), C = cnp.PyArray_DIM(out, 1)
-    if groups < 1 or C % groups or (gauss and groups != 1):
-        raise ValueError(f"merge_complex: groups={groups} for {C} channels (gauss={gauss})")
     cdef Py_ssize_t S = cnp.PyArray_SIZE(out) // (N * C) if N * C else 0
-    cdef Py_ssize_t cg = C // groups, plane, n, c, re_at, im_at
+    cdef Py_ssize_t plane, re_at, im_at
     cdef char* src = <char*> cnp.PyArray_DATA(t)
     cdef char* dst = <char*> cnp.PyArray_DATA(out)
     cdef bint single = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT
     for plane in prange(N * C, nogil=True, num_threads=max(1, num_threads), schedule="static"):
-        n, c = plane // C, plane % C
+        re_at = real_plane(plane, C, groups, gauss) * S
+        im_at = re_at + (C if gauss else C // groups) * S
         if gauss:
-            re_at, im_at = (n * 3 * C + c) * S, (n * 3 * C + C + c) * S
             if single:
                 ungauss_plane((<float*> dst) + 2 * plane * S, (<const float*> src) + re_at,
                               (<const float*> src) + im_at,
@@ -421,8 +430,6 @@ def merge_complex(cnp.ndarray t not None, cnp.ndarray out not None, Py_ssize_t g
                               (<const double*> src) + im_at,
                               (<const double*> src) + im_at + C * S, S)
         else:
-            re_at = ((n * groups + c // cg) * 2 * cg + c % cg) * S
-            im_at = re_at + cg * S
             if single:
                 merge_plane((<float*> dst) + 2 * plane * S, (<const float*> src) + re_at,
                             (<const float*> src) + im_at, S)

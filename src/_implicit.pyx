@@ -569,6 +569,21 @@ cdef int plan_forward(ForwardPlan* fp, Py_ssize_t* xd, Py_ssize_t* wd, Py_ssize_
     return 0
 
 
+cdef Py_ssize_t planned_batch(cnp.ndarray x, Py_ssize_t x_cells, cnp.ndarray y,
+                              Py_ssize_t y_cells, cnp.ndarray fixed, Py_ssize_t fixed_size,
+                              str what) except -1:
+    """N, the samples in ``x`` and ``y`` (``x_cells`` and ``y_cells`` elements each);
+    ``fixed`` holds ``fixed_size`` elements.  A ValueError for any other sizes:
+    a prepared kernel reads nothing its plan did not size."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(y) // y_cells if y_cells else 0
+    if (cnp.PyArray_SIZE(y) != n * y_cells or cnp.PyArray_SIZE(x) != n * x_cells
+            or cnp.PyArray_SIZE(fixed) != fixed_size):
+        raise ValueError(f"fastconv: arrays of {cnp.PyArray_SIZE(x)}, {cnp.PyArray_SIZE(y)} "
+                         f"and {cnp.PyArray_SIZE(fixed)} elements do not fit the planned {what} "
+                         f"({x_cells} and {y_cells} cells per sample, {fixed_size} weights)")
+    return n
+
+
 cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
                      bint has_bias, cnp.ndarray out, int num_threads) except -1:
     """Run a planned conv_forward on arrays of any shape with the planned sizes.
@@ -580,13 +595,8 @@ cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
     check_array(x, t, -1, False, "x")
     check_array(w, t, -1, False, "w")
     check_array(out, t, -1, True, "out")
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(out) // fp.out_cells if fp.out_cells else 0
-    if (cnp.PyArray_SIZE(out) != n * fp.out_cells or cnp.PyArray_SIZE(x) != n * fp.x_cells
-            or cnp.PyArray_SIZE(w) != fp.w_size):
-        raise ValueError(f"fastconv: arrays of {cnp.PyArray_SIZE(x)}, {cnp.PyArray_SIZE(w)} "
-                         f"and {cnp.PyArray_SIZE(out)} elements do not fit the planned "
-                         f"convolution ({fp.x_cells} input and {fp.out_cells} output cells "
-                         f"per sample, {fp.w_size} weights)")
+    cdef Py_ssize_t n = planned_batch(x, fp.x_cells, out, fp.out_cells, w, fp.w_size,
+                                      "convolution")
     x, w = aligned(x), aligned(w)
     if fp.flipped_weight:
         w = flipped(w, &fp.g)
@@ -901,13 +911,8 @@ cdef int run_weight_grad(WeightGradPlan* wp, cnp.ndarray x, cnp.ndarray gout,
     check_array(x, t, -1, False, "x")
     check_array(gout, t, -1, False, "gout")
     check_array(dw, t, -1, True, "dw")
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(gout) // wp.g_cells if wp.g_cells else 0
-    if (cnp.PyArray_SIZE(gout) != n * wp.g_cells or cnp.PyArray_SIZE(x) != n * wp.x_cells
-            or cnp.PyArray_SIZE(dw) != wp.dw_size):
-        raise ValueError(f"fastconv: arrays of {cnp.PyArray_SIZE(x)}, {cnp.PyArray_SIZE(gout)} "
-                         f"and {cnp.PyArray_SIZE(dw)} elements do not fit the planned weight "
-                         f"gradient ({wp.x_cells} input and {wp.g_cells} grad_output cells "
-                         f"per sample, {wp.dw_size} weights)")
+    cdef Py_ssize_t n = planned_batch(x, wp.x_cells, gout, wp.g_cells, dw, wp.dw_size,
+                                      "weight gradient")
     x, gout = aligned(x), aligned(gout)
     cdef cnp.ndarray result = aligned(dw)
     cdef Geometry g = wp.g
