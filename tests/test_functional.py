@@ -776,3 +776,20 @@ def test_float32_tolerance_is_tight_enough_to_fail():
     # 1e-3 (e.g. a dropped small term) must be caught for the reductions used here.
     rtol, atol = tolerance(np.float32, 4 * 9)
     assert rtol < 1e-3 and atol < 1e-3
+
+
+@pytest.mark.parametrize("shape, groups, multiplier", [
+    ((2, 3, 9, 11), 3, 1),            # small tiles: the whole tile is stored in one pass
+    ((1, 2, 300, 301), 2, 2),         # a tile too large for that: stored panel by panel
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_kernel_stores_small_and_large_tiles(shape, groups, multiplier, dtype):
+    """Both result-buffer layouts of the implicit GEMM's depthwise kernel (see
+    ``depthwise_tile_stride``) against the float64 reference, with a bias."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((groups * multiplier, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(groups * multiplier).astype(dtype)
+    with fc._dispatch.forced("implicit_gemm"):
+        y = fc.conv2d(x, w, b, padding=1, groups=groups)
+    assert_close(y, reference.conv(x, w, b, padding=1, groups=groups), dtype, reduction=9)
