@@ -105,7 +105,7 @@ class _InputGradCall:
         return grad if prob.batched else grad[0]
 
 
-def _prepare_input_grad(op, nd, input_shape, weight, grad_output, options):
+def _prepare_input_grad(op, nd, weight, input_shape, grad_output, options):
     """Validate an input-gradient call: its prepared call and the arrays to pass it."""
     input_shape = _shape(input_shape, "input_shape", op)
     w = as_array(weight, "weight", op)
@@ -186,32 +186,21 @@ def _prepare_weight_grad(op, nd, input, weight_shape, grad_output, options):
     return call, (prob.x, g)
 
 
-def _input_grad(op, nd, input_shape, weight, grad_output, options):
-    """Run an input gradient through its prepared call (made on first use).
+def _gradient(prepare, op, nd, array, shape, grad_output, options):
+    """Run a gradient through its prepared call (made by ``prepare`` on first use).
 
-    ``options``: the public function's own (stride, padding, dilation or
-    output_padding, groups, padding_mode or dilation), part of the key.
+    ``array``: the weight (input gradients) or the input (weight gradients);
+    ``shape``: the shape of the other.  ``options``: the public function's own
+    (stride, padding, dilation or output_padding, groups, padding_mode or
+    dilation), part of the key.
     """
-    key = call_signature(op, (weight, grad_output), (input_shape, _FORCED.get()) + options)
+    key = call_signature(op, (array, grad_output), (shape, _FORCED.get()) + options)
     call = _CALLS.get(key)
     if call is None:
-        call, arrays = _prepare_input_grad(op, nd, input_shape, weight, grad_output,
-                                           option_keywords(op, options))
+        call, arrays = prepare(op, nd, array, shape, grad_output, option_keywords(op, options))
         _CALLS.put(key, call)
         return call(*arrays)
-    return call(weight, grad_output)
-
-
-def _weight_grad(op, nd, input, weight_shape, grad_output, options):
-    """Run a weight gradient through its prepared call (made on first use)."""
-    key = call_signature(op, (input, grad_output), (weight_shape, _FORCED.get()) + options)
-    call = _CALLS.get(key)
-    if call is None:
-        call, arrays = _prepare_weight_grad(op, nd, input, weight_shape, grad_output,
-                                            option_keywords(op, options))
-        _CALLS.put(key, call)
-        return call(*arrays)
-    return call(input, grad_output)
+    return call(array, grad_output)
 
 
 def _nan_where_nonfinite_meets_crop(dw, x, g_shape, stride, pad, dilation, groups):
@@ -257,74 +246,74 @@ def conv_bias(grad_output, nd):
 
 def conv1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
-    return _input_grad("conv1d_input", 1, input_shape, weight, grad_output,
-                       (stride, padding, dilation, groups, padding_mode))
+    return _gradient(_prepare_input_grad, "conv1d_input", 1, weight, input_shape,
+                     grad_output, (stride, padding, dilation, groups, padding_mode))
 
 
 def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
-    return _input_grad("conv2d_input", 2, input_shape, weight, grad_output,
-                       (stride, padding, dilation, groups, padding_mode))
+    return _gradient(_prepare_input_grad, "conv2d_input", 2, weight, input_shape,
+                     grad_output, (stride, padding, dilation, groups, padding_mode))
 
 
 def conv3d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1,
                  groups=1, *, padding_mode="zeros"):
-    return _input_grad("conv3d_input", 3, input_shape, weight, grad_output,
-                       (stride, padding, dilation, groups, padding_mode))
+    return _gradient(_prepare_input_grad, "conv3d_input", 3, weight, input_shape,
+                     grad_output, (stride, padding, dilation, groups, padding_mode))
 
 
 def conv1d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
-    return _weight_grad("conv1d_weight", 1, input, weight_shape, grad_output,
-                        (stride, padding, dilation, groups, padding_mode))
+    return _gradient(_prepare_weight_grad, "conv1d_weight", 1, input, weight_shape,
+                     grad_output, (stride, padding, dilation, groups, padding_mode))
 
 
 def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
-    return _weight_grad("conv2d_weight", 2, input, weight_shape, grad_output,
-                        (stride, padding, dilation, groups, padding_mode))
+    return _gradient(_prepare_weight_grad, "conv2d_weight", 2, input, weight_shape,
+                     grad_output, (stride, padding, dilation, groups, padding_mode))
 
 
 def conv3d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
                   groups=1, *, padding_mode="zeros"):
-    return _weight_grad("conv3d_weight", 3, input, weight_shape, grad_output,
-                        (stride, padding, dilation, groups, padding_mode))
+    return _gradient(_prepare_weight_grad, "conv3d_weight", 3, input, weight_shape,
+                     grad_output, (stride, padding, dilation, groups, padding_mode))
 
 
 def conv_transpose1d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    return _input_grad("conv_transpose1d_input", 1, input_shape, weight, grad_output,
-                       (stride, padding, output_padding, groups, dilation))
+    return _gradient(_prepare_input_grad, "conv_transpose1d_input", 1, weight, input_shape,
+                     grad_output, (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose2d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    return _input_grad("conv_transpose2d_input", 2, input_shape, weight, grad_output,
-                       (stride, padding, output_padding, groups, dilation))
+    return _gradient(_prepare_input_grad, "conv_transpose2d_input", 2, weight, input_shape,
+                     grad_output, (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose3d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    return _input_grad("conv_transpose3d_input", 3, input_shape, weight, grad_output,
-                       (stride, padding, output_padding, groups, dilation))
+    return _gradient(_prepare_input_grad, "conv_transpose3d_input", 3, weight, input_shape,
+                     grad_output, (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose1d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    return _weight_grad("conv_transpose1d_weight", 1, input, weight_shape, grad_output,
-                        (stride, padding, output_padding, groups, dilation))
+    return _gradient(_prepare_weight_grad, "conv_transpose1d_weight", 1, input, weight_shape,
+                     grad_output, (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose2d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    return _weight_grad("conv_transpose2d_weight", 2, input, weight_shape, grad_output,
-                        (stride, padding, output_padding, groups, dilation))
+    return _gradient(_prepare_weight_grad, "conv_transpose2d_weight", 2, input, weight_shape,
+                     grad_output, (stride, padding, output_padding, groups, dilation))
 
 
 def conv_transpose3d_weight(input, weight_shape, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    return _weight_grad("conv_transpose3d_weight", 3, input, weight_shape, grad_output,
-                        (stride, padding, output_padding, groups, dilation))
+    return _gradient(_prepare_weight_grad, "conv_transpose3d_weight", 3, input, weight_shape,
+                     grad_output, (stride, padding, output_padding, groups, dilation))
 
 
 _DOCS = {

@@ -110,6 +110,17 @@ cdef int check_array(cnp.ndarray a, int typenum, int ndim, bint writeable,
     return 0
 
 
+cdef int check_operands(cnp.ndarray x, cnp.ndarray read, str read_name, cnp.ndarray written,
+                        str written_name, int ndim) except -1:
+    """The dtype number of three operands that check_array accepts: ``x`` and
+    ``read`` read, ``written`` written (``ndim`` -1: any rank)."""
+    cdef int t = real_typenum(x)
+    check_array(x, t, ndim, False, "x")
+    check_array(read, t, ndim, False, read_name)
+    check_array(written, t, ndim, True, written_name)
+    return t
+
+
 cdef cnp.ndarray aligned(cnp.ndarray a):
     """``a``, or an aligned copy of it: arrays unpickled from out-of-band buffers
     (dask, multiprocessing) may start at any byte, and the kernels load whole
@@ -573,7 +584,8 @@ cdef int plan_forward(ForwardPlan* fp, Py_ssize_t* xd, Py_ssize_t* wd, Py_ssize_
     g.Co = om.C * om.fd * om.fh * om.fw
     if transposed_weight:
         if (wd[0] != g.C or wd[1] * groups != om.C or (g.KD, g.KH, g.KW) != shuffle):
-            raise ValueError(f"fastconv: transposed weight of shape {(wd[0], wd[1], wd[2], wd[3], wd[4])}, "
+            raise ValueError(f"fastconv: transposed weight of shape "
+                             f"{(wd[0], wd[1], wd[2], wd[3], wd[4])}, "
                              f"expected ({g.C}, {om.C // groups}) + {shuffle}")
         g.KD, g.KH, g.KW = 1, 1, 1
     elif wd[0] != g.Co:
@@ -617,10 +629,7 @@ cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
     The arrays must be C-contiguous and of one real dtype; ``x`` and ``out``
     hold a whole number N of samples (the same N), ``w`` the planned weight.
     """
-    cdef int t = real_typenum(x)
-    check_array(x, t, -1, False, "x")
-    check_array(w, t, -1, False, "w")
-    check_array(out, t, -1, True, "out")
+    cdef int t = check_operands(x, w, "w", out, "out", -1)
     cdef Py_ssize_t n = planned_batch(x, fp.x_cells, out, fp.out_cells, w, fp.w_size,
                                       "convolution")
     x, w = aligned(x), aligned(w)
@@ -674,10 +683,7 @@ def conv_forward(cnp.ndarray x not None, cnp.ndarray w not None, bias, bint has_
     is tap ``tap`` of channel co (no reordered copy).  ``pad`` may be negative
     (zero padding only).
     """
-    cdef int t = real_typenum(x)
-    check_array(x, t, 5, False, "x")
-    check_array(w, t, 5, False, "w")
-    check_array(out, t, 5, True, "out")
+    check_operands(x, w, "w", out, "out", 5)
     if cnp.PyArray_DIM(x, 0) != cnp.PyArray_DIM(out, 0):
         raise ValueError(f"fastconv: x holds {cnp.PyArray_DIM(x, 0)} samples, out "
                          f"{cnp.PyArray_DIM(out, 0)}")
@@ -938,10 +944,7 @@ ctypedef struct WeightGradPlan:
 cdef int run_weight_grad(WeightGradPlan* wp, cnp.ndarray x, cnp.ndarray gout,
                          cnp.ndarray dw, int num_threads) except -1:
     """Run a planned conv_weight_grad on arrays of any shape with the planned sizes."""
-    cdef int t = real_typenum(x)
-    check_array(x, t, -1, False, "x")
-    check_array(gout, t, -1, False, "gout")
-    check_array(dw, t, -1, True, "dw")
+    cdef int t = check_operands(x, gout, "gout", dw, "dw", -1)
     cdef Py_ssize_t n = planned_batch(x, wp.x_cells, gout, wp.g_cells, dw, wp.dw_size,
                                       "weight gradient")
     x, gout = aligned(x), aligned(gout)
@@ -985,10 +988,7 @@ def conv_weight_grad(cnp.ndarray x not None, cnp.ndarray gout not None,
     of ``cob`` output x ``cib`` input channels of one group; ``rows`` x
     ``cols`` output cells per band (see ``fastconv._costs``).
     """
-    cdef int t = real_typenum(x)
-    check_array(x, t, 5, False, "x")
-    check_array(gout, t, 5, False, "gout")
-    check_array(dw, t, 5, True, "dw")
+    check_operands(x, gout, "gout", dw, "dw", 5)
     if cnp.PyArray_DIM(x, 0) != cnp.PyArray_DIM(gout, 0):
         raise ValueError(f"fastconv: x holds {cnp.PyArray_DIM(x, 0)} samples, gout "
                          f"{cnp.PyArray_DIM(gout, 0)}")
