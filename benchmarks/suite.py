@@ -182,6 +182,9 @@ def _workloads():
         "conv3d_depthwise": (dict(nd=3, x=(2, 64, 16, 56, 56), w=(64, 1, 3, 3, 3)),
                              dict(padding=1, groups=64)),
         "conv2d_1x1": (dict(nd=2, x=(8, 256, 56, 56), w=(64, 256, 1, 1)), {}),
+        "conv2d_1x1_expand": (dict(nd=2, x=(8, 64, 56, 56), w=(256, 64, 1, 1)), {}),
+        "conv2d_depthwise_c128": (dict(nd=2, x=(8, 128, 56, 56), w=(128, 1, 3, 3)),
+                                  dict(padding=1, groups=128)),
         "conv1d_wavenet_d4": (dict(nd=1, x=(4, 64, 16000), w=(64, 64, 2)), dict(dilation=4)),
     }
 
@@ -201,8 +204,13 @@ def _workloads():
     # Thin forward: 1x1, depthwise, grouped, 1-D, transposed.
     add(_w("conv2d_1x1", "conv", 2, (8, 256, 56, 56), (64, 256, 1, 1), category="thin",
            quick=True))
+    # issue 12's own 1x1 (64 -> 256) and depthwise (128 channels) shapes, beside the
+    # reducing 1x1 and the 256-channel depthwise layer above and below
+    add(_w("conv2d_1x1_expand", "conv", 2, (8, 64, 56, 56), (256, 64, 1, 1), category="thin"))
     add(_w("conv2d_depthwise", "conv", **dw2d, padding=1, groups=256, category="thin",
            quick=True))
+    add(_w("conv2d_depthwise_c128", "conv", 2, (8, 128, 56, 56), (128, 1, 3, 3), padding=1,
+           groups=128, category="thin"))
     add(_w("conv2d_grouped_g32", "conv", 2, (8, 256, 56, 56), (256, 8, 3, 3), padding=1,
            groups=32, category="thin"))
     add(_w("conv3d_depthwise", "conv", 3, (2, 64, 16, 56, 56), (64, 1, 3, 3, 3), padding=1,

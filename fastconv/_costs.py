@@ -27,7 +27,7 @@ MIN_JOBS = 8                     # split work into at least this many jobs where
 MIN_JOB_MACS = 1 << 16           # ... but no job smaller than this (each re-copies its halo)
 COL_BUFFER_BYTES = 1 << 21       # per-thread im2col buffer: about L2 + a bit
 BAND_BUFFER_BYTES = 1 << 19      # per-thread band of the implicit GEMM: an L2 (measured best of 128 K-1 M)
-IMPLICIT_MAX_WASTE = 2.0         # computed cells (dropped columns included) per output cell
+IMPLICIT_MAX_WASTE = 2.0         # band cells per output cell along a row (halo included)
 # The shifted-slice paths pad a copy of the input: allowed up to this many
 # times the sample's input + output cells (+ a small constant, so tiny
 # problems with large relative padding still qualify), and computing at most
@@ -218,7 +218,17 @@ def weight_blocks(p, rows_per_block=3):
 
 
 def implicit_waste(p, plan):
-    """Computed cells per output cell: each band row also computes the extra columns."""
+    """Computed cells per output cell of a tile: every band row but the last also
+    computes the extra columns (a 1-D tile is one row and computes none of them:
+    a dilation of 512 costs band copying there, not compute)."""
+    _, _, extra_cols = band_geometry(p)
+    rows, cols = plan["rows"], plan["cols"]
+    return ((rows - 1) * (cols + extra_cols) + cols) / (rows * cols)
+
+
+def band_row_excess(p, plan):
+    """Band cells per output cell along a row: above ``IMPLICIT_MAX_WASTE`` the
+    kernel is wider than the output and the band is mostly halo."""
     _, _, extra_cols = band_geometry(p)
     return (plan["cols"] + extra_cols) / plan["cols"]
 

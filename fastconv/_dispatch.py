@@ -300,7 +300,7 @@ def _plan_implicit(p):
 
 def _implicit_rule(p):
     """A kernel not so wide that dropped columns dominate the work."""
-    if _costs.implicit_waste(p, _plan_implicit(p)) > _costs.IMPLICIT_MAX_WASTE:
+    if _costs.band_row_excess(p, _plan_implicit(p)) > _costs.IMPLICIT_MAX_WASTE:
         return "the kernel is wider than the output: most computed columns would be dropped"
     return ""
 

@@ -447,6 +447,19 @@ def test_explain_reports_why_an_implementation_does_not_apply():
     assert "wider than the output" in dict((c[0], c[3]) for c in e.candidates)["implicit_gemm"]
 
 
+def test_implicit_waste_counts_dropped_columns_between_rows_only():
+    """A band row computes its extra (kernel-reach) columns only when another row
+    of the tile follows it: a 1-D tile (one row) drops nothing however large the
+    dilation, and a 2-D tile of R rows drops R - 1 rows' extras."""
+    wavenet = Problem("forward", (64, 1, 1, 16000), (64, 64, 1, 1, 2), (64, 1, 1, 15488),
+                      np.dtype(np.float32), dilation=(1, 1, 512))
+    assert _costs.implicit_waste(wavenet, {"rows": 1, "cols": 1936}) == 1.0
+    assert _costs.band_row_excess(wavenet, {"rows": 1, "cols": 1936}) == (1936 + 512) / 1936
+    resnet = Problem("forward", (64, 1, 56, 56), (64, 64, 1, 3, 3), (64, 1, 56, 56),
+                     np.dtype(np.float32), pad=(0, 1, 1))
+    assert _costs.implicit_waste(resnet, {"rows": 7, "cols": 56}) == (6 * 58 + 56) / (7 * 56)
+
+
 def test_explain_takes_the_spec_signature():
     """SPEC: fc.explain(op, input, weight, bias=None, **kwargs), op as 'grad.conv2d_weight'."""
     shapes = ((2, 4, 9, 10), (6, 4, 3, 3))
