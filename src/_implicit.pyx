@@ -53,8 +53,16 @@ cdef extern from "_microkernel.h":
                                const Py_ssize_t* off, float* C) nogil
     void fc_kernel_depthwise_d(Py_ssize_t K, const double* w, const double* base,
                                const Py_ssize_t* off, double* C) nogil
+    void fc_depthwise_row_f(Py_ssize_t K, const float* w, const float* base,
+                            const Py_ssize_t* off, float* out, Py_ssize_t n, float b) nogil
+    void fc_depthwise_row_d(Py_ssize_t K, const double* w, const double* base,
+                            const Py_ssize_t* off, double* out, Py_ssize_t n, double b) nogil
     void fc_store_row_f(float* dst, const float* src, Py_ssize_t n, float b) nogil
     void fc_store_row_d(double* dst, const double* src, Py_ssize_t n, double b) nogil
+    void fc_band_row_f(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
+                       Py_ssize_t n) nogil
+    void fc_band_row_d(double* dst, const double* src, Py_ssize_t lo, Py_ssize_t hi,
+                       Py_ssize_t n) nogil
     void fc_store_pair_f(float* dst, const float* src0, const float* src1, Py_ssize_t n,
                          float b) nogil
     void fc_store_pair_d(double* dst, const double* src0, const double* src1,
@@ -288,43 +296,52 @@ cdef void copy_band_padded(const real_t* xg, Py_ssize_t cig, real_t* buf, const 
 cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const Geometry* g,
                           const Band* b, Py_ssize_t od, Py_ssize_t oh0,
                           Py_ssize_t ow0) noexcept nogil:
-    """copy_band for zero padding: cells outside x are 0."""
+    """copy_band for zero padding: cells outside x are 0.
+
+    Planes and their rows are filled in increasing address order, which
+    ``fc_band_row`` (whole-vector pads past a row's end) relies on.
+    """
     cdef Py_ssize_t ci, kd, fh, fw, row, col, lo, hi, idd, ih, iw0
-    cdef const real_t* src
+    cdef const real_t* xplane
+    cdef real_t* plane
     cdef real_t* dst
     for ci in range(cig):
         for kd in range(g.KD):
             idd = od * g.sd + kd * g.dd - g.pd
+            xplane = xg + (ci * g.D + idd) * g.H * g.W
             for fh in range(b.ph_h):
                 for fw in range(b.ph_w):
+                    plane = buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw) * b.stride
                     # buffer column col reads x column col * sw + iw0
                     iw0 = ow0 * g.sw + fw - g.pw
                     strided_range(iw0, g.sw, g.W, 0, b.Wb, &lo, &hi)
                     if g.sh == 1 and g.sw == 1 and lo == 0 and hi == b.Wb == g.W:
                         # Whole rows of x, one after the other (1x1 kernels, no W
                         # padding): the band plane is one block of x.
-                        copy_rows_block(xg, buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w
-                                                   + fw) * b.stride, g, b,
-                                        ci, idd, oh0 + fh - g.ph)
+                        copy_rows_block(xg, plane, g, b, ci, idd, oh0 + fh - g.ph)
                         continue
+                    ih = oh0 * g.sh + fh - g.ph
+                    dst = plane
                     for row in range(b.Hb):
-                        dst = buf + (((ci * g.KD + kd) * b.ph_h + fh) * b.ph_w + fw) \
-                            * b.stride + row * b.Wb
-                        ih = (oh0 + row) * g.sh + fh - g.ph
                         if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H or lo == hi:
-                            memset(dst, 0, b.Wb * sizeof(real_t))
-                            continue
-                        src = xg + ((ci * g.D + idd) * g.H + ih) * g.W + iw0
-                        # (the pads are a cell or two: a loop, not a libc call each)
-                        for col in range(lo):
-                            dst[col] = 0
-                        if g.sw == 1:
-                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(real_t))
+                            band_row(dst, <const real_t*> dst, 0, 0, b.Wb)
+                        elif g.sw == 1:
+                            band_row(dst, xplane + ih * g.W + iw0, lo, hi, b.Wb)
                         else:
+                            band_row(dst, <const real_t*> dst, 0, 0, lo)
                             for col in range(lo, hi):
-                                dst[col] = src[col * g.sw]
-                        for col in range(hi, b.Wb):
-                            dst[col] = 0
+                                dst[col] = xplane[ih * g.W + col * g.sw + iw0]
+                            band_row(dst + hi, <const real_t*> dst, 0, 0, b.Wb - hi)
+                        dst += b.Wb
+                        ih += g.sh
+
+
+cdef inline void band_row(real_t* dst, const real_t* src, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t n) noexcept nogil:
+    if real_t is float:
+        fc_band_row_f(dst, src, lo, hi, n)
+    else:
+        fc_band_row_d(dst, src, lo, hi, n)
 
 
 cdef inline void copy_rows_block(const real_t* xg, real_t* dst, const Geometry* g,
@@ -439,6 +456,9 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
     cdef Py_ssize_t cstride = tile_stride if tile_stride else NR
     cdef real_t* dst
     copy_band(x + (n * g.C + grp) * g.D * g.H * g.W, 1, buf, g, b, od, oh0, ow0)
+    if om.fd * om.fh * om.fw == 1 and om.sw == 1:
+        depthwise_rows(w, off, bias, out, g, b, om, t, buf)
+        return
     for p in range(ceil_div(m, NR)):
         dst = cbuf + p * NR if tile_stride else cbuf
         for co in range(cog):
@@ -454,6 +474,31 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
                         cols)
     if tile_stride:
         store_panel(cbuf, tile_stride, 0, m, out, bias, g, b, om, n, grp, od, oh0, ow0, cols)
+
+
+cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* bias,
+                         real_t* out, const Geometry* g, const Band* b, const OutMap* om,
+                         Tile t, const real_t* buf) noexcept nogil:
+    """depthwise_job's tile for plain output rows (no shuffle, unit W step): each
+    output row of each output channel computed from the band and written in
+    place, its bias added (``fc_depthwise_row``)."""
+    cdef Py_ssize_t cog = g.Co // g.groups, K = g.KD * g.KH * g.KW
+    cdef Py_ssize_t oplane = om.D * om.H * om.W
+    cdef Py_ssize_t depth = om.d0 + om.sd * t.od
+    cdef real_t* out_n = out + t.n * om.C * oplane
+    cdef Py_ssize_t r, co, cq, at
+    cdef real_t bv
+    for r in range(min(b.R, g.Ho - t.oh0)):
+        at = (depth * om.H + om.h0 + om.sh * (t.oh0 + r)) * om.W + om.w0 + t.ow0
+        for co in range(cog):
+            cq = t.grp * cog + co
+            bv = bias[cq] if bias != NULL else 0
+            if real_t is float:
+                fc_depthwise_row_f(K, w + cq * K, buf + r * b.Wb, off, out_n + cq * oplane + at,
+                                   t.cols, bv)
+            else:
+                fc_depthwise_row_d(K, w + cq * K, buf + r * b.Wb, off, out_n + cq * oplane + at,
+                                   t.cols, bv)
 
 
 cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize_t width,
@@ -489,6 +534,29 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
                 fc_store_row_f(out_n + cq * oplane + at, cbuf + co * NR, width, bv)
             else:
                 fc_store_row_d(out_n + cq * oplane + at, cbuf + co * NR, width, bv)
+        return
+    if block == 1 and m.sw == 1:
+        # Plain output rows (every forward but a strided transposed phase or a
+        # shuffle): walk the panel's rows with running addresses.
+        r = q0 // Wb
+        c = q0 - r * Wb
+        at = (depth * m.H + m.h0 + m.sh * (oh0 + r)) * m.W + m.w0 + ow0
+        crow = cbuf - q0 + r * Wb
+        while q < q0 + width:
+            hi = min(Wb, c + q0 + width - q)
+            if c < cols:
+                n_out = min(hi, cols) - c
+                for co in range(cog):
+                    cq = grp * cog + co
+                    bv = bias[cq] if bias != NULL else 0
+                    if real_t is float:
+                        fc_store_row_f(out_n + cq * oplane + at + c, crow + co * NR + c, n_out, bv)
+                    else:
+                        fc_store_row_d(out_n + cq * oplane + at + c, crow + co * NR + c, n_out, bv)
+            q += hi - c
+            c = 0
+            at += m.sh * m.W
+            crow += Wb
         return
     while q < q0 + width:
         r = q // Wb

@@ -110,6 +110,58 @@ static void NAME(ptrdiff_t K, const T *w, const T *base, const ptrdiff_t *off,  
 FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_f, float, fc_vf, FC_NRD_F)
 FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_d, double, fc_vd, FC_NRD_D)
 
+/* Depthwise, one output row at a time: out[j] = b + sum_k w[k] * base[off[k] + j]
+ * for j < n, written straight into the output row (no result buffer, no
+ * store pass, none of the dropped columns between band rows).  The row goes in
+ * chunks of up to FC_DW_CHUNK vectors, the last chunk with just the vectors it
+ * needs; cells past n are computed in the last vector (the band holds them)
+ * but not stored.  Per lane the arithmetic is fc_kernel_depthwise's (taps in
+ * order from 0, then + b), so both kernels give the same bits. */
+#define FC_DW_CHUNK 8
+#define FC_DW_ROW_CHUNK(T, V, NV)                                                  \
+    do {                                                                           \
+        V c[NV];                                                                   \
+        for (int v = 0; v < NV; v++) c[v] = (V){0};                                \
+        for (ptrdiff_t k = 0; k < K; k++) {                                        \
+            const T *brow = base + off[k] + j0;                                    \
+            T a = w[k];                                                            \
+            for (int v = 0; v < NV; v++) c[v] += a * *(const V *)(brow + v * L);  \
+        }                                                                          \
+        for (int v = 0; v < NV - 1; v++) *(V *)(out + j0 + v * L) = c[v] + b;     \
+        ptrdiff_t rest = n - j0 - (NV - 1) * L;   /* 1 .. L cells */               \
+        if (rest >= L) {                                                           \
+            *(V *)(out + j0 + (NV - 1) * L) = c[NV - 1] + b;                       \
+        } else {                                                                   \
+            T tmp[L];                                                              \
+            V last = c[NV - 1] + b;                                                \
+            memcpy(tmp, &last, sizeof(tmp));                                       \
+            for (ptrdiff_t j = 0; j < rest; j++) out[j0 + (NV - 1) * L + j] = tmp[j]; \
+        }                                                                          \
+    } while (0)
+
+#define FC_DEFINE_DEPTHWISE_ROW(NAME, T, V)                                        \
+static void NAME(ptrdiff_t K, const T *w, const T *base, const ptrdiff_t *off,     \
+                 T *out, ptrdiff_t n, T b) {                                       \
+    enum { L = FC_VBYTES / sizeof(T) };                                            \
+    ptrdiff_t j0 = 0;                                                              \
+    for (; n - j0 > FC_DW_CHUNK * L; j0 += FC_DW_CHUNK * L)                        \
+        FC_DW_ROW_CHUNK(T, V, FC_DW_CHUNK);                                        \
+    switch ((n - j0 + L - 1) / L) {                                                \
+    case 1: FC_DW_ROW_CHUNK(T, V, 1); break;                                       \
+    case 2: FC_DW_ROW_CHUNK(T, V, 2); break;                                       \
+    case 3: FC_DW_ROW_CHUNK(T, V, 3); break;                                       \
+    case 4: FC_DW_ROW_CHUNK(T, V, 4); break;                                       \
+    case 5: FC_DW_ROW_CHUNK(T, V, 5); break;                                       \
+    case 6: FC_DW_ROW_CHUNK(T, V, 6); break;                                       \
+    case 7: FC_DW_ROW_CHUNK(T, V, 7); break;                                       \
+    case 8: FC_DW_ROW_CHUNK(T, V, 8); break;                                       \
+    default: break;                       /* n == j0: nothing left */              \
+    }                                                                              \
+}
+
+FC_DEFINE_DEPTHWISE_ROW(fc_depthwise_row_f, float, fc_vf)
+FC_DEFINE_DEPTHWISE_ROW(fc_depthwise_row_d, double, fc_vd)
+
 /* dst[j] = src[j] + b for j < n: a result row segment into the output.  The
  * pointers never overlap (scratch -> output); saying so lets the compiler
  * vectorise without a run-time alias check. */
@@ -129,6 +181,66 @@ static inline void NAME(T *restrict dst, const T *restrict src, ptrdiff_t n, T b
 
 FC_DEFINE_STORE_ROW(fc_store_row_f, float, fc_vf)
 FC_DEFINE_STORE_ROW(fc_store_row_d, double, fc_vd)
+
+/* One band row: dst[0:lo] = 0, dst[lo:hi] = src[lo:hi], dst[hi:n] = 0.
+ * The pads are a cell or two and the rows tens of cells: libc calls (and the
+ * memset calls GCC turns zero loops into) cost more than the copy itself, so
+ * short rows are moved in vectors.  The zero pads are whole vectors and may
+ * write up to one vector past dst + n: the caller fills a band in increasing
+ * address order (later rows overwrite them) and the band ends in a panel of
+ * slack. */
+/* GCC would turn the short vector loops below back into libc calls: an empty
+ * asm makes the loop index opaque to its pattern matcher (and costs nothing). */
+#if defined(__GNUC__)
+#define FC_OPAQUE(j) __asm__("" : "+r"(j))
+#else
+#define FC_OPAQUE(j) ((void)0)
+#endif
+#define FC_DEFINE_BAND_ROW(NAME, T, V)                                             \
+static inline void NAME(T *restrict dst, const T *restrict src, ptrdiff_t lo,      \
+                        ptrdiff_t hi, ptrdiff_t n) {                               \
+    enum { L = FC_VBYTES / sizeof(T) };                                            \
+    if (n > 64 * L) {                       /* long rows: libc is as fast */       \
+        if (lo > 0) memset(dst, 0, lo * sizeof(T));                                \
+        if (hi > lo) memcpy(dst + lo, src + lo, (hi - lo) * sizeof(T));            \
+        if (n > hi) memset(dst + hi, 0, (n - hi) * sizeof(T));                     \
+        return;                                                                    \
+    }                                                                              \
+    for (ptrdiff_t j = 0; j < lo; j += L) {                                       \
+        FC_OPAQUE(j);                                                              \
+        *(V *)(dst + j) = (V){0};                                                  \
+    }                                                                              \
+    ptrdiff_t m = hi - lo, j = 0;                                                  \
+    if (m >= L) {                                                                  \
+        for (; j + 4 * L <= m; j += 4 * L) {                                       \
+            FC_OPAQUE(j);                                                          \
+            V v0 = *(const V *)(src + lo + j), v1 = *(const V *)(src + lo + j + L);  \
+            V v2 = *(const V *)(src + lo + j + 2 * L);                             \
+            V v3 = *(const V *)(src + lo + j + 3 * L);                             \
+            *(V *)(dst + lo + j) = v0;                                             \
+            *(V *)(dst + lo + j + L) = v1;                                         \
+            *(V *)(dst + lo + j + 2 * L) = v2;                                     \
+            *(V *)(dst + lo + j + 3 * L) = v3;                                     \
+        }                                                                          \
+        for (; j + L <= m; j += L) {                                               \
+            FC_OPAQUE(j);                                                          \
+            *(V *)(dst + lo + j) = *(const V *)(src + lo + j);                     \
+        }                                                                          \
+        if (j < m) *(V *)(dst + hi - L) = *(const V *)(src + hi - L);               \
+    } else {                                                                       \
+        for (; j < m; j++) {                                                       \
+            FC_OPAQUE(j);                                                          \
+            dst[lo + j] = src[lo + j];                                             \
+        }                                                                          \
+    }                                                                              \
+    for (ptrdiff_t k = hi; k < n; k += L) {                                        \
+        FC_OPAQUE(k);                                                              \
+        *(V *)(dst + k) = (V){0};                                                  \
+    }                                                                              \
+}
+
+FC_DEFINE_BAND_ROW(fc_band_row_f, float, fc_vf)
+FC_DEFINE_BAND_ROW(fc_band_row_d, double, fc_vd)
 
 /* dst[2j] = src0[j] + b, dst[2j + 1] = src1[j] + b for j < n: the two W taps of
  * a pixel shuffle of 2 (transposed convolution, stride = kernel = 2 along W)

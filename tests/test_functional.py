@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 import reference
-from conftest import (DTYPES, HAVE_TORCH, assert_close, random_array, reduction_size,
-                      tolerance, torch_single_threaded)
+from conftest import (DTYPES, HAVE_TORCH, assert_close, dispatch_recorded, random_array,
+                      reduction_size, tolerance, torch_single_threaded)
 
 CONV = {1: fc.conv1d, 2: fc.conv2d, 3: fc.conv3d}
 NDS = (1, 2, 3)
@@ -785,11 +785,32 @@ def test_float32_tolerance_is_tight_enough_to_fail():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_depthwise_kernel_stores_small_and_large_tiles(shape, groups, multiplier, dtype):
     """Both result-buffer layouts of the implicit GEMM's depthwise kernel (see
-    ``depthwise_tile_stride``) against the float64 reference, with a bias."""
+    ``depthwise_tile_stride``), which strided transposed phases use (a plain
+    forward writes rows in place), against the float64 reference, with a bias."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(dtype)
-    w = rng.standard_normal((groups * multiplier, 1, 3, 3)).astype(dtype)
+    w = rng.standard_normal((groups, multiplier, 3, 3)).astype(dtype)
     b = rng.standard_normal(groups * multiplier).astype(dtype)
-    with fc._dispatch.forced("implicit_gemm"):
-        y = fc.conv2d(x, w, b, padding=1, groups=groups)
-    assert_close(y, reference.conv(x, w, b, padding=1, groups=groups), dtype, reduction=9)
+    with fc._dispatch.forced("subpixel"), dispatch_recorded() as runs:
+        y = fc.conv_transpose2d(x, w, b, stride=2, padding=1, groups=groups)
+    assert [choice.impl.name for _, choice in runs] == ["subpixel"]
+    assert_close(y, reference.conv_transpose(x, w, b, stride=2, padding=1, groups=groups),
+                 dtype, reduction=9)
+
+
+@pytest.mark.parametrize("width", [4, 5, 8, 9, 16, 31, 56, 63, 64, 65, 72, 129])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_rows_of_any_width(width, dtype):
+    """The depthwise kernel writes each output row in place in chunks of vectors:
+    widths around the vector and chunk sizes (8 and 64 float32 cells, 4 and 32
+    float64), one and two output channels per group, stride, dilation and a
+    bias, against the float64 reference."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((2, 3, 5, width)).astype(dtype)
+    for multiplier, stride, dilation in ((1, 1, 1), (2, 1, 2), (1, 2, 1)):
+        w = rng.standard_normal((3 * multiplier, 1, 3, 3)).astype(dtype)
+        b = rng.standard_normal(3 * multiplier).astype(dtype)
+        kw = dict(stride=stride, padding=dilation, dilation=dilation, groups=3)
+        with fc._dispatch.forced("implicit_gemm"):
+            y = fc.conv2d(x, w, b, **kw)
+        assert_close(y, reference.conv(x, w, b, **kw), dtype, reduction=9)
