@@ -43,8 +43,8 @@ DIRECT_SECONDS_PER_MAC = 1 / 5e9
 PACKED_SECONDS_PER_MAC = 1 / 40e9
 BLAS_SECONDS_PER_MAC = 1 / 38e9
 BAND_SECONDS_PER_CELL = 0.25e-9      # band copy: the input streams from memory
-DEPTHWISE_SECONDS_PER_MAC = 1 / 22e9  # the implicit GEMM's depthwise kernel: load-bound
-DEPTHWISE_SECONDS_PER_CELL = 1.0e-9   # ... and its store of each computed cell
+DEPTHWISE_SECONDS_PER_MAC = 1 / 28e9  # the implicit GEMM's depthwise row kernel: load-bound
+DEPTHWISE_SECONDS_PER_CELL = 0.125e-9  # ... and its work per output cell (row set-up, store)
 PAD_SECONDS_PER_CELL = 0.7e-9        # explicit reflect/replicate/circular copy (NumPy slices)
 GATHER_SECONDS_PER_CELL = 0.3e-9     # im2col/col2im cell with index arithmetic
 COPY_SECONDS_PER_CELL = 0.05e-9      # contiguous copy (memcpy-like)
@@ -324,21 +324,22 @@ def direct_weight_cost(p, plan=None):
 def implicit_cost(p, plan):
     """Register-blocked GEMM over the band, or, with one input channel and few
     output channels per group (depthwise, single-channel filters), the
-    depthwise kernel (``_implicit.depthwise_kernel``): load-bound taps
-    plus a store per computed cell (fitted on 2-D/3-D depthwise and 128^3
-    single-channel volumes, 3-49 taps: within 15 %)."""
+    depthwise kernel (``_implicit.depthwise_kernel``): load-bound taps plus
+    a cost per output cell (fitted at one thread on 1-D, 2-D and 3-D depthwise
+    layers and single-channel 1024^2 images and 96^3-128^3 volumes, 3-1331
+    taps: within 20 %)."""
     cog = p.w[0] // p.groups
     planes, extra_rows, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
-    waste = implicit_waste(p, plan)
     if depthwise_kernel(p.x[0] // p.groups, cog):
-        computed = p.out[0] * math.prod(p.out[1:]) * waste
-        return (work(p) * waste * DEPTHWISE_SECONDS_PER_MAC
-                + DEPTHWISE_SECONDS_PER_CELL * computed + BAND_SECONDS_PER_CELL * copied)
-    return (work(p) * waste * PACKED_SECONDS_PER_MAC / min(1.0, cog / IMPLICIT_FULL_ROWS)
-            + BAND_SECONDS_PER_CELL * copied)
+        # output rows computed in place: no dropped columns
+        return (work(p) * DEPTHWISE_SECONDS_PER_MAC
+                + DEPTHWISE_SECONDS_PER_CELL * p.out[0] * math.prod(p.out[1:])
+                + BAND_SECONDS_PER_CELL * copied)
+    return (work(p) * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC
+            / min(1.0, cog / IMPLICIT_FULL_ROWS) + BAND_SECONDS_PER_CELL * copied)
 
 
 def implicit_weight_cost(p, plan):
@@ -383,11 +384,12 @@ def col2im_cost(p, plan=None):
 def fft_cost(points, transforms):
     """Seconds for ``transforms`` real FFTs of ``points`` padded points.
 
-    Past ~16 M points the transforms stream from memory instead of cache and
-    ran about twice slower than the in-cache rate (512^3 volume, 7^3 kernel:
-    FFT 7.5-12 s against 4.8-6 s direct), so they are charged double.
+    Large transforms stream from memory instead of cache and run slower per
+    point, about 1.25x at 266^3 (256^3 volume, 11^3 kernel: 322 ms measured,
+    257 at the in-cache rate) and 2x at 512^3 (7^3 kernel: FFT 7.5-12 s
+    against 4.8-6 s direct): charged 1 + points / 2^27 times the rate.
     """
-    rate = FFT_SECONDS_PER_POINT_LOG * (2.0 if points > 2**24 else 1.0)
+    rate = FFT_SECONDS_PER_POINT_LOG * (1.0 + points / 2**27)
     return transforms * rate * points * math.log2(max(points, 2))
 
 
