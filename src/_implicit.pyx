@@ -78,10 +78,10 @@ cdef extern from "_microkernel.h":
     int FC_WGD_NR
     void fc_wgrad_dw_f(const float* G, Py_ssize_t gstride, const float* base,
                        const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
-                       Py_ssize_t cols, float* acc) nogil
+                       Py_ssize_t cols, int nr, float* acc) nogil
     void fc_wgrad_dw_d(const double* G, Py_ssize_t gstride, const double* base,
                        const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
-                       Py_ssize_t cols, double* acc) nogil
+                       Py_ssize_t cols, int nr, double* acc) nogil
 
 ctypedef fused real_t:
     float
@@ -992,12 +992,14 @@ cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* 
                              real_t* acc) noexcept nogil:
     """row[:kr] += one output channel's dot products with the kr tap columns."""
     cdef Py_ssize_t k = 0, j
+    cdef int nr
     while k < kr:
+        nr = <int>min(FC_WGD_NR, kr - k)
         if real_t is float:
-            fc_wgrad_dw_f(G, gstride, buf, off + k, bstride, rows, cols, acc)
+            fc_wgrad_dw_f(G, gstride, buf, off + k, bstride, rows, cols, nr, acc)
         else:
-            fc_wgrad_dw_d(G, gstride, buf, off + k, bstride, rows, cols, acc)
-        for j in range(min(FC_WGD_NR, kr - k)):
+            fc_wgrad_dw_d(G, gstride, buf, off + k, bstride, rows, cols, nr, acc)
+        for j in range(nr):
             row[k + j] += acc[j]
         k += FC_WGD_NR
 

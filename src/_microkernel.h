@@ -341,34 +341,52 @@ FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_load_partial_d)
 /* The same dot products for one output channel (depthwise: one input channel
  * per group, so no grad_output row is shared between weight rows): FC_WGD_NR
  * taps at a time, one grad_output load per FC_WGD_NR band loads and FMAs. */
-#define FC_WGD_NR 8
+#define FC_WGD_NR 9
 
+#define FC_WGRAD_DW_BODY(T, V, NR, LOAD_PARTIAL)                                   \
+    do {                                                                          \
+        V c[NR];                                                                  \
+        for (int j = 0; j < NR; j++) c[j] = (V){0};                               \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                    \
+            const T *g = G + r * gstride;                                         \
+            const T *b[NR];                                                       \
+            for (int j = 0; j < NR; j++) b[j] = base + off[j] + r * bstride;      \
+            for (ptrdiff_t q = 0; q < full; q += VL) {                            \
+                V gv = *(const V *)(g + q);                                       \
+                for (int j = 0; j < NR; j++) c[j] += gv * *(const V *)(b[j] + q); \
+            }                                                                     \
+            if (full < cols) {                                                    \
+                V gv = LOAD_PARTIAL(g + full, cols - full);                       \
+                for (int j = 0; j < NR; j++)                                      \
+                    c[j] += gv * LOAD_PARTIAL(b[j] + full, cols - full);          \
+            }                                                                     \
+        }                                                                         \
+        for (int j = 0; j < NR; j++) {                                            \
+            T lanes[VL], sum = 0;                                                 \
+            memcpy(lanes, &c[j], sizeof(lanes));                                  \
+            for (int l = 0; l < VL; l++) sum += lanes[l];                         \
+            acc[j] = sum;                                                         \
+        }                                                                         \
+    } while (0)
+
+/* nr (1 .. FC_WGD_NR) taps: a 3 x 3 kernel is one call of 9, 5 x 5 two of 9
+ * and one of 7, each running only the dot products it needs.  Each tap's sum
+ * is the same whatever else the call computes. */
 #define FC_DEFINE_WGRAD_DW_KERNEL(NAME, T, V, LOAD_PARTIAL)                       \
 static void NAME(const T *G, ptrdiff_t gstride, const T *base, const ptrdiff_t *off, \
-                 ptrdiff_t bstride, ptrdiff_t rows, ptrdiff_t cols, T *acc) {        \
+                 ptrdiff_t bstride, ptrdiff_t rows, ptrdiff_t cols, int nr, T *acc) { \
     enum { VL = FC_VBYTES / sizeof(T) };                                          \
-    V c[FC_WGD_NR];                                                               \
-    for (int j = 0; j < FC_WGD_NR; j++) c[j] = (V){0};                            \
     ptrdiff_t full = cols - cols % VL;                                            \
-    for (ptrdiff_t r = 0; r < rows; r++) {                                        \
-        const T *g = G + r * gstride;                                             \
-        const T *b[FC_WGD_NR];                                                    \
-        for (int j = 0; j < FC_WGD_NR; j++) b[j] = base + off[j] + r * bstride;   \
-        for (ptrdiff_t q = 0; q < full; q += VL) {                                \
-            V gv = *(const V *)(g + q);                                           \
-            for (int j = 0; j < FC_WGD_NR; j++) c[j] += gv * *(const V *)(b[j] + q); \
-        }                                                                         \
-        if (full < cols) {                                                        \
-            V gv = LOAD_PARTIAL(g + full, cols - full);                           \
-            for (int j = 0; j < FC_WGD_NR; j++)                                   \
-                c[j] += gv * LOAD_PARTIAL(b[j] + full, cols - full);              \
-        }                                                                         \
-    }                                                                             \
-    for (int j = 0; j < FC_WGD_NR; j++) {                                         \
-        T lanes[VL], sum = 0;                                                     \
-        memcpy(lanes, &c[j], sizeof(lanes));                                      \
-        for (int l = 0; l < VL; l++) sum += lanes[l];                             \
-        acc[j] = sum;                                                             \
+    switch (nr) {                                                                 \
+    case 1: FC_WGRAD_DW_BODY(T, V, 1, LOAD_PARTIAL); break;                       \
+    case 2: FC_WGRAD_DW_BODY(T, V, 2, LOAD_PARTIAL); break;                       \
+    case 3: FC_WGRAD_DW_BODY(T, V, 3, LOAD_PARTIAL); break;                       \
+    case 4: FC_WGRAD_DW_BODY(T, V, 4, LOAD_PARTIAL); break;                       \
+    case 5: FC_WGRAD_DW_BODY(T, V, 5, LOAD_PARTIAL); break;                       \
+    case 6: FC_WGRAD_DW_BODY(T, V, 6, LOAD_PARTIAL); break;                       \
+    case 7: FC_WGRAD_DW_BODY(T, V, 7, LOAD_PARTIAL); break;                       \
+    case 8: FC_WGRAD_DW_BODY(T, V, 8, LOAD_PARTIAL); break;                       \
+    default: FC_WGRAD_DW_BODY(T, V, FC_WGD_NR, LOAD_PARTIAL); break;              \
     }                                                                             \
 }
 
