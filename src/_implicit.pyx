@@ -421,10 +421,10 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
 
 
 cdef enum:
-    # A depthwise job keeps its whole tile's results (one run of panels per output
-    # channel) and stores them in one pass when they take at most this many bytes:
-    # the store then costs a call per output row instead of per panel segment
-    # (depthwise 3x3 on a 56^2 plane: 36.5 K -> 25.6 K instructions per job).
+    # A depthwise job on strided output rows (a transposed convolution's stride
+    # phase) keeps its whole tile's results (one run of panels per output channel)
+    # and stores them in one pass when they take at most this many bytes: the
+    # store then costs a call per output row instead of per panel segment.
     DEPTHWISE_TILE_BYTES = 1 << 17
 
 
@@ -443,7 +443,9 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
                         Py_ssize_t tile_stride) noexcept nogil:
     """implicit_job for one input channel per group (``uses_depthwise_kernel``): the
     band of that channel, then each output channel of the group on its own,
-    its weights read unpacked.  With ``tile_stride`` (see
+    its weights read unpacked.  Plain output rows are computed in place
+    (``depthwise_rows``); the strided rows of a transposed convolution's stride
+    phase go through panels and ``store_panel``: with ``tile_stride`` (see
     ``depthwise_tile_stride``), the panels of output channel co land side by
     side at cbuf + co * tile_stride and the tile is stored once at the end."""
     cdef int NR = depthwise_width(<real_t*>NULL)
