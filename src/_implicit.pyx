@@ -458,7 +458,7 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
     cdef Py_ssize_t cstride = tile_stride if tile_stride else NR
     cdef real_t* dst
     copy_band(x + (n * g.C + grp) * g.D * g.H * g.W, 1, buf, g, b, od, oh0, ow0)
-    if om.fd * om.fh * om.fw == 1 and om.sw == 1:
+    if plain_rows(om):
         depthwise_rows(w, off, bias, out, g, b, om, t, buf)
         return
     for p in range(ceil_div(m, NR)):
@@ -476,6 +476,12 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
                         cols)
     if tile_stride:
         store_panel(cbuf, tile_stride, 0, m, out, bias, g, b, om, n, grp, od, oh0, ow0, cols)
+
+
+cdef inline bint plain_rows(const OutMap* om) noexcept nogil:
+    """Output rows with a unit W step and no shuffle (a forward convolution, a
+    stride-1 input gradient): the depthwise kernel writes them in place."""
+    return om.fd * om.fh * om.fw == 1 and om.sw == 1
 
 
 cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* bias,
@@ -849,7 +855,9 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef Py_ssize_t tile_stride = depthwise_tile_stride(&b, cog, NR, sizeof(real_t)) \
         if depthwise else 0
     cdef Py_ssize_t cbuf_size = nb * FC_MR * NR
-    if depthwise:
+    if depthwise and plain_rows(om):
+        cbuf_size = 1                   # depthwise_rows writes the output directly
+    elif depthwise:
         cbuf_size = cog * (tile_stride if tile_stride else NR)
     cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
     cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
