@@ -47,12 +47,6 @@ cdef extern from "_microkernel.h":
     void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
                               const Py_ssize_t* off, double* C, Py_ssize_t ldc,
                               int rows, int cols, int accumulate) nogil
-    int FC_NRD_F
-    int FC_NRD_D
-    void fc_kernel_depthwise_f(Py_ssize_t K, const float* w, const float* base,
-                               const Py_ssize_t* off, float* C) nogil
-    void fc_kernel_depthwise_d(Py_ssize_t K, const double* w, const double* base,
-                               const Py_ssize_t* off, double* C) nogil
     void fc_depthwise_row_f(Py_ssize_t K, const float* w, const float* base,
                             const Py_ssize_t* off, float* out, Py_ssize_t n, float b) nogil
     void fc_depthwise_row_d(Py_ssize_t K, const double* w, const double* base,
@@ -190,12 +184,6 @@ cdef inline int panel_width(real_t* dummy) noexcept nogil:
     if real_t is float:
         return FC_NR_F
     return FC_NR_D
-
-
-cdef inline int depthwise_width(real_t* dummy) noexcept nogil:
-    if real_t is float:
-        return FC_NRD_F
-    return FC_NRD_D
 
 
 cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR,
@@ -420,62 +408,33 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                     oh0, ow0, cols)
 
 
-cdef enum:
-    # A depthwise job on strided output rows (a transposed convolution's stride
-    # phase) keeps its whole tile's results (one run of panels per output channel)
-    # and stores them in one pass when they take at most this many bytes: the
-    # store then costs a call per output row instead of per panel segment.
-    DEPTHWISE_TILE_BYTES = 1 << 17
-
-
-cdef inline Py_ssize_t depthwise_tile_stride(const Band* b, Py_ssize_t cog, int NR,
-                                            Py_ssize_t itemsize) noexcept nogil:
-    """Elements per output channel of a depthwise job's whole-tile result buffer, or 0
-    (too large: one panel at a time)."""
-    cdef Py_ssize_t cells = ceil_div(b.R * b.Wb, NR) * NR
-    return cells if cog * cells * itemsize <= DEPTHWISE_TILE_BYTES else 0
-
-
 cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
                         const real_t* bias, real_t* out,
                         const Geometry* g, const Band* b, const OutMap* om,
-                        Py_ssize_t job, real_t* buf, real_t* cbuf,
-                        Py_ssize_t tile_stride) noexcept nogil:
+                        Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
     """implicit_job for one input channel per group (``uses_depthwise_kernel``): the
     band of that channel, then each output channel of the group on its own,
-    its weights read unpacked.  Plain output rows are computed in place
-    (``depthwise_rows``); the strided rows of a transposed convolution's stride
-    phase go through panels and ``store_panel``: with ``tile_stride`` (see
-    ``depthwise_tile_stride``), the panels of output channel co land side by
-    side at cbuf + co * tile_stride and the tile is stored once at the end."""
-    cdef int NR = depthwise_width(<real_t*>NULL)
-    cdef Py_ssize_t cog = g.Co // g.groups
-    cdef Py_ssize_t K = g.KD * g.KH * g.KW
+    its weights read unpacked, a row at a time (``fc_depthwise_row``).  Plain
+    output rows are written in place (``depthwise_rows``); the strided rows of
+    a transposed convolution's stride phase go through cbuf (cog rows of Wb
+    cells) and ``store_panel``."""
     cdef Tile t = job_tile(g, b, job)
-    cdef Py_ssize_t n = t.n, grp = t.grp, od = t.od, oh0 = t.oh0, ow0 = t.ow0
-    cdef Py_ssize_t cols = t.cols, m = t.m
-    cdef Py_ssize_t p, co, width
-    cdef Py_ssize_t cstride = tile_stride if tile_stride else NR
-    cdef real_t* dst
-    copy_band(x + (n * g.C + grp) * g.D * g.H * g.W, 1, buf, g, b, od, oh0, ow0)
+    cdef Py_ssize_t cog = g.Co // g.groups, K = g.KD * g.KH * g.KW
+    cdef Py_ssize_t r, co
+    copy_band(x + (t.n * g.C + t.grp) * g.D * g.H * g.W, 1, buf, g, b, t.od, t.oh0, t.ow0)
     if plain_rows(om):
         depthwise_rows(w, off, bias, out, g, b, om, t, buf)
         return
-    for p in range(ceil_div(m, NR)):
-        dst = cbuf + p * NR if tile_stride else cbuf
-        for co in range(cog):
+    for r in range(min(b.R, g.Ho - t.oh0)):
+        for co in range(cog):            # store_panel adds the bias
             if real_t is float:
-                fc_kernel_depthwise_f(K, w + (grp * cog + co) * K, buf + p * NR, off,
-                                      dst + co * cstride)
+                fc_depthwise_row_f(K, w + (t.grp * cog + co) * K, buf + r * b.Wb, off,
+                                   cbuf + co * b.Wb, t.cols, 0)
             else:
-                fc_kernel_depthwise_d(K, w + (grp * cog + co) * K, buf + p * NR, off,
-                                      dst + co * cstride)
-        if not tile_stride:
-            width = min(NR, m - p * NR)
-            store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp, od, oh0, ow0,
-                        cols)
-    if tile_stride:
-        store_panel(cbuf, tile_stride, 0, m, out, bias, g, b, om, n, grp, od, oh0, ow0, cols)
+                fc_depthwise_row_d(K, w + (t.grp * cog + co) * K, buf + r * b.Wb, off,
+                                   cbuf + co * b.Wb, t.cols, 0)
+        store_panel(cbuf, b.Wb, r * b.Wb, t.cols, out, bias, g, b, om, t.n, t.grp, t.od,
+                    t.oh0, t.ow0, t.cols)
 
 
 cdef inline bint plain_rows(const OutMap* om) noexcept nogil:
@@ -848,17 +807,15 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef Py_ssize_t groups = g.groups
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef bint depthwise = uses_depthwise_kernel(cig, cog)
-    cdef int NR = depthwise_width(<real_t*>NULL) if depthwise else panel_width(<real_t*>NULL)
+    cdef int NR = panel_width(<real_t*>NULL)
     cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
-    cdef Py_ssize_t tile_stride = depthwise_tile_stride(&b, cog, NR, sizeof(real_t)) \
-        if depthwise else 0
     cdef Py_ssize_t cbuf_size = nb * FC_MR * NR
     if depthwise and plain_rows(om):
         cbuf_size = 1                   # depthwise_rows writes the output directly
     elif depthwise:
-        cbuf_size = cog * (tile_stride if tile_stride else NR)
+        cbuf_size = cog * b.Wb
     cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
     cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
     cdef int i
@@ -904,7 +861,7 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
             for job in range(njobs):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
                     run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, job,
-                            buf, cbuf, tile_stride)
+                            buf, cbuf)
             free(buf)
             free(cbuf)
     else:
@@ -915,7 +872,7 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
             for job in prange(njobs, schedule="dynamic", chunksize=1):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
                     run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, job,
-                            buf, cbuf, tile_stride)
+                            buf, cbuf)
             free(buf)
             free(cbuf)
     free(wp)
@@ -927,10 +884,9 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
 cdef inline void run_job(bint depthwise, const real_t* x, const real_t* w, const real_t* wp,
                          const Py_ssize_t* off, const real_t* bias, real_t* out,
                          const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
-                         Py_ssize_t job, real_t* buf, real_t* cbuf,
-                         Py_ssize_t tile_stride) noexcept nogil:
+                         Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
     if depthwise:
-        depthwise_job(x, w, off, bias, out, g, b, om, job, buf, cbuf, tile_stride)
+        depthwise_job(x, w, off, bias, out, g, b, om, job, buf, cbuf)
     else:
         implicit_job(x, wp, off, bias, out, g, b, om, kc, job, buf, cbuf)
 

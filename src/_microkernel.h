@@ -80,43 +80,13 @@ FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
 
 /* Depthwise (one input channel per group, so no weight is shared between
- * output rows): C[NRD] = sum_k w[k] * B[k], B's row k the NRD cells at
- * base + off[k].  FC_NVD accumulators of one output channel; each tap costs
- * FC_NVD vector loads and one broadcast (load-bound, as any depthwise
- * kernel: nothing is reused between taps but the weight).  All NRD lanes of
- * C are written. */
-#if defined(__AVX512F__)
-#define FC_NVD 4
-#else
-#define FC_NVD 6
-#endif
-#define FC_NRD_F (FC_NVD * FC_VBYTES / 4)
-#define FC_NRD_D (FC_NVD * FC_VBYTES / 8)
-
-#define FC_DEFINE_DEPTHWISE_KERNEL(NAME, T, V, NR)                                \
-static void NAME(ptrdiff_t K, const T *w, const T *base, const ptrdiff_t *off,     \
-                 T *C) {                                                           \
-    enum { VLEN = NR / FC_NVD };                                                  \
-    V c[FC_NVD];                                                                  \
-    for (int v = 0; v < FC_NVD; v++) c[v] = (V){0};                               \
-    for (ptrdiff_t k = 0; k < K; k++) {                                           \
-        const T *brow = base + off[k];                                            \
-        T a = w[k];                                                               \
-        for (int v = 0; v < FC_NVD; v++) c[v] += a * *(const V *)(brow + v * VLEN); \
-    }                                                                             \
-    for (int v = 0; v < FC_NVD; v++) *(V *)(C + v * VLEN) = c[v];                 \
-}
-
-FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_f, float, fc_vf, FC_NRD_F)
-FC_DEFINE_DEPTHWISE_KERNEL(fc_kernel_depthwise_d, double, fc_vd, FC_NRD_D)
-
-/* Depthwise, one output row at a time: out[j] = b + sum_k w[k] * base[off[k] + j]
- * for j < n, written straight into the output row (no result buffer, no
- * store pass, none of the dropped columns between band rows).  The row goes in
- * chunks of up to FC_DW_CHUNK vectors, the last chunk with just the vectors it
- * needs; cells past n are computed in the last vector (the band holds them)
- * but not stored.  Per lane the arithmetic is fc_kernel_depthwise's (taps in
- * order from 0, then + b), so both kernels give the same bits. */
+ * output rows), one output row at a time: out[j] = b + sum_k w[k] *
+ * base[off[k] + j] for j < n, taps in order, written straight into the output
+ * row (no result buffer, no store pass, none of the dropped columns between
+ * band rows).  The row goes in chunks of up to FC_DW_CHUNK vectors, the last
+ * chunk with just the vectors it needs; each tap costs a broadcast and one
+ * load per vector (load-bound, as any depthwise kernel).  Cells past n are
+ * computed in the last vector (the band's slack holds them) but not stored. */
 #define FC_DW_CHUNK 8
 #define FC_DW_ROW_CHUNK(T, V, NV)                                                  \
     do {                                                                           \

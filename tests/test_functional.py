@@ -779,14 +779,14 @@ def test_float32_tolerance_is_tight_enough_to_fail():
 
 
 @pytest.mark.parametrize("shape, groups, multiplier", [
-    ((2, 3, 9, 11), 3, 1),            # small tiles: the whole tile is stored in one pass
-    ((1, 2, 300, 301), 2, 2),         # a tile too large for that: stored panel by panel
+    ((2, 3, 9, 11), 3, 1),            # small tiles
+    ((1, 2, 300, 301), 2, 2),         # tiles of many rows, two outputs per group
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_kernel_stores_small_and_large_tiles(shape, groups, multiplier, dtype):
-    """Both result-buffer layouts of the implicit GEMM's depthwise kernel (see
-    ``depthwise_tile_stride``), which strided transposed phases use (a plain
-    forward writes rows in place), against the float64 reference, with a bias."""
+def test_depthwise_kernel_on_strided_output_rows(shape, groups, multiplier, dtype):
+    """The depthwise kernel's strided rows (a transposed convolution's stride
+    phases, staged row by row and stored through ``store_panel``; a plain
+    forward writes rows in place) against the float64 reference, with a bias."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((groups, multiplier, 3, 3)).astype(dtype)
