@@ -177,13 +177,16 @@ def band_tile(p, widths, channels=None, min_jobs=True):
     planes, extra_rows, extra_cols = band_geometry(p)
     per_cell = (channels or p.x[0] // p.groups) * planes
     budget = BAND_BUFFER_BYTES
+    blocks = 1
     if channels is None:
-        # The forward kernel re-reads a group's packed weights for every panel:
+        # The forward kernel re-reads a job's packed weights for every panel:
         # when they fit in L2 beside a band, the band leaves them room (measured
         # on (1,32,32^3) 3x3x3: a 448 KiB band with 110 KiB of weights ran at
-        # 60 GFLOP/s on one core, a 224 KiB one at 68).  Larger weights stream
-        # from L3 anyway.
-        weight_bytes = p.w[0] // p.groups * p.w[1] * p.kvol * p.dtype.itemsize
+        # 60 GFLOP/s on one core, a 224 KiB one at 68).  Larger weights are
+        # split over jobs by output channels (``job_channels``), which are
+        # jobs of the sample too.
+        weight_bytes = job_channels(p) * p.w[1] * p.kvol * p.dtype.itemsize
+        blocks = ceil_div(p.w[0] // p.groups, job_channels(p))
         if weight_bytes <= BAND_BUFFER_BYTES // 2:
             budget -= weight_bytes
     budget //= p.dtype.itemsize
@@ -192,12 +195,19 @@ def band_tile(p, widths, channels=None, min_jobs=True):
     if per_cell * (1 + extra_rows) * (cols + extra_cols) > budget:
         cols = min(wo, max(4 * width, budget // (per_cell * (1 + extra_rows)) - extra_cols))
     rows = min(ho, max(1, budget // (per_cell * (cols + extra_cols)) - extra_rows))
-    per_sample = p.groups * do * ceil_div(wo, cols)
+    per_sample = p.groups * blocks * do * ceil_div(wo, cols)
     jobs = min(MIN_JOBS, ceil_div(p.macs, MIN_JOB_MACS))
     if min_jobs and per_sample * ceil_div(ho, rows) < jobs:
         rows = max(1, ceil_div(ho, ceil_div(jobs, per_sample)))
     rows = ceil_div(ho, ceil_div(ho, rows))          # even tiles: 16 + 16, not 29 + 3
     return rows, cols
+
+
+def job_channels(p):
+    """Output channels of a group that one implicit forward job computes: the
+    group's, unless its packed weights are too large to stay in L2."""
+    return _implicit.output_channels_per_job(p.x[0] // p.groups, p.w[0] // p.groups,
+                                             p.kvol, p.dtype.itemsize)
 
 
 def weight_blocks(p, rows_per_block=3):
@@ -220,10 +230,13 @@ def weight_blocks(p, rows_per_block=3):
 def implicit_waste(p, plan):
     """Computed cells per output cell of a tile: every band row but the last also
     computes the extra columns (a 1-D tile is one row and computes none of them:
-    a dilation of 512 costs band copying there, not compute)."""
+    a dilation of 512 costs band copying there, not compute), and the last panel
+    is computed whole (a 7x7 image: 61 cells in 3 panels of 24)."""
     _, _, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
-    return ((rows - 1) * (cols + extra_cols) + cols) / (rows * cols)
+    width = _implicit.panel_widths()[0 if p.dtype.itemsize == 4 else 1]
+    computed = ceil_div((rows - 1) * (cols + extra_cols) + cols, width) * width
+    return computed / (rows * cols)
 
 
 def band_row_excess(p, plan):

@@ -47,6 +47,10 @@ cdef extern from "_microkernel.h":
     void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
                               const Py_ssize_t* off, double* C, Py_ssize_t ldc,
                               int rows, int cols, int accumulate) nogil
+    void fc_pack_block_f(float* dst, const float* src, Py_ssize_t K, int rows, Py_ssize_t rs,
+                         Py_ssize_t ks) nogil
+    void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
+                         Py_ssize_t rs, Py_ssize_t ks) nogil
     void fc_depthwise_row_f(Py_ssize_t K, const float* w, const float* base,
                             const Py_ssize_t* off, float* out, Py_ssize_t n, float b) nogil
     void fc_depthwise_row_d(Py_ssize_t K, const double* w, const double* base,
@@ -83,6 +87,12 @@ ctypedef fused real_t:
 
 cdef enum:
     KC = 128        # K block: the B rows of a panel stay in L1 (measured best of 48-all)
+    # Packed weights one forward job streams per panel: a layer with more (512
+    # channels of 3x3 taps: 9 MiB) splits each tile's output channels over
+    # several jobs, so a job's weights stay in L2 and small images still give
+    # every thread work without cutting tiles into single rows.
+    WEIGHT_JOB_BYTES = 1 << 18
+    PARALLEL_PACK_ELEMENTS = 1 << 16   # below this, a thread team costs more than it saves
 
 cdef enum:
     # Padding modes (``PADDING_MODES`` gives their names): what a cell outside x reads.
@@ -172,6 +182,25 @@ cdef inline bint uses_depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog) noexcept 
     # channel filters): a register block of FC_MR output channels would sit
     # mostly idle, so the depthwise kernel runs each output channel alone.
     return cig == 1 and 2 * cog <= FC_MR
+
+
+cdef inline Py_ssize_t job_channels(Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K,
+                                    Py_ssize_t itemsize) noexcept nogil:
+    """Output channels per forward job (whole register blocks, spread evenly): a
+    group's, unless its packed weights exceed WEIGHT_JOB_BYTES."""
+    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
+    cdef Py_ssize_t per_job = WEIGHT_JOB_BYTES // (FC_MR * K * itemsize)
+    if uses_depthwise_kernel(cig, cog) or per_job >= nb:
+        return cog
+    per_job = ceil_div(nb, ceil_div(nb, max(1, per_job)))
+    return per_job * FC_MR
+
+
+def output_channels_per_job(Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t taps,
+                            Py_ssize_t itemsize):
+    """Output channels of one group that a forward job computes (``job_channels``;
+    for the cost model and the tiling)."""
+    return job_channels(cig, cog, cig * taps, itemsize)
 
 
 def depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog):
@@ -373,20 +402,29 @@ cdef inline Tile job_tile(const Geometry* g, const Band* b, Py_ssize_t job) noex
 cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                        const real_t* bias, real_t* out,
                        const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
-                       Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
+                       Py_ssize_t occ, Py_ssize_t job, real_t* buf, Py_ssize_t* band_of,
+                       real_t* cbuf) noexcept nogil:
+    """Job ``job`` = tile * (output-channel blocks) + block: output channels
+    [block * occ, block * occ + occ) of one group over one tile.  The blocks of a
+    tile share its band: ``band_of`` names the tile whose band ``buf`` holds
+    (-1: none), and a thread given the same tile again does not copy it again."""
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
-    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
-    cdef Py_ssize_t oplane = om.D * om.H * om.W
-    cdef Tile t = job_tile(g, b, job)
+    cdef Py_ssize_t nob = ceil_div(cog, occ), tile = job // nob
+    cdef Py_ssize_t co0 = (job % nob) * occ, nco = min(occ, cog - co0)
+    cdef Py_ssize_t nb = ceil_div(nco, FC_MR)
+    cdef Tile t = job_tile(g, b, tile)
     cdef Py_ssize_t n = t.n, grp = t.grp, od = t.od, oh0 = t.oh0, ow0 = t.ow0
     cdef Py_ssize_t cols = t.cols, m = t.m
     cdef Py_ssize_t npan = ceil_div(m, NR)
-    cdef const real_t* wg = wp + grp * nb * K * FC_MR
+    # packed blocks of FC_MR channels: this job's start at block co0 / FC_MR
+    cdef const real_t* wg = wp + (grp * ceil_div(cog, FC_MR) + co0 // FC_MR) * K * FC_MR
     cdef Py_ssize_t k0, klen, p, blk, width
-    copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
-    # Panel by panel: cbuf (cog x NR) = W_g @ B_p, K blocked so that the panel's B
+    if band_of[0] != tile:
+        copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
+        band_of[0] = tile
+    # Panel by panel: cbuf (nco x NR) = W_g @ B_p, K blocked so that the panel's B
     # rows (buf[p*NR + off[k]:][:NR]) stay in L1 across the channel blocks; the
     # panel's results then go straight to the output.
     for p in range(npan):
@@ -398,13 +436,13 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                 if real_t is float:
                     fc_kernel_indirect_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
                                          off + k0, cbuf + blk * FC_MR * NR, NR,
-                                         <int>min(FC_MR, cog - blk * FC_MR), <int>width, k0 > 0)
+                                         <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
                 else:
                     fc_kernel_indirect_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
                                          off + k0, cbuf + blk * FC_MR * NR, NR,
-                                         <int>min(FC_MR, cog - blk * FC_MR), <int>width, k0 > 0)
+                                         <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
             k0 += klen
-        store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp, od,
+        store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp * cog + co0, nco, od,
                     oh0, ow0, cols)
 
 
@@ -433,8 +471,8 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
             else:
                 fc_depthwise_row_d(K, w + (t.grp * cog + co) * K, buf + r * b.Wb, off,
                                    cbuf + co * b.Wb, t.cols, 0)
-        store_panel(cbuf, b.Wb, r * b.Wb, t.cols, out, bias, g, b, om, t.n, t.grp, t.od,
-                    t.oh0, t.ow0, t.cols)
+        store_panel(cbuf, b.Wb, r * b.Wb, t.cols, out, bias, g, b, om, t.n, t.grp * cog, cog,
+                    t.od, t.oh0, t.ow0, t.cols)
 
 
 cdef inline bint plain_rows(const OutMap* om) noexcept nogil:
@@ -470,10 +508,11 @@ cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* b
 
 cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize_t width,
                       real_t* out, const real_t* bias, const Geometry* g,
-                      const Band* b, const OutMap* om, Py_ssize_t n, Py_ssize_t grp,
-                      Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0,
+                      const Band* b, const OutMap* om, Py_ssize_t n, Py_ssize_t cq0,
+                      Py_ssize_t nco, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0,
                       Py_ssize_t cols) noexcept nogil:
-    """Write grid cells q0 .. q0 + width - 1 of a tile (+ bias): the real ones only.
+    """Write grid cells q0 .. q0 + width - 1 of a tile (+ bias): the real ones only,
+    of computed channels cq0 .. cq0 + nco - 1 (cbuf's rows).
 
     Cell q of the tile is output (row q // Wb, column q % Wb); columns >= cols
     are the dropped ones between rows.
@@ -482,7 +521,7 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     # -fno-strict-aliasing, so every store into out would reload them.
     cdef OutMap m = om[0]
     cdef Py_ssize_t Wb = b.Wb
-    cdef Py_ssize_t cog = g.Co // g.groups, oplane = m.D * m.H * m.W
+    cdef Py_ssize_t oplane = m.D * m.H * m.W
     cdef Py_ssize_t block = m.fd * m.fh * m.fw
     cdef Py_ssize_t q = q0, r, c, hi, co, cq, tap, j, n_out, at
     cdef real_t* out_n = out + n * m.C * oplane
@@ -494,8 +533,8 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
         # No dropped columns and whole output rows: the panel is one run of the
         # output plane (1x1 kernels, whole-row tiles), one store per channel.
         at = (depth * m.H + m.h0 + oh0) * m.W + q0
-        for co in range(cog):
-            cq = grp * cog + co
+        for co in range(nco):
+            cq = cq0 + co
             bv = bias[cq] if bias != NULL else 0
             if real_t is float:
                 fc_store_row_f(out_n + cq * oplane + at, cbuf + co * NR, width, bv)
@@ -513,8 +552,8 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
             hi = min(Wb, c + q0 + width - q)
             if c < cols:
                 n_out = min(hi, cols) - c
-                for co in range(cog):
-                    cq = grp * cog + co
+                for co in range(nco):
+                    cq = cq0 + co
                     bv = bias[cq] if bias != NULL else 0
                     if real_t is float:
                         fc_store_row_f(out_n + cq * oplane + at + c, crow + co * NR + c, n_out, bv)
@@ -535,8 +574,8 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
             at = (depth * m.H + m.h0 + m.sh * (oh0 + r)) * m.W + m.w0 + m.sw * (ow0 + c)
             crow = cbuf - q0 + r * Wb + c
             if block == 1:
-                for co in range(cog):
-                    cq = grp * cog + co
+                for co in range(nco):
+                    cq = cq0 + co
                     bv = bias[cq] if bias != NULL else 0
                     orow = out_n + cq * oplane + at
                     if m.sw == 1:
@@ -548,7 +587,7 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
                         for j in range(n_out):
                             orow[j * m.sw] = crow[co * NR + j] + bv
             else:
-                store_shuffled(crow, NR, n_out, out_n + at, bias, &m, grp * cog, cog, oplane)
+                store_shuffled(crow, NR, n_out, out_n + at, bias, &m, cq0, nco, oplane)
         q += hi - c
 
 
@@ -798,6 +837,25 @@ cdef class PreparedForward:
         run_forward(&self.fp, x, w, bias, bias is not None, out, num_threads)
 
 
+cdef inline void pack_block(real_t* wp, const real_t* w, Py_ssize_t cog, Py_ssize_t K,
+                            Py_ssize_t nb, Py_ssize_t gb, bint transposed_weight) noexcept nogil:
+    """Packed block gb = grp * nb + blk: wp[(gb * K + k) * MR + i] = w[grp*cog +
+    blk*MR + i, k] (rows past cog: 0).  ``transposed_weight``: w is (groups, K,
+    cog), a transposed convolution's 1x1 weight read in place."""
+    cdef Py_ssize_t grp = gb // nb, co = (gb % nb) * FC_MR
+    cdef int rows = <int>min(FC_MR, cog - co)
+    if transposed_weight:
+        if real_t is float:
+            fc_pack_block_f(wp + gb * K * FC_MR, w + grp * K * cog + co, K, rows, 1, cog)
+        else:
+            fc_pack_block_d(wp + gb * K * FC_MR, w + grp * K * cog + co, K, rows, 1, cog)
+    else:
+        if real_t is float:
+            fc_pack_block_f(wp + gb * K * FC_MR, w + (grp * cog + co) * K, K, rows, K, 1)
+        else:
+            fc_pack_block_d(wp + gb * K * FC_MR, w + (grp * cog + co) * K, K, rows, K, 1)
+
+
 cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,
                       Geometry* gp, const OutMap* om, int mode, int num_threads,
                       Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t kc,
@@ -811,12 +869,14 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
-    cdef Py_ssize_t cbuf_size = nb * FC_MR * NR
+    cdef Py_ssize_t occ = job_channels(cig, cog, K, sizeof(real_t))
+    cdef Py_ssize_t cbuf_size = ceil_div(occ, FC_MR) * FC_MR * NR
     if depthwise and plain_rows(om):
         cbuf_size = 1                   # depthwise_rows writes the output directly
     elif depthwise:
         cbuf_size = cog * b.Wb
-    cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw, job
+    cdef Py_ssize_t njobs = g.N * groups * g.Do * b.nbh * b.nbw * ceil_div(cog, occ), job
+    cdef Py_ssize_t band_of
     cdef Py_ssize_t grp, blk, k, co, ci, kd, kh, kw
     cdef int i
     cdef real_t* buf
@@ -832,21 +892,15 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
         free(off)
         raise MemoryError("fastconv: could not allocate the packed weights")
     if not depthwise:
-        # wp[((grp * nb + blk) * K + k) * MR + i] = w[grp*cog + blk*MR + i, k]; rows
-        # past cog are 0.
-        for grp in range(groups):
-            for blk in range(nb):
-                for k in range(K):
-                    for i in range(FC_MR):
-                        co = blk * FC_MR + i
-                        if co >= cog:
-                            wp[((grp * nb + blk) * K + k) * FC_MR + i] = 0
-                        elif transposed_weight:     # 1x1: K input channels
-                            wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
-                                wflat[(grp * K + k) * cog + co]
-                        else:
-                            wp[((grp * nb + blk) * K + k) * FC_MR + i] = \
-                                wflat[(grp * cog + co) * K + k]
+        # Large weights (deep layers: 2.4 M for 512 channels of 3x3 taps) pack
+        # on every thread: one pass over them costs as much as a small image.
+        if num_threads > 1 and groups * nb * K * FC_MR > PARALLEL_PACK_ELEMENTS:
+            with nogil, parallel(num_threads=num_threads):
+                for blk in prange(groups * nb, schedule="static"):
+                    pack_block(wp, wflat, cog, K, nb, blk, transposed_weight)
+        else:
+            for blk in range(groups * nb):
+                pack_block(wp, wflat, cog, K, nb, blk, transposed_weight)
     # Tap k reads its plane of the band buffer at (sigma, tau).
     for k in range(K):
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
@@ -858,10 +912,11 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
         with nogil:
             buf = <real_t*> calloc(b.size, sizeof(real_t))
             cbuf = <real_t*> malloc(cbuf_size * sizeof(real_t))
+            band_of = -1
             for job in range(njobs):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, job,
-                            buf, cbuf)
+                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, occ, job,
+                            buf, &band_of, cbuf)
             free(buf)
             free(cbuf)
     else:
@@ -869,10 +924,11 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
             # calloc: the slack panel past the last plane is read (into dropped columns)
             buf = <real_t*> calloc(b.size, sizeof(real_t))
             cbuf = <real_t*> malloc(cbuf_size * sizeof(real_t))
+            band_of = -1                # thread-private: assigned in the region
             for job in prange(njobs, schedule="dynamic", chunksize=1):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, job,
-                            buf, cbuf)
+                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, occ, job,
+                            buf, &band_of, cbuf)
             free(buf)
             free(cbuf)
     free(wp)
@@ -884,11 +940,12 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
 cdef inline void run_job(bint depthwise, const real_t* x, const real_t* w, const real_t* wp,
                          const Py_ssize_t* off, const real_t* bias, real_t* out,
                          const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
-                         Py_ssize_t job, real_t* buf, real_t* cbuf) noexcept nogil:
+                         Py_ssize_t occ, Py_ssize_t job, real_t* buf, Py_ssize_t* band_of,
+                         real_t* cbuf) noexcept nogil:
     if depthwise:
         depthwise_job(x, w, off, bias, out, g, b, om, job, buf, cbuf)
     else:
-        implicit_job(x, wp, off, bias, out, g, b, om, kc, job, buf, cbuf)
+        implicit_job(x, wp, off, bias, out, g, b, om, kc, occ, job, buf, band_of, cbuf)
 
 
 cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,

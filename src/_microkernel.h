@@ -79,6 +79,25 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
 
+/* One packed block of the forward kernel's weights: dst[k * MR + i] =
+ * src[i * rs + k * ks] for the block's `rows` output channels, 0 for the rows
+ * past them.  Row-major across k: MR stores side by side, MR read streams. */
+#define FC_DEFINE_PACK_BLOCK(NAME, T)                                              \
+static void NAME(T *restrict dst, const T *restrict src, ptrdiff_t K, int rows,    \
+                 ptrdiff_t rs, ptrdiff_t ks) {                                     \
+    if (rows == FC_MR) {                                                           \
+        for (ptrdiff_t k = 0; k < K; k++)                                          \
+            for (int i = 0; i < FC_MR; i++) dst[k * FC_MR + i] = src[i * rs + k * ks]; \
+        return;                                                                    \
+    }                                                                              \
+    for (ptrdiff_t k = 0; k < K; k++)                                              \
+        for (int i = 0; i < FC_MR; i++)                                            \
+            dst[k * FC_MR + i] = i < rows ? src[i * rs + k * ks] : (T)0;           \
+}
+
+FC_DEFINE_PACK_BLOCK(fc_pack_block_f, float)
+FC_DEFINE_PACK_BLOCK(fc_pack_block_d, double)
+
 /* Depthwise (one input channel per group, so no weight is shared between
  * output rows), one output row at a time: out[j] = b + sum_k w[k] *
  * base[off[k] + j] for j < n, taps in order, written straight into the output

@@ -67,6 +67,10 @@ CONVS = {
     # whole input rows, padded along D and H only: band planes copied as one block,
     # zero rows and planes around it; panels stored as one run of the output
     "3d_1x1_padded_dh": ((3, 2, 5, 6), (4, 3, 1, 1, 1), (1, 1, 1), (1, 2, 0), (1, 1, 1), 1),
+    # weights too large for one job (deep layers): a tile's output channels split
+    # over several jobs, the last block partial (test_deep_layers_split_...)
+    "2d_deep_channel_blocks": ((96, 1, 5, 6), (150, 96, 1, 3, 3), (1, 1, 1), (0, 1, 1),
+                               (1, 1, 1), 1),
 }
 # Reflect / replicate / circular padding (symmetric pads): forward and weight_grad only.
 MODE_CONVS = {
@@ -91,6 +95,8 @@ TRANSPOSES = {
     # stride = kernel: one pixel-shuffled 1x1 GEMM ('shuffle'), odd factors and groups
     "1d_k3_s3_groups": ((4, 1, 1, 7), (4, 3, 1, 1, 3), (1, 1, 3), (0, 0, 0), (1, 1, 1), 2),
     "2d_k2x3_s2x3": ((5, 1, 3, 4), (5, 7, 1, 2, 3), (1, 2, 3), (0, 0, 0), (1, 1, 1), 1),
+    # stride phases whose weights split over jobs by output channels
+    "2d_deep_stride2": ((300, 1, 4, 5), (300, 150, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 1),
 }
 # Single-array filters: (padded shape, kernel shape), 'valid' correlation.
 FILTERS = {
@@ -447,17 +453,44 @@ def test_explain_reports_why_an_implementation_does_not_apply():
     assert "wider than the output" in dict((c[0], c[3]) for c in e.candidates)["implicit_gemm"]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_deep_layers_split_output_channels_over_jobs(dtype):
+    """The deep cases above exercise forward jobs of a block of a group's output
+    channels as real (planar / Gauss) problems too: the
+    forward, its input gradient (a 150 -> 96 forward) and a stride phase of
+    2d_deep_stride2 (2x2 taps)."""
+    from fastconv._dispatch import _forward_real
+    forwards = (_conv_problem("forward", "2d_deep_channel_blocks"),
+                Problem("forward", (150, 1, 5, 6), (96, 150, 1, 3, 3), (96, 1, 5, 6),
+                        np.dtype(np.float64), pad=(0, 1, 1)),
+                Problem("forward", (300, 1, 4, 5), (150, 300, 1, 2, 2), (150, 1, 4, 5),
+                        np.dtype(np.float64)))
+    for p in forwards:
+        q = _forward_real(replace(p, dtype=np.dtype(dtype)))
+        cog, per_job = q.w[0] // q.groups, _costs.job_channels(q)
+        assert per_job < cog, (q, per_job)
+    if dtype == np.float32:     # AVX2: 150 = 52 + 52 + 46, the last block partial
+        assert 150 % _costs.job_channels(replace(forwards[0], dtype=np.dtype(dtype)))
+
+
 def test_implicit_waste_counts_dropped_columns_between_rows_only():
     """A band row computes its extra (kernel-reach) columns only when another row
     of the tile follows it: a 1-D tile (one row) drops nothing however large the
-    dilation, and a 2-D tile of R rows drops R - 1 rows' extras."""
+    dilation, and a 2-D tile of R rows drops R - 1 rows' extras; the tile's last
+    panel is computed whole."""
+    width = fc._kernels.implicit.panel_widths()[0]         # float32 cells per panel
     wavenet = Problem("forward", (64, 1, 1, 16000), (64, 64, 1, 1, 2), (64, 1, 1, 15488),
                       np.dtype(np.float32), dilation=(1, 1, 512))
-    assert _costs.implicit_waste(wavenet, {"rows": 1, "cols": 1936}) == 1.0
-    assert _costs.band_row_excess(wavenet, {"rows": 1, "cols": 1936}) == (1936 + 512) / 1936
+    assert _costs.implicit_waste(wavenet, {"rows": 1, "cols": 1920}) == 1.0   # whole panels
+    assert _costs.band_row_excess(wavenet, {"rows": 1, "cols": 1920}) == (1920 + 512) / 1920
     resnet = Problem("forward", (64, 1, 56, 56), (64, 64, 1, 3, 3), (64, 1, 56, 56),
                      np.dtype(np.float32), pad=(0, 1, 1))
-    assert _costs.implicit_waste(resnet, {"rows": 7, "cols": 56}) == (6 * 58 + 56) / (7 * 56)
+    computed = -(-(6 * 58 + 56) // width) * width
+    assert _costs.implicit_waste(resnet, {"rows": 7, "cols": 56}) == computed / (7 * 56)
+    deep = Problem("forward", (512, 1, 7, 7), (512, 512, 1, 3, 3), (512, 1, 7, 7),
+                   np.dtype(np.float32), pad=(0, 1, 1))
+    computed = -(-(6 * 9 + 7) // width) * width        # 61 cells: 72 on AVX2
+    assert _costs.implicit_waste(deep, {"rows": 7, "cols": 7}) == computed / 49
 
 
 def test_explain_takes_the_spec_signature():
