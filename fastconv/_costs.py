@@ -231,11 +231,14 @@ def implicit_waste(p, plan):
     """Computed cells per output cell of a tile: every band row but the last also
     computes the extra columns (a 1-D tile is one row and computes none of them:
     a dilation of 512 costs band copying there, not compute), and the last panel
-    is computed whole (a 7x7 image: 61 cells in 3 panels of 24)."""
+    in whole vectors (a 7x7 image: 61 cells, 2 panels of 24 and one of 16)."""
     _, _, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
-    width = _implicit.panel_widths()[0 if p.dtype.itemsize == 4 else 1]
-    computed = ceil_div((rows - 1) * (cols + extra_cols) + cols, width) * width
+    single = p.dtype.itemsize == 4
+    width = _implicit.panel_widths()[0 if single else 1]
+    vector = _implicit.vector_widths()[0 if single else 1]
+    cells = (rows - 1) * (cols + extra_cols) + cols
+    computed = cells // width * width + ceil_div(cells % width, vector) * vector
     return computed / (rows * cols)
 
 

@@ -39,14 +39,15 @@ from _parallel cimport Driver, finish, interrupted, proceed, start
 
 cdef extern from "_microkernel.h":
     int FC_MR
+    int FC_VBYTES
     int FC_NR_F
     int FC_NR_D
-    void fc_kernel_indirect_f(Py_ssize_t K, const float* A, const float* base,
-                              const Py_ssize_t* off, float* C, Py_ssize_t ldc,
-                              int rows, int cols, int accumulate) nogil
-    void fc_kernel_indirect_d(Py_ssize_t K, const double* A, const double* base,
-                              const Py_ssize_t* off, double* C, Py_ssize_t ldc,
-                              int rows, int cols, int accumulate) nogil
+    void fc_kernel_panel_f(Py_ssize_t K, const float* A, const float* base,
+                           const Py_ssize_t* off, float* C, Py_ssize_t ldc,
+                           int rows, int cols, int accumulate) nogil
+    void fc_kernel_panel_d(Py_ssize_t K, const double* A, const double* base,
+                           const Py_ssize_t* off, double* C, Py_ssize_t ldc,
+                           int rows, int cols, int accumulate) nogil
     void fc_pack_block_f(float* dst, const float* src, Py_ssize_t K, int rows, Py_ssize_t rs,
                          Py_ssize_t ks) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
@@ -434,13 +435,13 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             klen = min(kc, K - k0)
             for blk in range(nb):
                 if real_t is float:
-                    fc_kernel_indirect_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
-                                         off + k0, cbuf + blk * FC_MR * NR, NR,
-                                         <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
+                    fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
+                                      off + k0, cbuf + blk * FC_MR * NR, NR,
+                                      <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
                 else:
-                    fc_kernel_indirect_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
-                                         off + k0, cbuf + blk * FC_MR * NR, NR,
-                                         <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
+                    fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
+                                      off + k0, cbuf + blk * FC_MR * NR, NR,
+                                      <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
             k0 += klen
         store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp * cog + co0, nco, od,
                     oh0, ow0, cols)
@@ -1174,3 +1175,9 @@ def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
 def panel_widths():
     """(float, double) panel widths of the micro-kernel in this build."""
     return FC_NR_F, FC_NR_D
+
+
+def vector_widths():
+    """(float, double) cells per vector register: a tile's last panel is computed
+    on as many whole vectors as it needs (``fc_kernel_panel``)."""
+    return FC_VBYTES // 4, FC_VBYTES // 8

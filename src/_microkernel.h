@@ -41,25 +41,26 @@ typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
 
 /* C[MR x NR] (+)= A[MR x K] * B[K x NR]; B's row k is the NR cells at
- * base + off[k].  Only `rows` x `cols` of C are written (edges). */
-#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NR)                                 \
+ * base + off[k], NR = NV vectors.  Only `rows` x `cols` of C are written
+ * (edges).  Each C cell is the same chain of multiply-adds whatever NV is. */
+#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV)                                 \
 static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
                  T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {       \
-    enum { VLEN = NR / FC_NV };                                                   \
-    V c[FC_MR][FC_NV];                                                            \
+    enum { VLEN = FC_VBYTES / sizeof(T), NR = NV * VLEN };                        \
+    V c[FC_MR][NV];                                                               \
     for (int i = 0; i < FC_MR; i++)                                               \
-        for (int v = 0; v < FC_NV; v++) c[i][v] = (V){0};                         \
+        for (int v = 0; v < NV; v++) c[i][v] = (V){0};                            \
     for (ptrdiff_t k = 0; k < K; k++) {                                           \
         const T *brow = base + off[k];                                            \
-        V b[FC_NV];                                                               \
-        for (int v = 0; v < FC_NV; v++) b[v] = *(const V *)(brow + v * VLEN);     \
+        V b[NV];                                                                  \
+        for (int v = 0; v < NV; v++) b[v] = *(const V *)(brow + v * VLEN);        \
         const T *a = A + k * FC_MR;                                               \
         for (int i = 0; i < FC_MR; i++)   /* unrolled: one broadcast, NV FMAs */  \
-            for (int v = 0; v < FC_NV; v++) c[i][v] += a[i] * b[v];               \
+            for (int v = 0; v < NV; v++) c[i][v] += a[i] * b[v];                  \
     }                                                                             \
     if (rows == FC_MR && cols == NR) {    /* whole tile: vector stores */         \
         for (int i = 0; i < FC_MR; i++)                                           \
-            for (int v = 0; v < FC_NV; v++) {                                     \
+            for (int v = 0; v < NV; v++) {                                        \
                 V *dst = (V *)(C + i * ldc + v * VLEN);                           \
                 *dst = accumulate ? *dst + c[i][v] : c[i][v];                     \
             }                                                                     \
@@ -76,8 +77,41 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
     }                                                                             \
 }
 
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NR_F)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NR_D)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NV)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NV)
+/* A tile's last panel is often short (a 7x7 image is 61 band cells: 2 panels
+ * of 24 and 13 cells): narrower kernels compute it on 1 or 2 vectors. */
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_f, float, fc_vf, 1)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_d, double, fc_vd, 1)
+#if FC_NV > 2
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_f, float, fc_vf, 2)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2)
+#endif
+
+/* The kernel on the fewest vectors that cover `cols` cells. */
+#define FC_DEFINE_PANEL_KERNEL(NAME, T, FULL, ONE, TWO)                            \
+static inline void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off, \
+                        T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {  \
+    enum { VLEN = FC_VBYTES / sizeof(T) };                                         \
+    int nv = (cols + VLEN - 1) / VLEN;                                             \
+    if (nv >= FC_NV)                                                               \
+        FULL(K, A, base, off, C, ldc, rows, cols, accumulate);                     \
+    else if (nv == 1)                                                              \
+        ONE(K, A, base, off, C, ldc, rows, cols, accumulate);                      \
+    else                                                                           \
+        TWO(K, A, base, off, C, ldc, rows, cols, accumulate);                      \
+}
+#if FC_NV > 2
+FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_f, float, fc_kernel_indirect_f, fc_kernel_indirect1_f,
+                       fc_kernel_indirect2_f)
+FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_d, double, fc_kernel_indirect_d, fc_kernel_indirect1_d,
+                       fc_kernel_indirect2_d)
+#else
+FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_f, float, fc_kernel_indirect_f, fc_kernel_indirect1_f,
+                       fc_kernel_indirect_f)
+FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_d, double, fc_kernel_indirect_d, fc_kernel_indirect1_d,
+                       fc_kernel_indirect_d)
+#endif
 
 /* One packed block of the forward kernel's weights: dst[k * MR + i] =
  * src[i * rs + k * ks] for the block's `rows` output channels, 0 for the rows
