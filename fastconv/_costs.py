@@ -53,6 +53,11 @@ FFT_CONTRACT_SECONDS = 1e-9          # per frequency and channel pair (NumPy bro
 GEMM_FULL_ROWS = 8                   # rows of a register block: fewer idle the FMA units
 IMPLICIT_FULL_ROWS = 4               # the implicit GEMM's register block (AVX2 4 x 24)
 DIRECT_WEIGHT_SECONDS_PER_MAC = 1 / 2e9
+# The implicit weight gradient's fixed work per tile, in output cells' worth:
+# measured/predicted time went 4.6, 2.2, 1.9, 1.25 on 7^2, 14^2, 28^2, 56^2
+# tiles of 3x3 layers (8 samples, 512 .. 64 channels; the 7^2 one 3x slower
+# than BLAS im2col).
+WGRAD_TILE_CELLS = 150
 DIRECT_FULL_ROW = 32                 # output cells per row that keep the direct kernel's lanes busy
 
 # Python-level cost of one more kernel invocation (weights sliced and packed,
@@ -360,11 +365,14 @@ def implicit_cost(p, plan):
 
 def implicit_weight_cost(p, plan):
     """The dot-product kernel idles when a job has fewer than 3 output channels or
-    4 weight columns; each output-channel block copies the bands again."""
+    4 weight columns; each output-channel block copies the bands again; and each
+    tile's dot products end in horizontal sums, which a small tile (a 7x7
+    image) does not amortise (``WGRAD_TILE_CELLS``)."""
     cog = p.w[0] // p.groups
     planes, extra_rows, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
     efficiency = min(1.0, cog / 3) * min(1.0, plan["cib"] * p.kvol / 4)
+    efficiency /= 1 + WGRAD_TILE_CELLS / (rows * cols)
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = (p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
               * ceil_div(cog, plan["cob"]))
