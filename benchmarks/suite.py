@@ -58,6 +58,7 @@ CATEGORY_TARGETS = {
     "complex64": "each torch/fc >= 1.2",
     "complex128": "each torch/fc >= 2",
     "backward": "each torch/fc >= 1.0 (depthwise and grouped >= 1.5)",
+    "deep": "(no target; ResNet's deeper layers: small images, many channels)",
     "volume": "(no target; also vs SciPy)",
     "latency": "torch/fc >= 1 (per-call overhead)",
 }
@@ -221,6 +222,16 @@ def _workloads():
                category="thin", quick=d == 4))
     add(_w("conv_transpose3d_unet_dec", "conv_transpose", **dec3d, stride=2, category="thin",
            quick=True))
+    # Deeper ResNet layers (stages 3 and 4), forward and both gradients: few
+    # cells per image, weights of 2-9 MiB.
+    deep = {"conv2d_deep_14": dict(nd=2, x=(8, 256, 14, 14), w=(256, 256, 3, 3)),
+            "conv2d_deep_7": dict(nd=2, x=(8, 512, 7, 7), w=(512, 512, 3, 3))}
+    for name, shapes in deep.items():
+        add(_w(name, "conv", **shapes, padding=1, category="deep"))
+        for part in ("input", "weight"):
+            add(_w(f"{name}_grad_{part}", f"conv_{part}", **shapes, padding=1, category="deep"))
+    add(_w("conv2d_deep_7_single", "conv", 2, (1, 512, 7, 7), (512, 512, 3, 3), padding=1,
+           category="deep"))
     # Other dtypes.
     add(_w("conv2d_resnet_f64", "conv", **resnet, padding=1, dtype="float64",
            category="float64", quick=True))
