@@ -88,11 +88,14 @@ ctypedef fused real_t:
 
 cdef enum:
     KC = 128        # K block: the B rows of a panel stay in L1 (measured best of 48-all)
-    # Packed weights one forward job streams per panel: a layer with more (512
-    # channels of 3x3 taps: 9 MiB) splits each tile's output channels over
-    # several jobs, so a job's weights stay in L2 and small images still give
-    # every thread work without cutting tiles into single rows.
+    # Packed weights one forward job streams per panel: a layer with more than
+    # WEIGHT_SPLIT_BYTES (512 channels of 3x3 taps: 9 MiB) splits each tile's
+    # output channels over jobs of at most WEIGHT_JOB_BYTES, so a job's weights
+    # stay in L2 and small images still give every thread work without cutting
+    # tiles into single rows.  Smaller layers stay whole: splitting C3D's 442
+    # KiB gained nothing, and each thread then copies every band.
     WEIGHT_JOB_BYTES = 1 << 18
+    WEIGHT_SPLIT_BYTES = 1 << 20
     PARALLEL_PACK_ELEMENTS = 1 << 16   # below this, a thread team costs more than it saves
 
 cdef enum:
@@ -188,10 +191,10 @@ cdef inline bint uses_depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog) noexcept 
 cdef inline Py_ssize_t job_channels(Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K,
                                     Py_ssize_t itemsize) noexcept nogil:
     """Output channels per forward job (whole register blocks, spread evenly): a
-    group's, unless its packed weights exceed WEIGHT_JOB_BYTES."""
+    group's, unless its packed weights exceed WEIGHT_SPLIT_BYTES."""
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
     cdef Py_ssize_t per_job = WEIGHT_JOB_BYTES // (FC_MR * K * itemsize)
-    if uses_depthwise_kernel(cig, cog) or per_job >= nb:
+    if uses_depthwise_kernel(cig, cog) or nb * FC_MR * K * itemsize <= WEIGHT_SPLIT_BYTES:
         return cog
     per_job = ceil_div(nb, ceil_div(nb, max(1, per_job)))
     return per_job * FC_MR
