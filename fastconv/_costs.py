@@ -49,8 +49,8 @@ PAD_SECONDS_PER_CELL = 0.7e-9        # explicit reflect/replicate/circular copy 
 GATHER_SECONDS_PER_CELL = 0.3e-9     # im2col/col2im cell with index arithmetic
 # BLAS on im2col's column tiles against the rate above: measured / predicted
 # 1.15-1.61 (median 1.4) on 14 float32 forward suite rows, where the implicit
-# GEMM's prediction was off by 0.96-1.21 (median 1.11); the shifted-slice
-# tiles are charged the same.
+# GEMM's prediction was off by 0.96-1.21 (median 1.11); the shifted-slice and
+# col2im tiles are charged the same (col2im: 1.5-1.9 on three input gradients).
 IM2COL_TILE_SLOWDOWN = 1.25
 COPY_SECONDS_PER_CELL = 0.05e-9      # contiguous copy (memcpy-like)
 FFT_SECONDS_PER_POINT_LOG = 0.37e-9
@@ -413,7 +413,7 @@ def im2col_cost(p, plan=None):
 def col2im_cost(p, plan=None):
     cig, cog = p.w[0] // p.groups, p.w[1]
     scatter = GATHER_SECONDS_PER_CELL * p.groups * cog * p.kvol * math.prod(p.x[1:])
-    return (work(p) * BLAS_SECONDS_PER_MAC
+    return (work(p) * BLAS_SECONDS_PER_MAC * IM2COL_TILE_SLOWDOWN
             / (_gemm_efficiency(cig) * _gemm_efficiency(cog * p.kvol)) + scatter)
 
 
