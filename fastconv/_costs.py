@@ -173,6 +173,23 @@ def band_geometry(p):
     return planes, (kh - 1) * dh // sh, (kw - 1) * dw // sw
 
 
+def shared_pad_columns(p, cols):
+    """Zero-padding columns a forward band row shares with the start of the next
+    (``_implicit.shared_pad_columns``: whole-row tiles in zero padding only)."""
+    reach = (p.kernel[2] - 1) * p.dilation[2]
+    sw, pw, width = p.stride[2], p.pad[2], p.x[3]
+    full = cols + reach // sw
+    if p.padding_mode != "zeros" or cols < p.out[3]:
+        return 0
+    shared = reach // sw
+    for phase in range(min(sw, reach + 1)):
+        # band column j reads x column j * sw + phase - pw: zeros before lo, from hi
+        lo = min(max(ceil_div(pw - phase, sw), 0), full)
+        hi = min(max(ceil_div(width + pw - phase, sw), lo), full)
+        shared = min(shared, lo, full - hi)
+    return shared
+
+
 def band_tile(p, widths, channels=None, min_jobs=True):
     """(rows, cols): output cells per implicit-GEMM job, from the shape only.
 
@@ -240,11 +257,13 @@ def weight_blocks(p, rows_per_block=3):
 
 def implicit_waste(p, plan):
     """Computed cells per output cell of a tile: every band row but the last also
-    computes the extra columns (a 1-D tile is one row and computes none of them:
-    a dilation of 512 costs band copying there, not compute), and the last panel
-    in whole vectors (a 7x7 image: 61 cells, 2 panels of 24 and one of 16)."""
+    computes the extra columns it does not share with the next row
+    (``shared_pad_columns``; a 1-D tile is one row and computes none of them: a
+    dilation of 512 costs band copying there, not compute), and the last panel
+    in whole vectors (a 7x7 image at 3x3: 55 cells, 2 panels of 24 and one of 8)."""
     _, _, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
+    extra_cols -= shared_pad_columns(p, cols)
     single = p.dtype.itemsize == 4
     width = _implicit.panel_widths()[0 if single else 1]
     vector = _implicit.vector_widths()[0 if single else 1]

@@ -44,10 +44,10 @@ cdef extern from "_microkernel.h":
     int FC_NR_D
     void fc_kernel_panel_f(Py_ssize_t K, const float* A, const float* base,
                            const Py_ssize_t* off, float* C, Py_ssize_t ldc,
-                           int rows, int cols, int accumulate) nogil
+                           int cols, int accumulate) nogil
     void fc_kernel_panel_d(Py_ssize_t K, const double* A, const double* base,
                            const Py_ssize_t* off, double* C, Py_ssize_t ldc,
-                           int rows, int cols, int accumulate) nogil
+                           int cols, int accumulate) nogil
     void fc_pack_block_f(float* dst, const float* src, Py_ssize_t K, int rows, Py_ssize_t rs,
                          Py_ssize_t ks) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
@@ -220,7 +220,7 @@ cdef inline int panel_width(real_t* dummy) noexcept nogil:
 
 
 cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR,
-                    bint double_cells, int mode) noexcept nogil:
+                    bint double_cells, int mode, bint share_pad=False) noexcept nogil:
     cdef Band b
     b.mode = mode
     cdef Py_ssize_t reach_h = (g.KH - 1) * g.dh, reach_w = (g.KW - 1) * g.dw
@@ -230,16 +230,39 @@ cdef Band make_band(const Geometry* g, Py_ssize_t R, Py_ssize_t Wc, int NR,
     b.ph_w = min(g.sw, reach_w + 1)
     b.Hb = R + reach_h // g.sh
     b.Wb = Wc + reach_w // g.sw
+    cdef Py_ssize_t shared = shared_pad_columns(g, &b) if share_pad else 0
+    b.Wb -= shared
     b.planes = g.KD * b.ph_h * b.ph_w
     # An odd number of cache lines from plane to plane: a tap's B rows in
     # successive planes then spread over every L1 set (a power-of-two stride,
-    # e.g. 1024 floats for a 1-D band, puts them all in one 8-way set).
+    # e.g. 1024 floats for a 1-D band, puts them all in one 8-way set).  The
+    # last row's reads past its end land in the `shared` cells after it, which
+    # only ever hold zeros (calloc, and band_row's zero pads).
     cdef Py_ssize_t line = 64 // (8 if double_cells else 4)
-    b.stride = ceil_div(b.Hb * b.Wb, line)
+    b.stride = ceil_div(b.Hb * b.Wb + shared, line)
     b.stride = (b.stride + 1 - b.stride % 2) * line
     # A panel past the last cell reads up to NR - 1 cells beyond the last plane.
     b.size = (g.C // g.groups) * b.planes * b.stride + NR
     return b
+
+
+cdef Py_ssize_t shared_pad_columns(const Geometry* g, const Band* b) noexcept nogil:
+    """Columns of zero padding a band row can share with the next row's start.
+
+    With zero padding and tiles of whole rows, the columns a row reads past
+    the output's right edge are zeros, and so are the first columns of the
+    next row (left padding): a row pitch shorter by the smaller of the two
+    reads the same zeros from the next row, and computes fewer dropped cells
+    (a 7x7 image at 3x3: 55 computed cells instead of 61).  Each output reads
+    the same values in the same order: the results do not change.
+    """
+    cdef Py_ssize_t shared = b.Wb - b.Wc, fw, lo, hi
+    if b.mode != ZEROS or b.nbw != 1:
+        return 0
+    for fw in range(b.ph_w):
+        strided_range(fw - g.pw, g.sw, g.W, 0, b.Wb, &lo, &hi)
+        shared = min(shared, lo, b.Wb - hi)
+    return shared
 
 
 cdef inline Py_ssize_t tap_offset(const Geometry* g, const Band* b, Py_ssize_t ci,
@@ -439,12 +462,12 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             for blk in range(nb):
                 if real_t is float:
                     fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
-                                      off + k0, cbuf + blk * FC_MR * NR, NR,
-                                      <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
+                                      off + k0, cbuf + blk * FC_MR * NR, NR, <int>width,
+                                      k0 > 0)
                 else:
                     fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
-                                      off + k0, cbuf + blk * FC_MR * NR, NR,
-                                      <int>min(FC_MR, nco - blk * FC_MR), <int>width, k0 > 0)
+                                      off + k0, cbuf + blk * FC_MR * NR, NR, <int>width,
+                                      k0 > 0)
             k0 += klen
         store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp * cog + co0, nco, od,
                     oh0, ow0, cols)
@@ -870,7 +893,7 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
     cdef bint depthwise = uses_depthwise_kernel(cig, cog)
     cdef int NR = panel_width(<real_t*>NULL)
-    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
+    cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode, share_pad=True)
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
     cdef Py_ssize_t occ = job_channels(cig, cog, K, sizeof(real_t))
@@ -1173,6 +1196,22 @@ def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
     cdef Geometry g = make_geometry(xs, os, ws, stride, (0, 0, 0), dilation, groups)
     return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F, is_double,
                      ZEROS).size
+
+
+def forward_band_pitch(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
+                       tuple padding, tuple dilation, Py_ssize_t groups, Py_ssize_t rows,
+                       Py_ssize_t cols, str padding_mode):
+    """Cells from one band row to the next in conv_forward's band (for the tests:
+    the cost model's ``shared_pad_columns`` must agree)."""
+    cdef Py_ssize_t xs[5]
+    cdef Py_ssize_t os[5]
+    cdef Py_ssize_t ws[5]
+    cdef int i
+    for i in range(5):
+        xs[i], os[i], ws[i] = x_shape[i], out_shape[i], w_shape[i]
+    cdef Geometry g = make_geometry(xs, os, ws, stride, padding, dilation, groups)
+    return make_band(&g, rows, cols, FC_NR_F, False, PADDING_MODES[padding_mode],
+                     share_pad=True).Wb
 
 
 def panel_widths():

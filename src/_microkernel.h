@@ -41,12 +41,16 @@ typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
 
 /* C[MR x NR] (+)= A[MR x K] * B[K x NR]; B's row k is the NR cells at
- * base + off[k], NR = NV vectors.  Only `rows` x `cols` of C are written
- * (edges).  Each C cell is the same chain of multiply-adds whatever NV is. */
+ * base + off[k], NR = NV vectors.  The whole MR x NR tile of C is written,
+ * even at edges (rows past a layer's last channel have zero weights, cells
+ * past a panel's end are dropped by the caller): one store path keeps the
+ * accumulators in registers to the end (a second, partial path made gcc
+ * spill all of them after every K block, 6 % of a ResNet layer).  Each C
+ * cell is the same chain of multiply-adds whatever NV is. */
 #define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV)                                 \
 static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
-                 T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {       \
-    enum { VLEN = FC_VBYTES / sizeof(T), NR = NV * VLEN };                        \
+                 T *C, ptrdiff_t ldc, int accumulate) {                           \
+    enum { VLEN = FC_VBYTES / sizeof(T) };                                        \
     V c[FC_MR][NV];                                                               \
     for (int i = 0; i < FC_MR; i++)                                               \
         for (int v = 0; v < NV; v++) c[i][v] = (V){0};                            \
@@ -58,23 +62,11 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
         for (int i = 0; i < FC_MR; i++)   /* unrolled: one broadcast, NV FMAs */  \
             for (int v = 0; v < NV; v++) c[i][v] += a[i] * b[v];                  \
     }                                                                             \
-    if (rows == FC_MR && cols == NR) {    /* whole tile: vector stores */         \
-        for (int i = 0; i < FC_MR; i++)                                           \
-            for (int v = 0; v < NV; v++) {                                        \
-                V *dst = (V *)(C + i * ldc + v * VLEN);                           \
-                *dst = accumulate ? *dst + c[i][v] : c[i][v];                     \
-            }                                                                     \
-        return;                                                                   \
-    }                                                                             \
-    for (int i = 0; i < rows; i++) {                                              \
-        T tmp[NR];                                                                \
-        memcpy(tmp, c[i], sizeof(tmp));                                           \
-        T *dst = C + i * ldc;                                                     \
-        if (accumulate)                                                           \
-            for (int j = 0; j < cols; j++) dst[j] += tmp[j];                      \
-        else                                                                      \
-            for (int j = 0; j < cols; j++) dst[j] = tmp[j];                       \
-    }                                                                             \
+    for (int i = 0; i < FC_MR; i++)                                               \
+        for (int v = 0; v < NV; v++) {                                            \
+            V *dst = (V *)(C + i * ldc + v * VLEN);                               \
+            *dst = accumulate ? *dst + c[i][v] : c[i][v];                         \
+        }                                                                         \
 }
 
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NV)
@@ -88,18 +80,19 @@ FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_f, float, fc_vf, 2)
 FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2)
 #endif
 
-/* The kernel on the fewest vectors that cover `cols` cells. */
+/* The kernel on the fewest vectors that cover `cols` cells (C: MR rows of at
+ * least that many whole vectors). */
 #define FC_DEFINE_PANEL_KERNEL(NAME, T, FULL, ONE, TWO)                            \
 static inline void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off, \
-                        T *C, ptrdiff_t ldc, int rows, int cols, int accumulate) {  \
+                        T *C, ptrdiff_t ldc, int cols, int accumulate) {           \
     enum { VLEN = FC_VBYTES / sizeof(T) };                                         \
     int nv = (cols + VLEN - 1) / VLEN;                                             \
     if (nv >= FC_NV)                                                               \
-        FULL(K, A, base, off, C, ldc, rows, cols, accumulate);                     \
+        FULL(K, A, base, off, C, ldc, accumulate);                                 \
     else if (nv == 1)                                                              \
-        ONE(K, A, base, off, C, ldc, rows, cols, accumulate);                      \
+        ONE(K, A, base, off, C, ldc, accumulate);                                  \
     else                                                                           \
-        TWO(K, A, base, off, C, ldc, rows, cols, accumulate);                      \
+        TWO(K, A, base, off, C, ldc, accumulate);                                  \
 }
 #if FC_NV > 2
 FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_f, float, fc_kernel_indirect_f, fc_kernel_indirect1_f,

@@ -490,12 +490,37 @@ def test_implicit_waste_counts_dropped_columns_between_rows_only():
     assert _costs.band_row_excess(wavenet, {"rows": 1, "cols": 1920}) == (1920 + 512) / 1920
     resnet = Problem("forward", (64, 1, 56, 56), (64, 64, 1, 3, 3), (64, 1, 56, 56),
                      np.dtype(np.float32), pad=(0, 1, 1))
-    assert _costs.implicit_waste(resnet, {"rows": 7, "cols": 56}) == computed(6 * 58 + 56) / (
+    # zero padding: a row's right pad column is the next row's left one (pitch 57)
+    assert _costs.implicit_waste(resnet, {"rows": 7, "cols": 56}) == computed(6 * 57 + 56) / (
+        7 * 56)
+    reflect = replace(resnet, padding_mode="reflect")     # no zeros to share: pitch 58
+    assert _costs.implicit_waste(reflect, {"rows": 7, "cols": 56}) == computed(6 * 58 + 56) / (
         7 * 56)
     deep = Problem("forward", (512, 1, 7, 7), (512, 512, 1, 3, 3), (512, 1, 7, 7),
                    np.dtype(np.float32), pad=(0, 1, 1))
-    # 61 cells: 24 + 24 + 16 on AVX2
-    assert _costs.implicit_waste(deep, {"rows": 7, "cols": 7}) == computed(6 * 9 + 7) / 49
+    # 55 cells: 24 + 24 + 8 on AVX2
+    assert _costs.implicit_waste(deep, {"rows": 7, "cols": 7}) == computed(6 * 8 + 7) / 49
+
+
+@pytest.mark.parametrize("name", [*CONVS, *MODE_CONVS])
+def test_cost_model_knows_the_forward_band_pitch(name):
+    """Zero padding lets a band row share its right pad columns with the next row's
+    left ones (``shared_pad_columns``): the cost model's pitch is the kernel's."""
+    p = _conv_problem("forward", name)
+    plan = _dispatch._plan_implicit(p)
+    q = _dispatch._forward_real(p)
+    _, _, extra_cols = _costs.band_geometry(q)
+    shared = _costs.shared_pad_columns(q, plan["cols"])
+    pitch = fc._kernels.implicit.forward_band_pitch(
+        (1, *q.x), q.w, (1, *q.out), q.stride, q.pad, q.dilation, q.groups, plan["rows"],
+        plan["cols"], q.padding_mode)
+    assert pitch == plan["cols"] + extra_cols - shared
+    # pad 1 on both sides shares 1 column; pad 9 shares the whole reach (2)
+    expected = {"2d_3x3": 1, "3d_3x3x3": 1, "2d_depthwise": 1, "2d_huge_padding": 2}
+    if name in expected:
+        assert shared == expected[name], (name, shared)
+    if name in MODE_CONVS or name == "1d_wide_split":
+        assert shared == 0, (name, shared)          # padded values, or column tiles
 
 
 def test_explain_takes_the_spec_signature():
