@@ -39,6 +39,7 @@ from _parallel cimport Driver, finish, interrupted, proceed, start
 
 cdef extern from "_microkernel.h":
     int FC_MR
+    int FC_NV
     int FC_VBYTES
     int FC_NR_F
     int FC_NR_D
@@ -444,33 +445,39 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef Tile t = job_tile(g, b, tile)
     cdef Py_ssize_t n = t.n, grp = t.grp, od = t.od, oh0 = t.oh0, ow0 = t.ow0
     cdef Py_ssize_t cols = t.cols, m = t.m
-    cdef Py_ssize_t npan = ceil_div(m, NR)
+    cdef int VLEN = FC_VBYTES // sizeof(real_t)
     # packed blocks of FC_MR channels: this job's start at block co0 / FC_MR
     cdef const real_t* wg = wp + (grp * ceil_div(cog, FC_MR) + co0 // FC_MR) * K * FC_MR
-    cdef Py_ssize_t k0, klen, p, blk, width
+    cdef Py_ssize_t k0, klen, q = 0, blk, width
     if band_of[0] != tile:
         copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
         band_of[0] = tile
     # Panel by panel: cbuf (nco x NR) = W_g @ B_p, K blocked so that the panel's B
-    # rows (buf[p*NR + off[k]:][:NR]) stay in L1 across the channel blocks; the
+    # rows (buf[q + off[k]:][:NR]) stay in L1 across the channel blocks; the
     # panel's results then go straight to the output.
-    for p in range(npan):
-        width = min(NR, m - p * NR)
+    while q < m:
+        width = min(NR, m - q)
+        if FC_NV > 2 and 0 < m - q - NR <= VLEN:
+            # A last panel of one vector would run MR accumulators, too few to
+            # cover the FMA latency (half speed): end on two 2-vector panels
+            # instead (a 7x7 tile: 24 + 16 + 15 cells, not 24 + 24 + 7).
+            width = NR - VLEN
         k0 = 0
         while k0 < K:
             klen = min(kc, K - k0)
             for blk in range(nb):
                 if real_t is float:
-                    fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
+                    fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, buf + q,
                                       off + k0, cbuf + blk * FC_MR * NR, NR, <int>width,
                                       k0 > 0)
                 else:
-                    fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, buf + p * NR,
+                    fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, buf + q,
                                       off + k0, cbuf + blk * FC_MR * NR, NR, <int>width,
                                       k0 > 0)
             k0 += klen
-        store_panel(cbuf, NR, p * NR, width, out, bias, g, b, om, n, grp * cog + co0, nco, od,
+        store_panel(cbuf, NR, q, width, out, bias, g, b, om, n, grp * cog + co0, nco, od,
                     oh0, ow0, cols)
+        q += width
 
 
 cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
