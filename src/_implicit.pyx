@@ -53,6 +53,10 @@ cdef extern from "_microkernel.h":
                          Py_ssize_t ks) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
                          Py_ssize_t rs, Py_ssize_t ks) nogil
+    void fc_pack_flipped_f(float* dst, const float* src, Py_ssize_t C, Py_ssize_t taps,
+                           int rows, Py_ssize_t cs) nogil
+    void fc_pack_flipped_d(double* dst, const double* src, Py_ssize_t C, Py_ssize_t taps,
+                           int rows, Py_ssize_t cs) nogil
     void fc_depthwise_row_f(Py_ssize_t K, const float* w, const float* base,
                             const Py_ssize_t* off, float* out, Py_ssize_t n, float b) nogil
     void fc_depthwise_row_d(Py_ssize_t K, const double* w, const double* base,
@@ -108,6 +112,12 @@ cdef enum:
 
 PADDING_MODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE,
                  "circular": CIRCULAR}
+
+cdef enum:
+    # How conv_forward's weight array holds the weight (``pack_block``).
+    PLAIN = 0
+    TRANSPOSED = 1
+    FLIPPED = 2
 
 cnp.import_array()
 
@@ -741,8 +751,12 @@ cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
     cdef Py_ssize_t n = planned_batch(x, fp.x_cells, out, fp.out_cells, w, fp.w_size,
                                       "convolution")
     x, w = aligned(x), aligned(w)
+    cdef int layout = TRANSPOSED if fp.transposed_weight else PLAIN
     if fp.flipped_weight:
-        w = flipped(w, &fp.g)
+        if uses_depthwise_kernel(fp.g.C // fp.g.groups, fp.g.Co // fp.g.groups):
+            w = flipped(w, &fp.g)       # the depthwise kernel reads w unpacked
+        else:
+            layout = FLIPPED            # packed straight from the convolution's w
     cdef cnp.ndarray result = aligned(out)          # filled, then copied if not out itself
     cdef const void* b = NULL
     if has_bias:
@@ -757,11 +771,11 @@ cdef int run_forward(ForwardPlan* fp, cnp.ndarray x, cnp.ndarray w, object bias,
     if t == cnp.NPY_FLOAT:
         forward_impl(<const float*> cnp.PyArray_DATA(x), <const float*> cnp.PyArray_DATA(w),
                      <const float*> b, <float*> cnp.PyArray_DATA(result), &g, &fp.om,
-                     fp.mode, num_threads, fp.rows, fp.cols, fp.kc, fp.transposed_weight)
+                     fp.mode, num_threads, fp.rows, fp.cols, fp.kc, layout)
     else:
         forward_impl(<const double*> cnp.PyArray_DATA(x), <const double*> cnp.PyArray_DATA(w),
                      <const double*> b, <double*> cnp.PyArray_DATA(result), &g, &fp.om,
-                     fp.mode, num_threads, fp.rows, fp.cols, fp.kc, fp.transposed_weight)
+                     fp.mode, num_threads, fp.rows, fp.cols, fp.kc, layout)
     if result is not out:
         out[...] = result
     return 0
@@ -871,30 +885,43 @@ cdef class PreparedForward:
         run_forward(&self.fp, x, w, bias, bias is not None, out, num_threads)
 
 
-cdef inline void pack_block(real_t* wp, const real_t* w, Py_ssize_t cog, Py_ssize_t K,
-                            Py_ssize_t nb, Py_ssize_t gb, bint transposed_weight) noexcept nogil:
-    """Packed block gb = grp * nb + blk: wp[(gb * K + k) * MR + i] = w[grp*cog +
-    blk*MR + i, k] (rows past cog: 0).  ``transposed_weight``: w is (groups, K,
-    cog), a transposed convolution's 1x1 weight read in place."""
-    cdef Py_ssize_t grp = gb // nb, co = (gb % nb) * FC_MR
+cdef inline void pack_block(real_t* wp, const real_t* w, Py_ssize_t cig, Py_ssize_t cog,
+                            Py_ssize_t taps, Py_ssize_t nb, Py_ssize_t gb,
+                            int layout) noexcept nogil:
+    """Packed block gb = grp * nb + blk: wp[(gb * K + k) * MR + i] = W[grp*cog +
+    blk*MR + i, k] (rows past cog: 0), K = cig * taps, where W is ``w`` read
+    in its ``layout``: PLAIN, w itself; TRANSPOSED, w is (groups, K, cog), a
+    transposed convolution's 1x1 weight; FLIPPED, w is the (groups * cig,
+    cog, taps) weight of the convolution whose stride-1 input gradient this
+    is, W its channel-swapped, tap-reversed form (``flipped``)."""
+    cdef Py_ssize_t grp = gb // nb, co = (gb % nb) * FC_MR, K = cig * taps
     cdef int rows = <int>min(FC_MR, cog - co)
-    if transposed_weight:
+    cdef real_t* dst = wp + gb * K * FC_MR
+    if layout == TRANSPOSED:
         if real_t is float:
-            fc_pack_block_f(wp + gb * K * FC_MR, w + grp * K * cog + co, K, rows, 1, cog)
+            fc_pack_block_f(dst, w + grp * K * cog + co, K, rows, 1, cog)
         else:
-            fc_pack_block_d(wp + gb * K * FC_MR, w + grp * K * cog + co, K, rows, 1, cog)
+            fc_pack_block_d(dst, w + grp * K * cog + co, K, rows, 1, cog)
+    elif layout == FLIPPED:
+        if real_t is float:
+            fc_pack_flipped_f(dst, w + (grp * cig * cog + co) * taps, cig, taps, rows,
+                              cog * taps)
+        else:
+            fc_pack_flipped_d(dst, w + (grp * cig * cog + co) * taps, cig, taps, rows,
+                              cog * taps)
     else:
         if real_t is float:
-            fc_pack_block_f(wp + gb * K * FC_MR, w + (grp * cog + co) * K, K, rows, K, 1)
+            fc_pack_block_f(dst, w + (grp * cog + co) * K, K, rows, K, 1)
         else:
-            fc_pack_block_d(wp + gb * K * FC_MR, w + (grp * cog + co) * K, K, rows, K, 1)
+            fc_pack_block_d(dst, w + (grp * cog + co) * K, K, rows, K, 1)
 
 
 cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,
                       Geometry* gp, const OutMap* om, int mode, int num_threads,
                       Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t kc,
-                      bint transposed_weight=False) except -1:
-    """conv_forward on checked pointers (``bias`` NULL: none)."""
+                      int layout=PLAIN) except -1:
+    """conv_forward on checked pointers (``bias`` NULL: none; ``layout``: how
+    ``wflat`` holds the weight, see ``pack_block``)."""
     cdef Geometry g = gp[0]
     cdef Py_ssize_t groups = g.groups
     cdef Py_ssize_t cig = g.C // groups, cog = g.Co // groups
@@ -931,10 +958,10 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
         if num_threads > 1 and groups * nb * K * FC_MR > PARALLEL_PACK_ELEMENTS:
             with nogil, parallel(num_threads=num_threads):
                 for blk in prange(groups * nb, schedule="static"):
-                    pack_block(wp, wflat, cog, K, nb, blk, transposed_weight)
+                    pack_block(wp, wflat, cig, cog, g.KD * g.KH * g.KW, nb, blk, layout)
         else:
             for blk in range(groups * nb):
-                pack_block(wp, wflat, cog, K, nb, blk, transposed_weight)
+                pack_block(wp, wflat, cig, cog, g.KD * g.KH * g.KW, nb, blk, layout)
     # Tap k reads its plane of the band buffer at (sigma, tau).
     for k in range(K):
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
