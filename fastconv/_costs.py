@@ -213,8 +213,9 @@ def band_tile(p, widths, channels=None, min_jobs=True):
         # 60 GFLOP/s on one core, a 224 KiB one at 68).  Larger weights are
         # split over jobs by output channels (``job_channels``), which are
         # jobs of the sample too.
-        weight_bytes = job_channels(p) * p.w[1] * p.kvol * p.dtype.itemsize
-        blocks = ceil_div(p.w[0] // p.groups, job_channels(p))
+        per_job = job_channels(p)
+        weight_bytes = per_job * p.w[1] * p.kvol * p.dtype.itemsize
+        blocks = ceil_div(p.w[0] // p.groups, per_job)
         if weight_bytes <= BAND_BUFFER_BYTES // 2:
             budget -= weight_bytes
     budget //= p.dtype.itemsize
@@ -233,7 +234,7 @@ def band_tile(p, widths, channels=None, min_jobs=True):
 
 def job_channels(p):
     """Output channels of a group that one implicit forward job computes: the
-    group's, unless its packed weights are too large to stay in L2."""
+    group's, unless its packed weights exceed ``_implicit``'s WEIGHT_SPLIT_BYTES (1 MiB)."""
     return _implicit.output_channels_per_job(p.x[0] // p.groups, p.w[0] // p.groups,
                                              p.kvol, p.dtype.itemsize)
 
@@ -398,7 +399,8 @@ def implicit_weight_cost(p, plan):
     rows, cols = plan["rows"], plan["cols"]
     efficiency = min(1.0, cog / 3) * min(1.0, plan["cib"] * p.kvol / 4)
     # (PACKED_SECONDS_PER_MAC was fitted on 56 x 56 tiles: the term is relative to them)
-    efficiency *= (1 + WGRAD_TILE_CELLS / WGRAD_FIT_CELLS) / (1 + WGRAD_TILE_CELLS / (rows * cols))
+    fitted = 1 + WGRAD_TILE_CELLS / WGRAD_FIT_CELLS
+    efficiency *= fitted / (1 + WGRAD_TILE_CELLS / (rows * cols))
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = (p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
               * ceil_div(cog, plan["cob"]))

@@ -519,6 +519,12 @@ cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,
                     t.od, t.oh0, t.ow0, t.cols)
 
 
+cdef inline Py_ssize_t output_offset(const OutMap* m, Py_ssize_t od, Py_ssize_t oh,
+                                     Py_ssize_t ow) noexcept nogil:
+    """Where computed cell (od, oh, ow) lands in one channel plane of the output."""
+    return ((m.d0 + m.sd * od) * m.H + m.h0 + m.sh * oh) * m.W + m.w0 + m.sw * ow
+
+
 cdef inline bint plain_rows(const OutMap* om) noexcept nogil:
     """Output rows with a unit W step and no shuffle (a forward convolution, a
     stride-1 input gradient): the depthwise kernel writes them in place."""
@@ -533,12 +539,11 @@ cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* b
     place, its bias added (``fc_depthwise_row``)."""
     cdef Py_ssize_t cog = g.Co // g.groups, K = g.KD * g.KH * g.KW
     cdef Py_ssize_t oplane = om.D * om.H * om.W
-    cdef Py_ssize_t depth = om.d0 + om.sd * t.od
     cdef real_t* out_n = out + t.n * om.C * oplane
     cdef Py_ssize_t r, co, cq, at
     cdef real_t bv
     for r in range(min(b.R, g.Ho - t.oh0)):
-        at = (depth * om.H + om.h0 + om.sh * (t.oh0 + r)) * om.W + om.w0 + t.ow0
+        at = output_offset(om, t.od, t.oh0 + r, t.ow0)
         for co in range(cog):
             cq = t.grp * cog + co
             bv = bias[cq] if bias != NULL else 0
@@ -569,14 +574,13 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
     cdef Py_ssize_t block = m.fd * m.fh * m.fw
     cdef Py_ssize_t q = q0, r, c, hi, co, cq, tap, j, n_out, at
     cdef real_t* out_n = out + n * m.C * oplane
-    cdef Py_ssize_t depth = m.d0 + m.sd * od
     cdef real_t* orow
     cdef const real_t* crow
     cdef real_t bv
     if Wb == cols == m.W and ow0 == 0 and m.w0 == 0 and m.sw == m.sh == 1 and block == 1:
         # No dropped columns and whole output rows: the panel is one run of the
         # output plane (1x1 kernels, whole-row tiles), one store per channel.
-        at = (depth * m.H + m.h0 + oh0) * m.W + q0
+        at = output_offset(&m, od, oh0, 0) + q0
         for co in range(nco):
             cq = cq0 + co
             bv = bias[cq] if bias != NULL else 0
@@ -590,7 +594,7 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
         # shuffle): walk the panel's rows with running addresses.
         r = q0 // Wb
         c = q0 - r * Wb
-        at = (depth * m.H + m.h0 + m.sh * (oh0 + r)) * m.W + m.w0 + ow0
+        at = output_offset(&m, od, oh0 + r, ow0)
         crow = cbuf - q0 + r * Wb
         while q < q0 + width:
             hi = min(Wb, c + q0 + width - q)
@@ -615,7 +619,7 @@ cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize
         if c < cols:
             n_out = min(hi, cols) - c
             # where the row segment lands, before the channel and its shuffle tap
-            at = (depth * m.H + m.h0 + m.sh * (oh0 + r)) * m.W + m.w0 + m.sw * (ow0 + c)
+            at = output_offset(&m, od, oh0 + r, ow0 + c)
             crow = cbuf - q0 + r * Wb + c
             if block == 1:
                 for co in range(nco):
