@@ -37,6 +37,9 @@ from _geometry cimport Geometry, ceil_div, decode_tap, make_geometry, strided_ra
 from _parallel cimport Driver, finish, interrupted, proceed, start
 
 
+cdef extern from *:
+    void __builtin_prefetch(const void* address, int rw, int locality) nogil
+
 cdef extern from "_microkernel.h":
     int FC_MR
     int FC_NV
@@ -472,6 +475,8 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             # cover the FMA latency (half speed): end on two 2-vector panels
             # instead (a 7x7 tile: 24 + 16 + 15 cells, not 24 + 24 + 7).
             width = NR - VLEN
+        prefetch_panel_output(out, g, b, om, n, grp * cog + co0, nco, od, oh0, ow0, cols, q,
+                              width)
         k0 = 0
         while k0 < K:
             klen = min(kc, K - k0)
@@ -553,6 +558,37 @@ cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* b
             else:
                 fc_depthwise_row_d(K, w + cq * K, buf + r * b.Wb, off, out_n + cq * oplane + at,
                                    t.cols, bv)
+
+
+cdef void prefetch_panel_output(real_t* out, const Geometry* g, const Band* b,
+                                const OutMap* om, Py_ssize_t n, Py_ssize_t cq0,
+                                Py_ssize_t nco, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0,
+                                Py_ssize_t cols, Py_ssize_t q0, Py_ssize_t width) noexcept nogil:
+    """Ask for the output lines that ``store_panel`` will write for this panel, for
+    writing, before the panel is computed: each channel's row is its own
+    stream (64 of them on a 64-channel layer), too many for the hardware
+    prefetchers, and without this every store of a panel waits for its line.
+    Plain output rows only (the others are rare and strided)."""
+    cdef OutMap m = om[0]
+    if m.fd * m.fh * m.fw != 1 or m.sw != 1:
+        return
+    cdef Py_ssize_t Wb = b.Wb, oplane = m.D * m.H * m.W
+    cdef Py_ssize_t q = q0, r = q0 // Wb, c = q0 - (q0 // Wb) * Wb, hi, at, co, j
+    cdef real_t* base = out + (n * m.C + cq0) * oplane
+    cdef Py_ssize_t line = 64 // sizeof(real_t)
+    while q < q0 + width:
+        hi = min(Wb, c + q0 + width - q)
+        if c < cols:
+            at = output_offset(&m, od, oh0 + r, ow0 + c)
+            for co in range(nco):
+                j = 0
+                while j < min(hi, cols) - c:
+                    __builtin_prefetch(base + co * oplane + at + j, 1, 3)
+                    j += line
+                __builtin_prefetch(base + co * oplane + at + min(hi, cols) - c - 1, 1, 3)
+        q += hi - c
+        c = 0
+        r += 1
 
 
 cdef void store_panel(const real_t* cbuf, Py_ssize_t NR, Py_ssize_t q0, Py_ssize_t width,
