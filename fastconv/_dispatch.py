@@ -27,7 +27,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from . import _costs, _fastpath, _fft, _padding, _planar, _subpixel
+from . import _costs, _fastpath, _fft, _padding, _planar, _subpixel, _workspace
 from ._kernels import blas, direct, implicit
 from ._threads import get_num_threads, single_threaded_blas
 
@@ -317,7 +317,7 @@ def _run_implicit_forward(a, p, plan, nt):
                               padding_mode=p.padding_mode)
         return
     q = _forward_real(p)
-    out = np.empty(a.out.shape[:1] + q.out, q.dtype)
+    out = _workspace.empty(a.out.shape[:1] + q.out, q.dtype)
     if p.dtype == np.complex64:
         implicit.conv_forward(_planar.gauss_input(a.x, nt), _planar.gauss_weight(a.w),
                               _planar.gauss_bias(a.bias_or_zeros), a.bias is not None, out,
@@ -641,7 +641,7 @@ def _run_weight_implicit(a, p, plan, nt):
     x, gout, dw = a.x, a.out, a.w
     if p.dtype.kind == "c":
         x, gout = _planar.planar(x, g, nt), _planar.planar(gout, g, nt)
-        dw = np.empty((2 * dw.shape[0], 2 * dw.shape[1]) + dw.shape[2:], x.dtype)
+        dw = _workspace.empty((2 * dw.shape[0], 2 * dw.shape[1]) + dw.shape[2:], x.dtype)
     implicit.conv_weight_grad(x, gout, dw, p.stride, p.pad, p.dilation, g, nt,
                               plan["rows"], plan["cols"], plan["cib"], plan["cob"],
                               padding_mode=p.padding_mode)

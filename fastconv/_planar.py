@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import _workspace
 from ._fastpath import merge_complex, split_complex
 
 
@@ -30,11 +31,12 @@ def _one_pass(*arrays):
 
 
 def planar(a, groups, threads=1):
-    """(N, C, *S) complex -> (N, 2C, *S) real: per group, real then imaginary channels."""
+    """(N, C, *S) complex -> (N, 2C, *S) real: per group, real then imaginary channels
+    (a temporary: ``_workspace`` scratch)."""
     n, c = a.shape[:2]
     spatial = a.shape[2:]
     if _one_pass(a):
-        out = np.empty((n, 2 * c) + spatial, real_dtype(a.dtype))
+        out = _workspace.empty((n, 2 * c) + spatial, real_dtype(a.dtype))
         split_complex(a, out, groups, False, threads)
         return out
     grouped = a.reshape((n, groups, 1, c // groups) + spatial)
@@ -122,9 +124,10 @@ def _three(a, third, axis):
 
 
 def gauss_input(x, threads=1):
-    """(N, C, *S) complex -> (N, 3C, *S) real: xr, xi, xr + xi."""
+    """(N, C, *S) complex -> (N, 3C, *S) real: xr, xi, xr + xi (a temporary:
+    ``_workspace`` scratch)."""
     if _one_pass(x):
-        out = np.empty((x.shape[0], 3 * x.shape[1]) + x.shape[2:], real_dtype(x.dtype))
+        out = _workspace.empty((x.shape[0], 3 * x.shape[1]) + x.shape[2:], real_dtype(x.dtype))
         split_complex(x, out, 1, True, threads)
         return out
     return np.ascontiguousarray(_three(x, 1, 1)).reshape((x.shape[0], -1) + x.shape[2:])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _costs, _planar
+from . import _costs, _planar, _workspace
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def run(kernel, a, p, plan, nt):
     x, out, bias, weight = a.x, a.out, a.bias_or_zeros, swapped_weight(a.w, g)
     if np.iscomplexobj(out):
         x, bias = _planar.planar(x, g, nt), _planar.planar_bias(bias, g)
-        out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
+        out = _workspace.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     for ph, q, tile in plan["phases"]:
         cells = (Ellipsis,) + tuple(slice(x_.start, None, s) for x_, s in zip(ph, p.stride))
         if q is None:
@@ -172,7 +172,7 @@ def run_shuffle(kernel, a, p, plan, nt):
         x, weight = (_planar.planar(x, g, nt),
                      _planar.planar_weight(shuffle_weight(weight, g), g))
         bias = _planar.planar_bias(a.bias_or_zeros, g)
-        out = np.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
+        out = _workspace.empty((out.shape[0], 2 * out.shape[1]) + out.shape[2:], x.dtype)
     kernel(x, weight, bias, a.bias is not None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), g, nt,
            plan["rows"], plan["cols"], out_size=tuple(x.shape[2:]), out_step=p.stride,
            shuffle=p.stride, transposed_weight=not is_complex)
