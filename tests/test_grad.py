@@ -420,6 +420,31 @@ def test_conv_transpose_gradients_match_finite_differences_of_reference(case, dt
     np.testing.assert_allclose(db, fd_b, rtol=1e-8, atol=1e-8, err_msg="bias")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+@pytest.mark.parametrize("groups, c_in, c_out, kernel", [(1, 24, 16, (3, 3)),
+                                                          (2, 16, 24, (3, 2)),
+                                                          (4, 32, 8, (1, 3))])
+def test_stride1_input_gradient_through_the_public_call_matches_the_oracle(
+        groups, c_in, c_out, kernel, dtype):
+    """The public call's stride-1 input gradient packs the convolution's own weight,
+    channels swapped and taps reversed per group, with no flipped copy: its
+    result is the oracle's (several channels per group, so the packed kernel,
+    not the depthwise one, runs), and the weight is left as it was."""
+    rng = np.random.default_rng(groups)
+    x_shape = (2, c_in, 6, 7)
+    w = random_array(rng, (c_out, c_in // groups) + kernel, dtype)
+    pad = tuple(k // 2 for k in kernel)
+    out = tuple(n + 2 * p - k + 1 for n, p, k in zip(x_shape[2:], pad, kernel))
+    g = random_array(rng, (2, c_out) + out, dtype)
+    w_before = w.copy()
+    got = grad.conv2d_input(x_shape, w, g, padding=pad, groups=groups)
+    again = grad.conv2d_input(x_shape, w, g, padding=pad, groups=groups)   # prepared call
+    want = reference.conv_input(x_shape, w, g, padding=pad, groups=groups)
+    assert_close(got, want, dtype)
+    np.testing.assert_array_equal(again, got)
+    np.testing.assert_array_equal(w, w_before)
+
+
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_complex_gradient_convention_is_conjugate_wirtinger(nd):
     """grad = dL/dRe + i dL/dIm for L = Re(sum(conj(G) * y)); the conjugate convention

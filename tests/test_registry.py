@@ -71,6 +71,9 @@ CONVS = {
     # over several jobs, the last block partial (test_deep_layers_split_...)
     "2d_deep_channel_blocks": ((224, 1, 5, 6), (151, 224, 1, 3, 3), (1, 1, 1), (0, 1, 1),
                                (1, 1, 1), 1),
+    # grouped, stride 1: the input gradient packs the convolution's own weight,
+    # channels swapped and taps reversed per group (FLIPPED), with no copy
+    "2d_grouped_flipped": ((8, 1, 7, 9), (10, 4, 1, 3, 2), (1, 1, 1), (0, 1, 1), (1, 1, 2), 2),
 }
 # Reflect / replicate / circular padding (symmetric pads): forward and weight_grad only.
 MODE_CONVS = {
