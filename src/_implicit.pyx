@@ -48,10 +48,10 @@ cdef extern from "_microkernel.h":
     int FC_NR_D
     void fc_kernel_panel_f(Py_ssize_t K, const float* A, const float* base,
                            const Py_ssize_t* off, float* C, Py_ssize_t ldc,
-                           int cols, int accumulate) nogil
+                           int cols, int accumulate, const float* bias) nogil
     void fc_kernel_panel_d(Py_ssize_t K, const double* A, const double* base,
                            const Py_ssize_t* off, double* C, Py_ssize_t ldc,
-                           int cols, int accumulate) nogil
+                           int cols, int accumulate, const double* bias) nogil
     void fc_pack_block_f(float* dst, const float* src, Py_ssize_t K, int rows, Py_ssize_t rs,
                          Py_ssize_t ks) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
@@ -461,13 +461,23 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef int VLEN = FC_VBYTES // sizeof(real_t)
     # packed blocks of FC_MR channels: this job's start at block co0 / FC_MR
     cdef const real_t* wg = wp + (grp * ceil_div(cog, FC_MR) + co0 // FC_MR) * K * FC_MR
-    cdef Py_ssize_t k0, klen, q = 0, blk, width
+    cdef Py_ssize_t cq0 = grp * cog + co0, oplane = om.D * om.H * om.W
+    cdef Py_ssize_t k0, klen, q = 0, blk, width, ldc, direct_blocks
+    cdef bint runs = panels_are_output_runs(b, om, t)
+    cdef real_t* out_run = out + (n * om.C + cq0) * oplane + output_offset(om, od, oh0, ow0)
+    cdef real_t* c
+    cdef const real_t* cbias
+    cdef real_t zeros[16]               # the bias of a layer without one (+0, as store_row)
+    memset(zeros, 0, sizeof(zeros))
     if band_of[0] != tile:
         copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
         band_of[0] = tile
-    # Panel by panel: cbuf (nco x NR) = W_g @ B_p, K blocked so that the panel's B
-    # rows (buf[q + off[k]:][:NR]) stay in L1 across the channel blocks; the
-    # panel's results then go straight to the output.
+    # Panel by panel: W_g @ B_p, K blocked so that the panel's B rows
+    # (buf[q + off[k]:][:NR]) stay in L1 across the channel blocks.  A whole
+    # panel that is one run of each output row (1x1 layers, 1-D tiles) is
+    # written straight into the output, bias added by the last K block; other
+    # panels, and a last block of fewer than MR channels, go through cbuf
+    # (nco x NR) and store_panel, which drops the band's extra columns.
     while q < m:
         width = min(NR, m - q)
         if FC_NV > 2 and 0 < m - q - NR <= VLEN:
@@ -475,24 +485,43 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             # cover the FMA latency (half speed): end on two 2-vector panels
             # instead (a 7x7 tile: 24 + 16 + 15 cells, not 24 + 24 + 7).
             width = NR - VLEN
-        prefetch_panel_output(out, g, b, om, n, grp * cog + co0, nco, od, oh0, ow0, cols, q,
-                              width)
+        prefetch_panel_output(out, g, b, om, n, cq0, nco, od, oh0, ow0, cols, q, width)
+        direct_blocks = nco // FC_MR if runs and width == NR else 0
         k0 = 0
         while k0 < K:
             klen = min(kc, K - k0)
             for blk in range(nb):
-                if real_t is float:
-                    fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, buf + q,
-                                      off + k0, cbuf + blk * FC_MR * NR, NR, <int>width,
-                                      k0 > 0)
+                if blk < direct_blocks:
+                    c, ldc = out_run + blk * FC_MR * oplane + q, oplane
+                    cbias = NULL
+                    if k0 + klen == K:
+                        cbias = (bias + cq0 + blk * FC_MR) if bias != NULL else zeros
                 else:
-                    fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, buf + q,
-                                      off + k0, cbuf + blk * FC_MR * NR, NR, <int>width,
-                                      k0 > 0)
+                    c, ldc, cbias = cbuf + blk * FC_MR * NR, NR, NULL
+                if real_t is float:
+                    fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, buf + q, off + k0,
+                                      c, ldc, <int>width, k0 > 0, cbias)
+                else:
+                    fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, buf + q, off + k0,
+                                      c, ldc, <int>width, k0 > 0, cbias)
             k0 += klen
-        store_panel(cbuf, NR, q, width, out, bias, g, b, om, n, grp * cog + co0, nco, od,
-                    oh0, ow0, cols)
+        if direct_blocks < nb:
+            blk = direct_blocks * FC_MR
+            store_panel(cbuf + blk * NR, NR, q, width, out, bias, g, b, om, n, cq0 + blk,
+                        nco - blk, od, oh0, ow0, cols)
         q += width
+
+
+cdef inline bint panels_are_output_runs(const Band* b, const OutMap* om,
+                                        Tile t) noexcept nogil:
+    """Whether panel cells q .. q + w of tile ``t`` are output cells at + q .. at + q +
+    w of each channel: plain rows (no shuffle, unit steps), and either a tile
+    of one row (1-D) or whole rows with no dropped columns (1x1 layers)."""
+    if om.fd * om.fh * om.fw != 1 or om.sw != 1:
+        return False
+    if t.m == t.cols:
+        return True
+    return b.Wb == t.cols == om.W and t.ow0 == 0 and om.w0 == 0 and om.sh == 1
 
 
 cdef void depthwise_job(const real_t* x, const real_t* w, const Py_ssize_t* off,

@@ -41,15 +41,17 @@ typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
 
 /* C[MR x NR] (+)= A[MR x K] * B[K x NR]; B's row k is the NR cells at
- * base + off[k], NR = NV vectors.  The whole MR x NR tile of C is written,
- * even at edges (rows past a layer's last channel have zero weights, cells
- * past a panel's end are dropped by the caller): one store path keeps the
- * accumulators in registers to the end (a second, partial path made gcc
- * spill all of them after every K block, 6 % of a ResNet layer).  Each C
- * cell is the same chain of multiply-adds whatever NV is. */
+ * base + off[k], NR = NV vectors; then + bias[i] on row i when `bias` is not
+ * NULL (the last K block of a tile written straight into the output).  The
+ * whole MR x NR tile of C is written, even at edges (rows past a layer's last
+ * channel have zero weights, cells past a panel's end are dropped by the
+ * caller): one store path keeps the accumulators in registers to the end (a
+ * second, partial path made gcc spill all of them after every K block, 6 %
+ * of a ResNet layer).  Each C cell is the same chain of multiply-adds
+ * whatever NV is, and ((sum of K blocks) + bias) whatever C is. */
 #define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV)                                 \
 static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
-                 T *C, ptrdiff_t ldc, int accumulate) {                           \
+                 T *C, ptrdiff_t ldc, int accumulate, const T *bias) {            \
     enum { VLEN = FC_VBYTES / sizeof(T) };                                        \
     V c[FC_MR][NV];                                                               \
     for (int i = 0; i < FC_MR; i++)                                               \
@@ -65,7 +67,9 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
     for (int i = 0; i < FC_MR; i++)                                               \
         for (int v = 0; v < NV; v++) {                                            \
             V *dst = (V *)(C + i * ldc + v * VLEN);                               \
-            *dst = accumulate ? *dst + c[i][v] : c[i][v];                         \
+            V r = accumulate ? *dst + c[i][v] : c[i][v];                          \
+            if (bias) r += bias[i];                                               \
+            *dst = r;                                                             \
         }                                                                         \
 }
 
@@ -84,15 +88,15 @@ FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2)
  * least that many whole vectors). */
 #define FC_DEFINE_PANEL_KERNEL(NAME, T, FULL, ONE, TWO)                            \
 static inline void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off, \
-                        T *C, ptrdiff_t ldc, int cols, int accumulate) {           \
+                        T *C, ptrdiff_t ldc, int cols, int accumulate, const T *bias) { \
     enum { VLEN = FC_VBYTES / sizeof(T) };                                         \
     int nv = (cols + VLEN - 1) / VLEN;                                             \
     if (nv >= FC_NV)                                                               \
-        FULL(K, A, base, off, C, ldc, accumulate);                                 \
+        FULL(K, A, base, off, C, ldc, accumulate, bias);                           \
     else if (nv == 1)                                                              \
-        ONE(K, A, base, off, C, ldc, accumulate);                                  \
+        ONE(K, A, base, off, C, ldc, accumulate, bias);                            \
     else                                                                           \
-        TWO(K, A, base, off, C, ldc, accumulate);                                  \
+        TWO(K, A, base, off, C, ldc, accumulate, bias);                            \
 }
 #if FC_NV > 2
 FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_f, float, fc_kernel_indirect_f, fc_kernel_indirect1_f,
