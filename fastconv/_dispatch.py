@@ -893,6 +893,26 @@ def prepare(p, algorithm="auto", implementation=None):
     return None if choice.impl.prepare is None else choice.impl.prepare(p, choice.plan)
 
 
+def same_choice_for_any_weight(p, algorithm="auto", implementation=None):
+    """Whether ``p``'s choice (implementation and plan) is also the choice when the
+    weight holds inf or NaN.
+
+    The kernels that have a prepared form compute such a weight as any other
+    (0 * inf in the padding is NaN, as PyTorch's); only the choice can change
+    (no FFT, no sub-pixel phases).  Where it does not, a prepared call need not
+    read the whole weight on every run to check it (13 % of a (1, 512, 7, 7)
+    3x3 layer).
+    """
+    if implementation is None:
+        implementation = _FORCED.get()
+    finite = select(p, algorithm, implementation)
+    try:
+        other = select(replace(p, finite_weight=False), algorithm, implementation)
+    except ValueError:                  # a forced kernel that a non-finite weight rules out
+        return False
+    return finite.impl is other.impl and finite.plan == other.plan
+
+
 _RECORDING = []
 
 

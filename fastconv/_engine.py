@@ -112,7 +112,7 @@ class KernelCall:
     """
 
     __slots__ = ("_problem", "_algorithm", "_implementation", "_empty", "_check_weight",
-                 "prepared")
+                 "prepared", "prepared_checks_weight")
 
     def __init__(self, op, x_shape, w_shape, out_shape, dtype, stride, pad, dilation, groups,
                  algorithm="auto", implementation=None, padding_mode="zeros"):
@@ -126,8 +126,14 @@ class KernelCall:
         #: the chosen kernel in compiled form for a finite weight, or None (see
         #: _dispatch.prepare): the public function's fast path calls it directly.
         self.prepared = None
+        #: whether a run of ``prepared`` must check the weight for inf/NaN first
+        #: (only when such a weight would change the choice)
+        self.prepared_checks_weight = self._check_weight
         if not self._empty:             # choose now: errors surface here, and it is cached
             self.prepared = _dispatch.prepare(self._problem, algorithm, implementation)
+        if self.prepared is not None and self._check_weight:
+            self.prepared_checks_weight = not _dispatch.same_choice_for_any_weight(
+                self._problem, algorithm, implementation)
 
     @property
     def macs(self):

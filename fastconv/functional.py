@@ -89,7 +89,7 @@ def _prepared(prob, algorithm):
         return call
     return FastForwardCall(call, kernel, call.dtype, call.user_out_shape, call.batched,
                            call.kernel.macs, _costs.MIN_MACS_PER_THREAD,
-                           _dispatch.threads_for)
+                           _dispatch.threads_for, call.kernel.prepared_checks_weight)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,

@@ -117,7 +117,7 @@ def _prepare_input_grad(op, nd, weight, input_shape, grad_output, options):
         # the kernel fills the gradient in the caller's input_shape directly
         call = FastInputGradCall(call, kernel, call.dtype, input_shape, prob.batched,
                                  call.kernel.macs, _costs.MIN_MACS_PER_THREAD,
-                                 _dispatch.threads_for)
+                                 _dispatch.threads_for, call.kernel.prepared_checks_weight)
     return call, (w, g)
 
 

@@ -197,7 +197,8 @@ cdef class FastCall:
     """A prepared call's usual case, run in C: the base of the public functions' fast paths.
 
     When the arrays are C-contiguous, aligned ndarrays of the compute dtype,
-    the weight is finite and dispatch is not observed, the result is
+    the weight is finite (where that matters: ``check_finite``) and dispatch
+    is not observed, the result is
     allocated in the caller's shape and ``kernel.run(x, w, bias, result,
     threads)`` fills it (the registry's choice, prepared for these shapes).
     Any other call goes to ``slow``, the Python prepared call, which gives
@@ -221,6 +222,9 @@ cdef class FastCall:
         ``_costs.MIN_MACS_PER_THREAD``: below twice that, one thread without asking.
     threads_for : callable
         ``threads_for(total_macs)``, asked on every larger call.
+    check_finite : bool
+        Whether a weight must be finite for ``kernel`` (False when an inf or NaN
+        would not change the registry's choice: no pass over the weight).
     """
 
     cdef readonly object slow
@@ -229,10 +233,10 @@ cdef class FastCall:
     cdef int typenum, nd
     cdef cnp.npy_intp out_dims[KEY_MAX_DIMS]
     cdef Py_ssize_t macs, min_macs
-    cdef bint batched
+    cdef bint batched, check_finite
 
     def __init__(self, slow, kernel, cnp.dtype dtype, tuple out_shape, bint batched,
-                 Py_ssize_t macs, Py_ssize_t min_macs, threads_for):
+                 Py_ssize_t macs, Py_ssize_t min_macs, threads_for, bint check_finite=True):
         if len(out_shape) > KEY_MAX_DIMS:
             raise ValueError(f"{type(self).__name__}: out_shape {out_shape} has more than "
                              f"{KEY_MAX_DIMS} dims")
@@ -241,13 +245,14 @@ cdef class FastCall:
         for i, n in enumerate(out_shape):
             self.out_dims[i] = n
         self.batched, self.macs, self.min_macs = batched, macs, max(1, min_macs)
+        self.check_finite = check_finite
 
     cdef bint usable(self, x, w, bias, bint weight=True):
         """Whether the kernel can take these arrays as they are (``weight``: ``w`` is
         a weight, which must be finite)."""
         return not _observed and _plain(x, self.dtype) and _plain(w, self.dtype) \
             and (bias is None or _plain(bias, self.dtype)) \
-            and (not weight or _finite(<cnp.ndarray> w))
+            and (not weight or not self.check_finite or _finite(<cnp.ndarray> w))
 
     cdef object run(self, x, w, bias):
         cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> x, 0) if self.batched else 1

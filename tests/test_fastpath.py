@@ -69,6 +69,49 @@ def test_non_finite_weight_after_a_cached_finite_call_propagates_as_torch():
     assert np.isfinite(fc.conv2d(x, w, padding=1)).all()
 
 
+@pytest.mark.parametrize("shape, w_shape, padding", [
+    ((2, 16, 9, 9), (8, 16, 3, 3), 1),              # implicit GEMM for any weight
+    ((1, 1, 32, 32, 32), (1, 1, 11, 11, 11), 5),    # FFT when finite, not otherwise
+    ((3, 8, 40), (6, 8, 3), 0)])
+@pytest.mark.parametrize("op", ["forward", "input_grad"])
+def test_fast_path_with_a_non_finite_weight_gives_the_python_paths_bits(shape, w_shape, padding,
+                                                                        op):
+    """A prepared call skips the weight's inf/NaN check only where such a weight
+    leaves the registry's choice as it is: with inf and NaN taps it returns the
+    bits of the Python path, which checks the weight and chooses again."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    nd = len(shape) - 2
+    conv = getattr(fc, f"conv{nd}d")
+    gout = conv(x, w, padding=padding)
+    bad = w.copy()
+    bad.reshape(-1)[[0, -1]] = np.inf, np.nan
+
+    def call(weight):
+        if op == "forward":
+            return conv(x, weight, padding=padding)
+        return getattr(grad, f"conv{nd}d_input")(x.shape, weight, gout, padding=padding)
+
+    call(w)                                       # prepare the signature
+    fast = call(bad)
+    with _dispatch.recorded():                    # every run through the Python path
+        slow = call(bad)
+    np.testing.assert_array_equal(_bits(fast), _bits(slow))
+    assert np.isnan(fast).any()
+
+
+def test_weight_check_is_skipped_only_where_the_choice_cannot_change():
+    resnet = _dispatch.Problem("forward", (16, 1, 9, 9), (8, 16, 1, 3, 3), (8, 1, 9, 9),
+                               np.dtype(np.float32), pad=(0, 1, 1))
+    volume = _dispatch.Problem("forward", (1, 32, 32, 32), (1, 1, 11, 11, 11), (1, 32, 32, 32),
+                               np.dtype(np.float32), pad=(5, 5, 5))
+    assert _dispatch.select(resnet, "auto", None).impl.name == "implicit_gemm"
+    assert _dispatch.same_choice_for_any_weight(resnet)
+    assert _dispatch.select(volume, "auto", None).impl.name == "fft"
+    assert not _dispatch.same_choice_for_any_weight(volume)
+
+
 @pytest.mark.parametrize("value, error", [(True, TypeError), (1.0, TypeError),
                                           ((1, True), TypeError), ([1, 1.0], TypeError)])
 def test_equal_comparing_options_are_refused_after_a_valid_call(value, error):
