@@ -467,7 +467,8 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef real_t* out_run = out + (n * om.C + cq0) * oplane + output_offset(om, od, oh0, ow0)
     cdef real_t* c
     cdef const real_t* cbias
-    cdef real_t zeros[16]               # the bias of a layer without one (+0, as store_row)
+    cdef real_t zeros[16]               # (>= FC_MR) the bias of a layer without one: + 0,
+                                        # as store_row adds
     memset(zeros, 0, sizeof(zeros))
     if band_of[0] != tile:
         copy_band(x + (n * g.C + grp * cig) * g.D * g.H * g.W, cig, buf, g, b, od, oh0, ow0)
@@ -485,7 +486,7 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             # cover the FMA latency (half speed): end on two 2-vector panels
             # instead (a 7x7 tile: 24 + 16 + 15 cells, not 24 + 24 + 7).
             width = NR - VLEN
-        prefetch_panel_output(out, g, b, om, n, cq0, nco, od, oh0, ow0, cols, q, width)
+        prefetch_panel_output(out, b, om, n, cq0, nco, od, oh0, ow0, cols, q, width)
         direct_blocks = nco // FC_MR if runs and width == NR else 0
         k0 = 0
         while k0 < K:
@@ -589,15 +590,16 @@ cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* b
                                    t.cols, bv)
 
 
-cdef void prefetch_panel_output(real_t* out, const Geometry* g, const Band* b,
-                                const OutMap* om, Py_ssize_t n, Py_ssize_t cq0,
-                                Py_ssize_t nco, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t ow0,
-                                Py_ssize_t cols, Py_ssize_t q0, Py_ssize_t width) noexcept nogil:
-    """Ask for the output lines that ``store_panel`` will write for this panel, for
-    writing, before the panel is computed: each channel's row is its own
-    stream (64 of them on a 64-channel layer), too many for the hardware
-    prefetchers, and without this every store of a panel waits for its line.
-    Plain output rows only (the others are rare and strided)."""
+cdef void prefetch_panel_output(real_t* out, const Band* b, const OutMap* om, Py_ssize_t n,
+                                Py_ssize_t cq0, Py_ssize_t nco, Py_ssize_t od,
+                                Py_ssize_t oh0, Py_ssize_t ow0, Py_ssize_t cols,
+                                Py_ssize_t q0, Py_ssize_t width) noexcept nogil:
+    """Ask for the output lines this panel's results go to (from the micro-kernel
+    or ``store_panel``), for writing, before the panel is computed: each
+    channel's row is its own stream (64 of them on a 64-channel layer), too
+    many for the hardware prefetchers, and without this every store of a
+    panel waits for its line.  Plain output rows only (the others are rare
+    and strided)."""
     cdef OutMap m = om[0]
     if m.fd * m.fh * m.fw != 1 or m.sw != 1:
         return
