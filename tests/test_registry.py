@@ -501,7 +501,7 @@ def test_implicit_waste_counts_dropped_columns_between_rows_only():
         7 * 56)
     deep = Problem("forward", (512, 1, 7, 7), (512, 512, 1, 3, 3), (512, 1, 7, 7),
                    np.dtype(np.float32), pad=(0, 1, 1))
-    # 55 cells: 24 + 24 + 8 on AVX2
+    # 55 cells: 7 vectors on AVX2 (run as panels of 24 + 16 + 15)
     assert _costs.implicit_waste(deep, {"rows": 7, "cols": 7}) == computed(6 * 8 + 7) / 49
 
 

@@ -33,7 +33,11 @@ cases = [((2, 6, 9, 10, 11), (26, 3, 3, 3, 3), dict(padding=1, groups=2)),   # m
          ((1, 2, 5, 9, 12), (3, 2, 2, 3, 5), dict(stride=(1, 2, 2), padding=2)),
          ((2, 3, 5, 6, 7), (4, 3, 3, 3, 3), dict(padding=1, padding_mode="reflect")),
          # weights over 1 MiB: output channels split over jobs, a short last panel
-         ((2, 224, 1, 5, 6), (151, 224, 1, 3, 3), dict(padding=(0, 1, 1)))]
+         ((2, 224, 1, 5, 6), (151, 224, 1, 3, 3), dict(padding=(0, 1, 1))),
+         # panels stored straight into the output (1x1 whole rows, 1-D tiles), 13
+         # channels: whole register blocks direct, the rest through the buffer
+         ((2, 8, 1, 6, 40), (13, 8, 1, 1, 1), dict()),
+         ((2, 12, 1, 1, 300), (13, 12, 1, 1, 3), dict(padding=(0, 0, 1)))]
 for dtype in (np.float32, np.float64, np.complex64, np.complex128):
     for xs, ws, kw in cases:
         x = rng.standard_normal(xs).astype(dtype)
