@@ -14,6 +14,8 @@ import numpy as np
 
 from . import functional as F
 from . import grad as G
+from ._fastpath import copy_array
+from ._threads import get_num_threads
 from ._args import (PADDING_MODES, SUPPORTED_DTYPES, as_array, check_choice, check_input,
                     expand, resolve_padding)
 
@@ -23,6 +25,17 @@ __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
 
 #: What ``load_state_dict`` returns: lists of full keys, as torch's namesake.
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+PARALLEL_COPY_BYTES = 1 << 22   # below 4 MiB one thread copies before a team would start
+
+
+def _private_copy(a):
+    """A private C-contiguous copy of ``a``: on every thread when it is large (the
+    input a layer keeps for ``backward``: 2.3 ms of a 12 ms 1x1 layer call on
+    one thread, 1.3-1.7 on two)."""
+    if a.nbytes < PARALLEL_COPY_BYTES or not a.flags.c_contiguous:
+        return np.array(a, order="C", copy=True)
+    return copy_array(a, get_num_threads())
 
 
 def _positive_int(value, name, cls):
@@ -140,8 +153,8 @@ class _ConvNd:
         private = saved is not input and saved.flags.owndata and not (
             isinstance(input, np.ndarray) and np.may_share_memory(saved, input))
         if not private:
-            saved = saved.copy()
-        weight = self.weight.copy()
+            saved = _private_copy(saved)
+        weight = _private_copy(self.weight)
         if self._transposed:
             fn = getattr(F, f"conv_transpose{self._nd}d")
             y = fn(saved, weight, self.bias, **self._conv_kwargs())

@@ -61,6 +61,29 @@ def all_finite(cnp.ndarray a not None):
     return bool(np.isfinite(a).all())
 
 
+def copy_array(cnp.ndarray a not None, int num_threads):
+    """A C-contiguous copy of the C-contiguous ``a``, in chunks on ``num_threads``.
+
+    One thread's copy stops at about 10 GB/s on these machines; two threads
+    copy a 25.7 MB activation in 1.3-1.7 ms instead of 2.3-2.4 (a layer keeps
+    such a copy of its input on every forward).
+    """
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError("copy_array: expected a C-contiguous array")
+    cdef cnp.ndarray out = np.empty_like(a, order="C", subok=False)
+    cdef const char* src = <const char*> cnp.PyArray_DATA(a)
+    cdef char* dst = <char*> cnp.PyArray_DATA(out)
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(a), chunk = 1 << 20
+    cdef Py_ssize_t chunks = (nbytes + chunk - 1) // chunk, i
+    if num_threads < 2 or chunks < 2:
+        memcpy(dst, src, nbytes)
+        return out
+    with nogil:
+        for i in prange(chunks, num_threads=num_threads, schedule="static"):
+            memcpy(dst + i * chunk, src + i * chunk, min(chunk, nbytes - i * chunk))
+    return out
+
+
 def copy_into_padded(cnp.ndarray x not None, cnp.ndarray xp not None, tuple pad):
     """``xp[:, :, pd:, ph:, pw:] = x`` clipped to ``xp``: the copy of a zero-padded input.
 

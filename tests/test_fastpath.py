@@ -10,7 +10,7 @@ import pytest
 
 import fastconv as fc
 from fastconv import _dispatch, functional, grad
-from fastconv._fastpath import all_finite, copy_into_padded
+from fastconv._fastpath import all_finite, copy_array, copy_into_padded
 
 from conftest import dispatch_recorded
 
@@ -184,6 +184,21 @@ def test_all_finite_matches_numpy(dtype):
         b[0, 0, 0] = complex(1, np.nan)
         assert not all_finite(b)
     assert all_finite(np.ones(4, np.dtype(dtype).newbyteorder()))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape, dtype", [((3, 1000, 1001), np.float32), ((7,), ">f8"),
+                                          ((2, 700, 900), np.complex64), ((0, 4), np.float64)])
+def test_copy_array_is_an_exact_private_copy(shape, dtype, threads):
+    """The layers' parallel copy: every byte (chunks of 1 MiB and a short last one),
+    C order, its own memory; non-contiguous arrays are refused."""
+    a = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    b = copy_array(a, threads)
+    assert b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous
+    assert not np.shares_memory(a, b)
+    np.testing.assert_array_equal(_bits(b), _bits(a))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        copy_array(np.ones((4, 6))[:, ::2], threads)
 
 
 def test_copy_into_padded_matches_numpy_slicing():
