@@ -14,10 +14,10 @@ import numpy as np
 
 from . import functional as F
 from . import grad as G
-from ._fastpath import copy_array
-from ._threads import get_num_threads
 from ._args import (PADDING_MODES, SUPPORTED_DTYPES, as_array, check_choice, check_input,
                     expand, resolve_padding)
+from ._fastpath import copy_array
+from ._threads import get_num_threads
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d"]

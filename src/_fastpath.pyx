@@ -272,7 +272,7 @@ cdef class FastCall:
 
     cdef bint usable(self, x, w, bias, bint weight=True):
         """Whether the kernel can take these arrays as they are (``weight``: ``w`` is
-        a weight, which must be finite)."""
+        a weight, which must be finite where ``check_finite``)."""
         return not _observed and _plain(x, self.dtype) and _plain(w, self.dtype) \
             and (bias is None or _plain(bias, self.dtype)) \
             and (not weight or not self.check_finite or _finite(<cnp.ndarray> w))
