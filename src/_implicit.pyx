@@ -1288,21 +1288,6 @@ cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geome
     return 0
 
 
-def buffer_elements(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
-                    tuple dilation, Py_ssize_t groups, Py_ssize_t rows, Py_ssize_t cols,
-                    bint is_double):
-    """Elements of one job's band buffer (for the tests)."""
-    cdef Py_ssize_t xs[5]
-    cdef Py_ssize_t os[5]
-    cdef Py_ssize_t ws[5]
-    cdef int i
-    for i in range(5):
-        xs[i], os[i], ws[i] = x_shape[i], out_shape[i], w_shape[i]
-    cdef Geometry g = make_geometry(xs, os, ws, stride, (0, 0, 0), dilation, groups)
-    return make_band(&g, rows, cols, FC_NR_D if is_double else FC_NR_F, is_double,
-                     ZEROS).size
-
-
 def forward_band_pitch(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
                        tuple padding, tuple dilation, Py_ssize_t groups, Py_ssize_t rows,
                        Py_ssize_t cols, str padding_mode):
