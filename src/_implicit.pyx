@@ -1101,8 +1101,8 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
     cdef Py_ssize_t kr = (ci1 - ci0) * taps         # weight columns of this job
     cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
     cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, co, k, i, j, mr, nr
-    cdef const real_t* G[3]
-    cdef real_t acc[16]                             # >= FC_WG_MR * FC_WG_NR, FC_WGD_NR
+    cdef const real_t* G[8]                         # >= FC_WG_MR
+    cdef real_t acc[32]                             # >= FC_WG_MR * FC_WG_NR, FC_WGD_NR
     cdef real_t* row
     for n in range(g.N):
         for od in range(g.Do):

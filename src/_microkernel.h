@@ -14,17 +14,20 @@
 
 /* MR x NV accumulators + the NV B vectors (+ a broadcast temporary) must fit
  * the register file: 32 zmm with AVX-512, 16 ymm/xmm otherwise.
- * AVX-512: 16 x 1 (MR = 16 divides the common channel counts with no idle
- * rows).  AVX2: 4 x 3 (4 output channels x 24 positions, XNNPACK's and
- * oneDNN's shape), so each k step issues 3 vector loads and 4 broadcasts for
- * 12 FMAs instead of 1 + 12 for 12 (12 x 1): the load ports no longer limit
- * the FMA rate, and MR = 4 leaves no idle rows for channel counts divisible
- * by 4 (6 x 2 idles 11 % of the rows at 32 channels; 4 x 3 measured 5-15 %
+ * AVX-512: 8 x 3 (8 output channels x 48 positions): 8 broadcasts and 3
+ * vector loads per 24 FMAs.  16 x 1 issued 17 loads per 16 FMAs, more than
+ * the two load ports of a Sapphire Rapids core serve in the 8 cycles of its
+ * FMAs (ResNet 3x3 forward: 8.46 -> 6.48 ms).
+ * AVX2: 4 x 3 (4 output channels x 24 positions, XNNPACK's and oneDNN's
+ * shape), so each k step issues 3 vector loads and 4 broadcasts for 12 FMAs
+ * instead of 1 + 12 for 12 (12 x 1): the load ports no longer limit the FMA
+ * rate, and MR = 4 leaves no idle rows for channel counts divisible by 4
+ * (6 x 2 idles 11 % of the rows at 32 channels; 4 x 3 measured 5-15 %
  * faster).  Baseline SSE2: 6 x 2. */
 #if defined(__AVX512F__)
 #define FC_VBYTES 64
-#define FC_MR 16
-#define FC_NV 1
+#define FC_MR 8
+#define FC_NV 3
 #elif defined(__AVX2__) || defined(__AVX__)
 #define FC_VBYTES 32
 #define FC_MR 4
@@ -36,6 +39,10 @@
 #endif
 #define FC_NR_F (FC_NV * FC_VBYTES / 4)
 #define FC_NR_D (FC_NV * FC_VBYTES / 8)
+
+/* Unroll the loops over the register block completely: rolled, they index the
+ * accumulators by a variable, and gcc keeps them all in memory. */
+#define FC_UNROLL _Pragma("GCC unroll 32")
 
 typedef float fc_vf __attribute__((vector_size(FC_VBYTES), aligned(4)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
@@ -54,18 +61,18 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
                  T *C, ptrdiff_t ldc, int accumulate, const T *bias) {            \
     enum { VLEN = FC_VBYTES / sizeof(T) };                                        \
     V c[FC_MR][NV];                                                               \
-    for (int i = 0; i < FC_MR; i++)                                               \
-        for (int v = 0; v < NV; v++) c[i][v] = (V){0};                            \
+    FC_UNROLL for (int i = 0; i < FC_MR; i++)                                      \
+        FC_UNROLL for (int v = 0; v < NV; v++) c[i][v] = (V){0};                   \
     for (ptrdiff_t k = 0; k < K; k++) {                                           \
         const T *brow = base + off[k];                                            \
         V b[NV];                                                                  \
-        for (int v = 0; v < NV; v++) b[v] = *(const V *)(brow + v * VLEN);        \
+        FC_UNROLL for (int v = 0; v < NV; v++) b[v] = *(const V *)(brow + v * VLEN); \
         const T *a = A + k * FC_MR;                                               \
-        for (int i = 0; i < FC_MR; i++)   /* unrolled: one broadcast, NV FMAs */  \
-            for (int v = 0; v < NV; v++) c[i][v] += a[i] * b[v];                  \
+        FC_UNROLL for (int i = 0; i < FC_MR; i++)   /* unrolled: one broadcast, NV FMAs */ \
+            FC_UNROLL for (int v = 0; v < NV; v++) c[i][v] += a[i] * b[v];         \
     }                                                                             \
-    for (int i = 0; i < FC_MR; i++)                                               \
-        for (int v = 0; v < NV; v++) {                                            \
+    FC_UNROLL for (int i = 0; i < FC_MR; i++)                                      \
+        FC_UNROLL for (int v = 0; v < NV; v++) {                                   \
             V *dst = (V *)(C + i * ldc + v * VLEN);                               \
             V r = accumulate ? *dst + c[i][v] : c[i][v];                          \
             if (bias) r += bias[i];                                               \
@@ -294,8 +301,26 @@ static inline void NAME(T *restrict dst, const T *restrict src0,                
 FC_DEFINE_STORE_PAIR(fc_store_pair_f, float)
 FC_DEFINE_STORE_PAIR(fc_store_pair_d, double)
 
+/* The weight gradient's register block: FC_WG_MR output channels x FC_WG_NR
+ * weight columns of dot products, each a vector of partial sums.  A k step
+ * loads MR grad_output vectors and NR band vectors for MR x NR FMAs.  AVX-512
+ * 4 x 6: its unaligned 64-byte loads each span two cache lines, and 3 x 4 (7
+ * loads per 12 FMAs) left the FMA units waiting on the load ports. */
+#if defined(__AVX512F__)
+#define FC_WG_MR 4
+#define FC_WG_NR 6
+#else
 #define FC_WG_MR 3
 #define FC_WG_NR 4
+#endif
+
+/* Keep v in a register: gcc otherwise folds a vector that several FMAs use
+ * into each of them as a memory operand, one load per FMA instead of one. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)
+#define FC_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define FC_IN_REGISTER(v) ((void)0)
+#endif
 
 /* The first n (< one vector) elements at p, zeros in the other lanes, reading
  * no element past p + n: masked loads where the ISA has them. */
@@ -331,103 +356,126 @@ static inline fc_vd fc_load_partial_d(const double *p, ptrdiff_t n) {
 }
 #endif
 
-#define FC_DEFINE_WGRAD_KERNEL(NAME, T, V, LOAD_PARTIAL)                          \
+/* The lanes of v summed left to right.  Not inlined: gcc vectorised the
+ * kernels' reductions together through the stack, and so kept every
+ * accumulator in memory through the whole kernel. */
+__attribute__((noinline)) static float fc_hsum_f(fc_vf v) {
+    float sum = 0;
+    for (int l = 0; l < (int)(FC_VBYTES / sizeof(float)); l++) sum += v[l];
+    return sum;
+}
+__attribute__((noinline)) static double fc_hsum_d(fc_vd v) {
+    double sum = 0;
+    for (int l = 0; l < (int)(FC_VBYTES / sizeof(double)); l++) sum += v[l];
+    return sum;
+}
+
+/* One k step of the weight-gradient block: LOAD(p) is one vector at p. */
+#define FC_WGRAD_STEP(V, LOAD)                                                     \
+    do {                                                                           \
+        V gv[FC_WG_MR];                                                            \
+        FC_UNROLL for (int i = 0; i < FC_WG_MR; i++) gv[i] = LOAD(g[i] + q);       \
+        FC_UNROLL for (int j = 0; j < FC_WG_NR; j++) {                             \
+            V bv = LOAD(b[j] + q);                                                 \
+            FC_IN_REGISTER(bv);                                                    \
+            FC_UNROLL for (int i = 0; i < FC_WG_MR; i++) c[i][j] += gv[i] * bv;    \
+        }                                                                          \
+    } while (0)
+
+/* A row of `cols` cells: whole vectors, then the rest zero-filled.  AVX-512
+ * runs both in one loop under a lane mask (all ones but on the last step): a
+ * separate tail step made gcc spill the 24 accumulators around every row. */
+#if defined(__AVX512F__)
+#define FC_WG_LOAD_MASKED_f(p) ((fc_vf)_mm512_maskz_loadu_ps((__mmask16)mask, (p)))
+#define FC_WG_LOAD_MASKED_d(p) ((fc_vd)_mm512_maskz_loadu_pd((__mmask8)mask, (p)))
+#define FC_WGRAD_ROW(T, V, LOAD_PARTIAL, SUFFIX)                                   \
+    for (ptrdiff_t q = 0; q < cols; q += VL) {                                     \
+        unsigned mask = cols - q >= VL ? ~0u : (1u << (cols - q)) - 1;             \
+        FC_WGRAD_STEP(V, FC_WG_LOAD_MASKED_##SUFFIX);                              \
+    }
+#else
+#define FC_WGRAD_ROW(T, V, LOAD_PARTIAL, SUFFIX)                                   \
+    ptrdiff_t q = 0;                                                               \
+    for (; q < full; q += VL) FC_WGRAD_STEP(V, *(const V *));                      \
+    if (full < cols) {                                                             \
+        FC_WGRAD_STEP(V, FC_WG_LOAD_REST_##SUFFIX);                                \
+    }
+#define FC_WG_LOAD_REST_f(p) fc_load_partial_f((p), cols - full)
+#define FC_WG_LOAD_REST_d(p) fc_load_partial_d((p), cols - full)
+#endif
+
+#define FC_DEFINE_WGRAD_KERNEL(NAME, T, V, LOAD_PARTIAL, HSUM, SUFFIX)             \
 static void NAME(const T *const *G, ptrdiff_t gstride, const T *base,             \
                  const ptrdiff_t *off, ptrdiff_t bstride, ptrdiff_t rows,          \
                  ptrdiff_t cols, T *acc) {                                         \
     enum { VL = FC_VBYTES / sizeof(T) };                                          \
     V c[FC_WG_MR][FC_WG_NR];                                                      \
-    for (int i = 0; i < FC_WG_MR; i++)                                            \
-        for (int j = 0; j < FC_WG_NR; j++) c[i][j] = (V){0};                      \
+    FC_UNROLL for (int i = 0; i < FC_WG_MR; i++)                                   \
+        FC_UNROLL for (int j = 0; j < FC_WG_NR; j++) c[i][j] = (V){0};             \
     ptrdiff_t full = cols - cols % VL;                                            \
+    (void)full;                                                                    \
     for (ptrdiff_t r = 0; r < rows; r++) {                                        \
         const T *g[FC_WG_MR];                                                     \
         const T *b[FC_WG_NR];                                                     \
-        for (int i = 0; i < FC_WG_MR; i++) g[i] = G[i] + r * gstride;             \
-        for (int j = 0; j < FC_WG_NR; j++) b[j] = base + off[j] + r * bstride;    \
-        for (ptrdiff_t q = 0; q < full; q += VL) {                                \
-            V gv[FC_WG_MR];                                                       \
-            for (int i = 0; i < FC_WG_MR; i++) gv[i] = *(const V *)(g[i] + q);    \
-            for (int j = 0; j < FC_WG_NR; j++) {                                  \
-                V bv = *(const V *)(b[j] + q);                                    \
-                for (int i = 0; i < FC_WG_MR; i++) c[i][j] += gv[i] * bv;         \
-            }                                                                     \
-        }                                                                         \
-        if (full < cols) {                                                        \
-            V gv[FC_WG_MR];                                                       \
-            for (int i = 0; i < FC_WG_MR; i++)                                    \
-                gv[i] = LOAD_PARTIAL(g[i] + full, cols - full);                   \
-            for (int j = 0; j < FC_WG_NR; j++) {                                  \
-                V bv = LOAD_PARTIAL(b[j] + full, cols - full);                    \
-                for (int i = 0; i < FC_WG_MR; i++) c[i][j] += gv[i] * bv;         \
-            }                                                                     \
-        }                                                                         \
+        FC_UNROLL for (int i = 0; i < FC_WG_MR; i++) g[i] = G[i] + r * gstride;    \
+        FC_UNROLL for (int j = 0; j < FC_WG_NR; j++) b[j] = base + off[j] + r * bstride; \
+        FC_WGRAD_ROW(T, V, LOAD_PARTIAL, SUFFIX)                                   \
     }                                                                             \
-    for (int i = 0; i < FC_WG_MR; i++)                                            \
-        for (int j = 0; j < FC_WG_NR; j++) {                                      \
-            T lanes[VL], sum = 0;                                                 \
-            memcpy(lanes, &c[i][j], sizeof(lanes));                               \
-            for (int l = 0; l < VL; l++) sum += lanes[l];                         \
-            acc[i * FC_WG_NR + j] = sum;                                          \
-        }                                                                         \
+    FC_UNROLL for (int i = 0; i < FC_WG_MR; i++)                                   \
+        FC_UNROLL for (int j = 0; j < FC_WG_NR; j++) acc[i * FC_WG_NR + j] = HSUM(c[i][j]); \
 }
 
-FC_DEFINE_WGRAD_KERNEL(fc_wgrad_f, float, fc_vf, fc_load_partial_f)
-FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_load_partial_d)
+FC_DEFINE_WGRAD_KERNEL(fc_wgrad_f, float, fc_vf, fc_load_partial_f, fc_hsum_f, f)
+FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_load_partial_d, fc_hsum_d, d)
 
 /* The same dot products for one output channel (depthwise: one input channel
  * per group, so no grad_output row is shared between weight rows): FC_WGD_NR
  * taps at a time, one grad_output load per FC_WGD_NR band loads and FMAs. */
 #define FC_WGD_NR 9
 
-#define FC_WGRAD_DW_BODY(T, V, NR, LOAD_PARTIAL)                                   \
+#define FC_WGRAD_DW_BODY(T, V, NR, LOAD_PARTIAL, HSUM)                             \
     do {                                                                          \
         V c[NR];                                                                  \
-        for (int j = 0; j < NR; j++) c[j] = (V){0};                               \
+        FC_UNROLL for (int j = 0; j < NR; j++) c[j] = (V){0};                      \
         for (ptrdiff_t r = 0; r < rows; r++) {                                    \
             const T *g = G + r * gstride;                                         \
             const T *b[NR];                                                       \
-            for (int j = 0; j < NR; j++) b[j] = base + off[j] + r * bstride;      \
+            FC_UNROLL for (int j = 0; j < NR; j++) b[j] = base + off[j] + r * bstride; \
             for (ptrdiff_t q = 0; q < full; q += VL) {                            \
                 V gv = *(const V *)(g + q);                                       \
-                for (int j = 0; j < NR; j++) c[j] += gv * *(const V *)(b[j] + q); \
+                FC_UNROLL for (int j = 0; j < NR; j++) c[j] += gv * *(const V *)(b[j] + q); \
             }                                                                     \
             if (full < cols) {                                                    \
                 V gv = LOAD_PARTIAL(g + full, cols - full);                       \
-                for (int j = 0; j < NR; j++)                                      \
+                FC_UNROLL for (int j = 0; j < NR; j++)                             \
                     c[j] += gv * LOAD_PARTIAL(b[j] + full, cols - full);          \
             }                                                                     \
         }                                                                         \
-        for (int j = 0; j < NR; j++) {                                            \
-            T lanes[VL], sum = 0;                                                 \
-            memcpy(lanes, &c[j], sizeof(lanes));                                  \
-            for (int l = 0; l < VL; l++) sum += lanes[l];                         \
-            acc[j] = sum;                                                         \
-        }                                                                         \
+        FC_UNROLL for (int j = 0; j < NR; j++) acc[j] = HSUM(c[j]);                \
     } while (0)
 
 /* nr (1 .. FC_WGD_NR) taps: a 3 x 3 kernel is one call of 9, 5 x 5 two of 9
  * and one of 7, each running only the dot products it needs.  Each tap's sum
  * is the same whatever else the call computes. */
-#define FC_DEFINE_WGRAD_DW_KERNEL(NAME, T, V, LOAD_PARTIAL)                       \
+#define FC_DEFINE_WGRAD_DW_KERNEL(NAME, T, V, LOAD_PARTIAL, HSUM)                  \
 static void NAME(const T *G, ptrdiff_t gstride, const T *base, const ptrdiff_t *off, \
                  ptrdiff_t bstride, ptrdiff_t rows, ptrdiff_t cols, int nr, T *acc) { \
     enum { VL = FC_VBYTES / sizeof(T) };                                          \
     ptrdiff_t full = cols - cols % VL;                                            \
     switch (nr) {                                                                 \
-    case 1: FC_WGRAD_DW_BODY(T, V, 1, LOAD_PARTIAL); break;                       \
-    case 2: FC_WGRAD_DW_BODY(T, V, 2, LOAD_PARTIAL); break;                       \
-    case 3: FC_WGRAD_DW_BODY(T, V, 3, LOAD_PARTIAL); break;                       \
-    case 4: FC_WGRAD_DW_BODY(T, V, 4, LOAD_PARTIAL); break;                       \
-    case 5: FC_WGRAD_DW_BODY(T, V, 5, LOAD_PARTIAL); break;                       \
-    case 6: FC_WGRAD_DW_BODY(T, V, 6, LOAD_PARTIAL); break;                       \
-    case 7: FC_WGRAD_DW_BODY(T, V, 7, LOAD_PARTIAL); break;                       \
-    case 8: FC_WGRAD_DW_BODY(T, V, 8, LOAD_PARTIAL); break;                       \
-    default: FC_WGRAD_DW_BODY(T, V, FC_WGD_NR, LOAD_PARTIAL); break;              \
+    case 1: FC_WGRAD_DW_BODY(T, V, 1, LOAD_PARTIAL, HSUM); break;                  \
+    case 2: FC_WGRAD_DW_BODY(T, V, 2, LOAD_PARTIAL, HSUM); break;                  \
+    case 3: FC_WGRAD_DW_BODY(T, V, 3, LOAD_PARTIAL, HSUM); break;                  \
+    case 4: FC_WGRAD_DW_BODY(T, V, 4, LOAD_PARTIAL, HSUM); break;                  \
+    case 5: FC_WGRAD_DW_BODY(T, V, 5, LOAD_PARTIAL, HSUM); break;                  \
+    case 6: FC_WGRAD_DW_BODY(T, V, 6, LOAD_PARTIAL, HSUM); break;                  \
+    case 7: FC_WGRAD_DW_BODY(T, V, 7, LOAD_PARTIAL, HSUM); break;                  \
+    case 8: FC_WGRAD_DW_BODY(T, V, 8, LOAD_PARTIAL, HSUM); break;                  \
+    default: FC_WGRAD_DW_BODY(T, V, FC_WGD_NR, LOAD_PARTIAL, HSUM); break;         \
     }                                                                             \
 }
 
-FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_f, float, fc_vf, fc_load_partial_f)
-FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d)
+FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_f, float, fc_vf, fc_load_partial_f, fc_hsum_f)
+FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d, fc_hsum_d)
 
 #endif
