@@ -41,6 +41,11 @@ SHIFTED_MAX_WASTE = 1.3
 # row per input row it reads, so 3-D kernels and short rows sit at the low end).
 DIRECT_SECONDS_PER_MAC = 1 / 5e9
 PACKED_SECONDS_PER_MAC = 1 / 40e9
+# The AVX-512 build of the implicit GEMM (8 x 3 zmm registers) against BLAS,
+# relative to the AVX2 fit above: implicit / im2col forward time on ResNet 3x3
+# was 0.55 on a Sapphire Rapids core, 0.68 on the AVX2 EPYC (0.31 .. 0.74 on
+# four layers).  Not measured on Zen 4, whose AVX-512 units are 256 bits wide.
+IMPLICIT_AVX512_SPEEDUP = 1.25
 BLAS_SECONDS_PER_MAC = 1 / 38e9
 BAND_SECONDS_PER_CELL = 0.25e-9      # band copy: the input streams from memory
 DEPTHWISE_SECONDS_PER_MAC = 1 / 28e9  # the implicit GEMM's depthwise row kernel: load-bound
@@ -68,6 +73,13 @@ DIRECT_WEIGHT_SECONDS_PER_MAC = 1 / 2e9
 # tiles of 3x3 layers (8 samples, 512 .. 64 channels; the 7^2 one 3x slower
 # than BLAS im2col).
 WGRAD_TILE_CELLS = 150
+# The channel-vector weight-gradient kernel (``_implicit.weight_grad_vec_job``):
+# its chunks of transposed grad_output (WGT_CHUNK_BYTES), the fixed work of one
+# kernel call on a chunk in cells' worth (the accumulators added to the job's
+# sums), and an 8 x 8 register transpose per grad_output cell and channel.
+WGRAD_CHUNK_BYTES = 1 << 16
+WGRAD_CALL_CELLS = 24
+TRANSPOSE_SECONDS_PER_CELL = 0.1e-9
 WGRAD_FIT_CELLS = 56 * 56
 DIRECT_FULL_ROW = 32                 # output cells per row that keep the direct kernel's lanes busy
 
@@ -244,15 +256,35 @@ def job_channels(p):
                                              p.kvol, p.dtype.itemsize)
 
 
-def weight_blocks(p, rows_per_block=3):
+WGRAD_VECTOR_BLOCKS = 4     # channel vectors per job of the channel-vector kernel (4 x 6)
+WGRAD_MIN_COLUMNS = 32      # weight columns per job it needs to amortise its transposes
+
+
+def weight_blocks(p, rows_per_block=3, channel_vectors=False):
     """(input, output) channels per implicit weight-gradient job.
 
     A job owns a block of the weight and sums it over the whole batch, so the
     jobs are channel blocks: input channels first (each job then copies only
     its own channels' bands), output channels (whole register blocks of
     ``rows_per_block``) when that gives too few jobs.
+
+    The channel-vector kernel (``channel_vectors``, ``rows_per_block`` its
+    vector) transposes its grad_output channels once per job, so output
+    channels come first, up to ``WGRAD_VECTOR_BLOCKS`` vectors per job, and
+    each job keeps at least ``WGRAD_MIN_COLUMNS`` weight columns (input
+    channels x taps) where the layer has them: a 1x1 layer split into 8
+    input channels a job spent more time transposing than multiplying.
     """
     cig, cog = p.x[0] // p.groups, p.w[0] // p.groups
+    if channel_vectors:
+        block = rows_per_block * WGRAD_VECTOR_BLOCKS
+        nco = ceil_div(cog, block)
+        cob = min(cog, ceil_div(ceil_div(cog, nco), rows_per_block) * rows_per_block)
+        nco = ceil_div(cog, cob)
+        nci = min(ceil_div(MIN_JOBS, p.groups * nco),
+                  max(1, cig * p.kvol // WGRAD_MIN_COLUMNS))
+        cib = ceil_div(cig, max(1, nci))
+        return cib, cob
     nci = min(cig, ceil_div(MIN_JOBS, p.groups))
     cib = ceil_div(cig, nci)
     nci = ceil_div(cig, cib)
@@ -373,6 +405,12 @@ def direct_weight_cost(p, plan=None):
     return work(p) * DIRECT_WEIGHT_SECONDS_PER_MAC * max(1.0, MIN_JOBS / pairs)
 
 
+def packed_seconds_per_mac():
+    """PACKED_SECONDS_PER_MAC for the SIMD build loaded (``IMPLICIT_AVX512_SPEEDUP``)."""
+    wide = _implicit.vector_widths()[0] >= 16
+    return PACKED_SECONDS_PER_MAC / (IMPLICIT_AVX512_SPEEDUP if wide else 1.0)
+
+
 def implicit_cost(p, plan):
     """Register-blocked GEMM over the band, or, with one input channel and few
     output channels per group (depthwise, single-channel filters), the
@@ -390,7 +428,7 @@ def implicit_cost(p, plan):
         return (work(p) * DEPTHWISE_SECONDS_PER_MAC
                 + DEPTHWISE_SECONDS_PER_CELL * p.out[0] * math.prod(p.out[1:])
                 + BAND_SECONDS_PER_CELL * copied)
-    return (work(p) * implicit_waste(p, plan) * PACKED_SECONDS_PER_MAC
+    return (work(p) * implicit_waste(p, plan) * packed_seconds_per_mac()
             / min(1.0, cog / IMPLICIT_FULL_ROWS) + BAND_SECONDS_PER_CELL * copied)
 
 
@@ -402,10 +440,21 @@ def implicit_weight_cost(p, plan):
     cog = p.w[0] // p.groups
     planes, extra_rows, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
-    efficiency = min(1.0, cog / 3) * min(1.0, plan["cib"] * p.kvol / 4)
-    # (PACKED_SECONDS_PER_MAC was fitted on 56 x 56 tiles: the term is relative to them)
-    fitted = 1 + WGRAD_TILE_CELLS / WGRAD_FIT_CELLS
-    efficiency *= fitted / (1 + WGRAD_TILE_CELLS / (rows * cols))
+    transposes = 0
+    if plan.get("channel_vectors"):
+        # idle lanes past the last channel of a block, a fixed cost per kernel
+        # call (a chunk of cells), and the grad_output transposed once per job
+        vector = _implicit.vector_widths()[0 if p.dtype.itemsize == 4 else 1]
+        cob = plan["cob"]
+        efficiency = cog / (ceil_div(cog, cob) * ceil_div(cob, vector) * vector)
+        chunk = min(rows * cols, WGRAD_CHUNK_BYTES // (p.dtype.itemsize * cob))
+        efficiency *= chunk / (chunk + WGRAD_CALL_CELLS)
+        transposes = ceil_div(p.x[0] // p.groups, plan["cib"]) * p.w[0] * math.prod(p.out[1:])
+    else:
+        efficiency = min(1.0, cog / 3) * min(1.0, plan["cib"] * p.kvol / 4)
+        # (PACKED_SECONDS_PER_MAC was fitted on 56 x 56 tiles: the term is relative to them)
+        fitted = 1 + WGRAD_TILE_CELLS / WGRAD_FIT_CELLS
+        efficiency *= fitted / (1 + WGRAD_TILE_CELLS / (rows * cols))
     tiles = p.out[1] * ceil_div(p.out[2], rows) * ceil_div(p.out[3], cols)
     copied = (p.x[0] * planes * (rows + extra_rows) * (cols + extra_cols) * tiles
               * ceil_div(cog, plan["cob"]))
@@ -414,7 +463,8 @@ def implicit_weight_cost(p, plan):
     # im2col's 9.5-9.7 in two suite runs; 9.2 against 10.0 alone).
     whole_rows = p.kvol == 1 and p.stride == (1, 1, 1) and p.pad == (0, 0, 0)
     per_cell = COPY_SECONDS_PER_CELL if whole_rows else BAND_SECONDS_PER_CELL
-    return work(p) * PACKED_SECONDS_PER_MAC / efficiency + per_cell * copied
+    return (work(p) * packed_seconds_per_mac() / efficiency + per_cell * copied
+            + TRANSPOSE_SECONDS_PER_CELL * transposes)
 
 
 def shifted_cost(p, plan):

@@ -619,9 +619,10 @@ def _plan_weight_im2col(p):
 
 def _plan_weight_implicit(p):
     q = _as_real(p)
-    cib, cob = _costs.weight_blocks(q)
+    block, vectors = implicit.weight_grad_channel_block(q.w[0] // q.groups, q.dtype.itemsize)
+    cib, cob = _costs.weight_blocks(q, block, channel_vectors=vectors)
     rows, cols = _costs.band_tile(q, implicit.panel_widths(), channels=cib, min_jobs=False)
-    return {"cib": cib, "cob": cob, "rows": rows, "cols": cols}
+    return {"cib": cib, "cob": cob, "rows": rows, "cols": cols, "channel_vectors": vectors}
 
 
 def _prepare_weight_implicit(p, plan):

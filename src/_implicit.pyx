@@ -83,6 +83,17 @@ cdef extern from "_microkernel.h":
                     const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
                     Py_ssize_t cols, double* acc) nogil
     int FC_WGD_NR
+    int FC_WGT_NK_MAX
+    void fc_wgrad_t_chunk_f(const float* gt, Py_ssize_t cop, const float* base,
+                            const Py_ssize_t* off, Py_ssize_t kr, Py_ssize_t bstride,
+                            Py_ssize_t rows, Py_ssize_t cols, float* acc) nogil
+    void fc_wgrad_t_chunk_d(const double* gt, Py_ssize_t cop, const double* base,
+                            const Py_ssize_t* off, Py_ssize_t kr, Py_ssize_t bstride,
+                            Py_ssize_t rows, Py_ssize_t cols, double* acc) nogil
+    void fc_transpose_f(float* dst, Py_ssize_t dpitch, const float* src, Py_ssize_t spitch,
+                        Py_ssize_t n, Py_ssize_t m) nogil
+    void fc_transpose_d(double* dst, Py_ssize_t dpitch, const double* src,
+                        Py_ssize_t spitch, Py_ssize_t n, Py_ssize_t m) nogil
     void fc_wgrad_dw_f(const float* G, Py_ssize_t gstride, const float* base,
                        const Py_ssize_t* off, Py_ssize_t bstride, Py_ssize_t rows,
                        Py_ssize_t cols, int nr, float* acc) nogil
@@ -105,6 +116,9 @@ cdef enum:
     WEIGHT_JOB_BYTES = 1 << 18
     WEIGHT_SPLIT_BYTES = 1 << 20
     PARALLEL_PACK_ELEMENTS = 1 << 16   # below this, a thread team costs more than it saves
+    # Transposed grad_output the channel-vector weight gradient holds per chunk
+    # of rows: each block of weight columns re-reads it, from L2.
+    WGT_CHUNK_BYTES = 1 << 16
 
 cdef enum:
     # Padding modes (``PADDING_MODES`` gives their names): what a cell outside x reads.
@@ -219,6 +233,16 @@ def output_channels_per_job(Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t taps,
     """Output channels of one group that a forward job computes (``job_channels``;
     for the cost model and the tiling)."""
     return job_channels(cig, cog, cig * taps, itemsize)
+
+
+def weight_grad_channel_block(Py_ssize_t cog, Py_ssize_t itemsize):
+    """(channels, vectorised): the output channels a weight-gradient job's
+    block is a multiple of, and whether it runs vectorised across them.  Whole
+    channel vectors when a group has at least one (``channel_vectors``), else
+    whole register blocks of the dot-product kernel."""
+    if channel_vectors(cog, itemsize):
+        return FC_VBYTES // itemsize, True
+    return FC_WG_MR, False
 
 
 def depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog):
@@ -1159,6 +1183,102 @@ cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* 
         k += FC_WGD_NR
 
 
+cdef inline bint channel_vectors(Py_ssize_t cob, Py_ssize_t itemsize) noexcept nogil:
+    """Whether weight-gradient jobs of ``cob`` output channels run the kernel
+    vectorised across channels (at least a vector of them) rather than the
+    dot products along cells."""
+    return cob >= FC_VBYTES // itemsize
+
+
+cdef inline Py_ssize_t channel_pitch(Py_ssize_t cob, Py_ssize_t itemsize) noexcept nogil:
+    """Channels per transposed grad_output cell: cob in whole vectors."""
+    cdef Py_ssize_t vl = FC_VBYTES // itemsize
+    return ceil_div(cob, vl) * vl
+
+
+cdef inline Py_ssize_t chunk_cols(const Band* b, Py_ssize_t cop,
+                                  Py_ssize_t itemsize) noexcept nogil:
+    """Cells of a tile row per transposed chunk (``WGT_CHUNK_BYTES``): the row,
+    or a part of a long one (1-D signals)."""
+    return min(b.Wc, max(1, WGT_CHUNK_BYTES // (itemsize * cop)))
+
+
+cdef inline Py_ssize_t chunk_rows(const Band* b, Py_ssize_t cop,
+                                  Py_ssize_t itemsize) noexcept nogil:
+    """Tile rows per transposed chunk, at least one."""
+    return max(1, WGT_CHUNK_BYTES // (itemsize * cop * chunk_cols(b, cop, itemsize)))
+
+
+cdef inline void transposed_chunk(real_t* gt, Py_ssize_t cop, const real_t* g,
+                                  Py_ssize_t gpitch, Py_ssize_t oplane, Py_ssize_t nco,
+                                  Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """gt[(r * cols + c) * cop + co] = g[co * oplane + r * gpitch + c]."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        if real_t is float:
+            fc_transpose_f(gt + r * cols * cop, cop, g + r * gpitch, oplane, nco, cols)
+        else:
+            fc_transpose_d(gt + r * cols * cop, cop, g + r * gpitch, oplane, nco, cols)
+
+
+cdef void weight_grad_vec_job(const real_t* x, const real_t* gout, real_t* dw,
+                              const Py_ssize_t* off, const Geometry* g, const Band* b,
+                              Py_ssize_t cib, Py_ssize_t cob, Py_ssize_t job, real_t* buf,
+                              real_t* gt, real_t* acc, Driver* drv) noexcept nogil:
+    """weight_grad_job's block of dw on the channel-vector kernel: each chunk of
+    a tile's grad_output rows is transposed to cells x channels (``gt``), and
+    ``acc`` (weight columns x channels) sums the chunks in order (n, od, bh,
+    bw, rows): fixed by the shape alone."""
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t taps = g.KD * g.KH * g.KW, K = cig * taps
+    cdef Py_ssize_t nci = ceil_div(cig, cib), nco = ceil_div(cog, cob)
+    cdef Py_ssize_t cb = job % nco
+    cdef Py_ssize_t ib = (job // nco) % nci
+    cdef Py_ssize_t grp = job // (nco * nci)
+    cdef Py_ssize_t co0 = cb * cob, co1 = min(cog, co0 + cob)
+    cdef Py_ssize_t ci0 = ib * cib, ci1 = min(cig, ci0 + cib)
+    cdef Py_ssize_t kr = (ci1 - ci0) * taps
+    cdef Py_ssize_t cop = channel_pitch(cob, sizeof(real_t))
+    cdef Py_ssize_t crows = chunk_rows(b, cop, sizeof(real_t))
+    cdef Py_ssize_t ccols = chunk_cols(b, cop, sizeof(real_t))
+    cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
+    cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, r0, rc, c0, cc, r, co, k
+    cdef const real_t* gtile
+    cdef real_t* row
+    memset(acc, 0, (kr + FC_WGT_NK_MAX) * cop * sizeof(real_t))
+    for n in range(g.N):
+        for od in range(g.Do):
+            for bh in range(b.nbh):
+                for bw in range(b.nbw):
+                    if interrupted(drv):
+                        return
+                    oh0, ow0 = bh * b.R, bw * b.Wc
+                    rows, cols = min(b.R, g.Ho - oh0), min(b.Wc, g.Wo - ow0)
+                    copy_band(x + (n * g.C + grp * cig + ci0) * g.D * g.H * g.W, ci1 - ci0,
+                              buf, g, b, od, oh0, ow0)
+                    gtile = gout + (n * g.Co + grp * cog + co0) * oplane \
+                        + (od * g.Ho + oh0) * g.Wo + ow0
+                    r0 = 0
+                    while r0 < rows:
+                        rc, c0 = min(crows, rows - r0), 0
+                        while c0 < cols:
+                            cc = min(ccols, cols - c0)
+                            transposed_chunk(gt, cop, gtile + r0 * g.Wo + c0, g.Wo, oplane,
+                                             co1 - co0, rc, cc)
+                            if real_t is float:
+                                fc_wgrad_t_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
+                                                   rc, cc, acc)
+                            else:
+                                fc_wgrad_t_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
+                                                   rc, cc, acc)
+                            c0 += cc
+                        r0 += rc
+    for co in range(co1 - co0):
+        row = dw + (grp * cog + co0 + co) * K + ci0 * taps
+        for k in range(kr):
+            row[k] = acc[k * cop + co]
+
+
 ctypedef struct WeightGradPlan:
     Geometry g      # N: set per call
     int mode
@@ -1262,14 +1382,22 @@ cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geome
     cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode)
     memset(dw, 0, g.Co * cig * taps * sizeof(real_t))
     # The band holds cib channels: its size (+ a vector of slack) from that count.
-    cib = min(cib, cig)
+    cib, cob = min(cib, cig), min(cob, cog)
     cdef Py_ssize_t size = cib * b.planes * b.stride + NR
     cdef Py_ssize_t njobs = groups * ceil_div(cig, cib) * ceil_div(cog, cob), job
     cdef Py_ssize_t k, ci, kd, kh, kw
     cdef real_t* buf
     if njobs == 0 or g.N == 0:
         return 0
-    cdef Py_ssize_t slack = max(FC_WG_NR, FC_WGD_NR)
+    cdef Py_ssize_t slack = max(max(FC_WG_NR, FC_WGD_NR), FC_WGT_NK_MAX)
+    cdef bint vec = channel_vectors(cob, sizeof(real_t))
+    cdef Py_ssize_t cop = channel_pitch(cob, sizeof(real_t))
+    cdef Py_ssize_t gt_size = (chunk_rows(&b, cop, sizeof(real_t))
+                               * chunk_cols(&b, cop, sizeof(real_t)) * cop) if vec else 0
+    cdef Py_ssize_t acc_size = (cib * taps + FC_WGT_NK_MAX) * cop if vec else 0
+    cdef real_t* gt_block
+    cdef real_t* gt
+    cdef real_t* acc
     cdef Py_ssize_t* off = <Py_ssize_t*> malloc((cib * taps + slack) * sizeof(Py_ssize_t))
     if off == NULL:
         raise MemoryError("fastconv: could not allocate the tap offsets")
@@ -1279,10 +1407,21 @@ cdef int weight_grad_impl(const real_t* x, const real_t* gout, real_t* dw, Geome
     cdef Driver d = start(njobs, num_threads)
     with nogil, parallel(num_threads=d.threads, use_threads_if=d.threads > 1):
         buf = <real_t*> calloc(size, sizeof(real_t))
+        # calloc: the lanes past a job's channels are read (into discarded sums);
+        # gt starts on a cache line, so each cell's channel vectors are aligned
+        gt_block = <real_t*> calloc(gt_size + 64 // sizeof(real_t), sizeof(real_t))
+        gt = <real_t*> ((<size_t> gt_block + 63) & ~(<size_t> 63))
+        acc = <real_t*> malloc((acc_size + 1) * sizeof(real_t))
         for job in prange(njobs, schedule="dynamic", chunksize=1):
-            if proceed(&d, buf != NULL):
-                weight_grad_job(x, gout, dw, off, &g, &b, cib, cob, job, buf, &d)
+            if proceed(&d, buf != NULL and gt_block != NULL and acc != NULL):
+                if vec:
+                    weight_grad_vec_job(x, gout, dw, off, &g, &b, cib, cob, job, buf, gt, acc,
+                                        &d)
+                else:
+                    weight_grad_job(x, gout, dw, off, &g, &b, cib, cob, job, buf, &d)
         free(buf)
+        free(gt_block)
+        free(acc)
     free(off)
     finish(&d, "band buffer")
     return 0

@@ -74,6 +74,18 @@ CONVS = {
     # grouped, stride 1: the input gradient packs the convolution's own weight,
     # channels swapped and taps reversed per group (FLIPPED), with no copy
     "2d_grouped_flipped": ((8, 1, 7, 9), (10, 4, 1, 3, 2), (1, 1, 1), (0, 1, 1), (1, 1, 2), 2),
+    # weight gradients vectorised across output channels (at least a vector of
+    # them per group): blocks of 1, 2 and 4+ vectors with idle lanes past the
+    # last channel; 3-D; grouped 1-D with stride; rows so wide that each is its
+    # own transposed chunk
+    "2d_wgrad_channel_vectors": ((10, 1, 9, 11), (37, 10, 1, 3, 3), (1, 1, 1), (0, 1, 1),
+                                 (1, 1, 1), 1),
+    "3d_wgrad_channel_vectors": ((3, 4, 5, 6), (72, 3, 3, 2, 3), (1, 1, 1), (1, 0, 1),
+                                 (1, 1, 1), 1),
+    "1d_wgrad_channel_vectors_groups": ((8, 1, 1, 70), (48, 4, 1, 1, 3), (1, 1, 2), (0, 0, 2),
+                                        (1, 1, 1), 2),
+    "2d_wgrad_chunked_rows": ((2, 1, 9, 140), (64, 2, 1, 3, 3), (1, 1, 1), (0, 1, 1),
+                              (1, 1, 1), 1),
 }
 # Reflect / replicate / circular padding (symmetric pads): forward and weight_grad only.
 MODE_CONVS = {
