@@ -53,13 +53,21 @@ cdef extern from "_microkernel.h":
                            const Py_ssize_t* off, double* C, Py_ssize_t ldc,
                            int cols, int accumulate, const double* bias) nogil
     void fc_pack_block_f(float* dst, const float* src, Py_ssize_t K, int rows, Py_ssize_t rs,
-                         Py_ssize_t ks) nogil
+                         Py_ssize_t ks, int mr) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
-                         Py_ssize_t rs, Py_ssize_t ks) nogil
+                         Py_ssize_t rs, Py_ssize_t ks, int mr) nogil
     void fc_pack_flipped_f(float* dst, const float* src, Py_ssize_t C, Py_ssize_t taps,
-                           int rows, Py_ssize_t cs) nogil
+                           int rows, Py_ssize_t cs, int mr) nogil
     void fc_pack_flipped_d(double* dst, const double* src, Py_ssize_t C, Py_ssize_t taps,
-                           int rows, Py_ssize_t cs) nogil
+                           int rows, Py_ssize_t cs, int mr) nogil
+    int FC_CVF_CV
+    int FC_CVF_NK
+    void fc_kernel_cvf_f(int nk, Py_ssize_t K, const float* A, Py_ssize_t astride,
+                         const float* base, const Py_ssize_t* off, float* C, Py_ssize_t ldc,
+                         int accumulate) nogil
+    void fc_kernel_cvf_d(int nk, Py_ssize_t K, const double* A, Py_ssize_t astride,
+                         const double* base, const Py_ssize_t* off, double* C,
+                         Py_ssize_t ldc, int accumulate) nogil
     void fc_depthwise_row_f(Py_ssize_t K, const float* w, const float* base,
                             const Py_ssize_t* off, float* out, Py_ssize_t n, float b) nogil
     void fc_depthwise_row_d(Py_ssize_t K, const double* w, const double* base,
@@ -119,6 +127,11 @@ cdef enum:
     # Transposed grad_output the channel-vector weight gradient holds per chunk
     # of rows: each block of weight columns re-reads it, from L2.
     WGT_CHUNK_BYTES = 1 << 16
+    # A tile runs on the channel-vector forward kernel when the cell panels
+    # would compute this many percent more cells than it holds (and its
+    # channels come in whole blocks): 16 % at 7x7, 15 % at 14x14, under 1 %
+    # on ResNet's 56-wide rows.
+    CVF_PANEL_WASTE_PERCENT = 8
 
 cdef enum:
     # Padding modes (``PADDING_MODES`` gives their names): what a cell outside x reads.
@@ -535,6 +548,84 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             store_panel(cbuf + blk * NR, NR, q, width, out, bias, g, b, om, n, cq0 + blk,
                         nco - blk, od, oh0, ow0, cols)
         q += width
+
+
+cdef inline Py_ssize_t panel_cells(Py_ssize_t m, Py_ssize_t NR, Py_ssize_t VLEN) noexcept nogil:
+    """Cells implicit_job computes for a tile of m band cells: whole vectors,
+    and two 2-vector panels in place of a last 1-vector one."""
+    cdef Py_ssize_t q = 0, width, computed = 0
+    while q < m:
+        width = min(NR, m - q)
+        if FC_NV > 2 and 0 < m - q - NR <= VLEN:
+            width = NR - VLEN
+        computed += ceil_div(width, VLEN) * VLEN
+        q += width
+    return computed
+
+
+cdef inline bint channel_vector_forward(const Geometry* g, const Band* b, const OutMap* om,
+                                        Py_ssize_t itemsize) noexcept nogil:
+    """Whether conv_forward runs ``vector_job``: output channels of a group in
+    whole blocks of FC_CVF_CV vectors, plain output rows, a build with
+    3-vector panels, and a whole tile on which the panels compute over
+    ``CVF_PANEL_WASTE`` more cells than it holds (7x7 and 14x14 images)."""
+    cdef Py_ssize_t vl = FC_VBYTES // itemsize, NR = FC_NV * vl
+    cdef Py_ssize_t m = (min(b.R, g.Ho) - 1) * b.Wb + min(b.Wc, g.Wo)
+    if FC_NV < 3 or not plain_rows(om) or (g.Co // g.groups) % (FC_CVF_CV * vl) != 0:
+        return False
+    return panel_cells(m, NR, vl) * 100 > m * (100 + CVF_PANEL_WASTE_PERCENT)
+
+
+cdef void vector_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
+                     const real_t* bias, real_t* out, const Geometry* g, const Band* b,
+                     const OutMap* om, Py_ssize_t kc, Py_ssize_t occ, Py_ssize_t job,
+                     real_t* buf, Py_ssize_t* band_of, real_t* cbuf) noexcept nogil:
+    """implicit_job on the channel-vector kernel (``fc_kernel_cvf``): output
+    channels [co0, co0 + occ) of one group over one tile, occ = FC_CVF_CV
+    vectors.  The tile's m cells go in near-equal panels of up to FC_CVF_NK,
+    K blocked as in implicit_job; cbuf (cells x occ) is then transposed into
+    the output rows, and the bias (+ 0 without one) added after the sum, as
+    store_row adds it: the bits of implicit_job."""
+    cdef Py_ssize_t vl = FC_VBYTES // sizeof(real_t)
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
+    cdef Py_ssize_t nob = cog // occ, tile = job // nob, co0 = (job % nob) * occ
+    cdef Tile t = job_tile(g, b, tile)
+    cdef Py_ssize_t m = t.m, npanels = ceil_div(t.m, FC_CVF_NK)
+    cdef const real_t* wg = wp + (t.grp * (cog // vl) + co0 // vl) * K * vl
+    cdef Py_ssize_t cq0 = t.grp * cog + co0, oplane = om.D * om.H * om.W
+    cdef Py_ssize_t k0, klen, q, p, r, co, j
+    cdef int nk
+    cdef real_t* orow
+    cdef real_t bv
+    if band_of[0] != tile:
+        copy_band(x + (t.n * g.C + t.grp * cig) * g.D * g.H * g.W, cig, buf, g, b, t.od,
+                  t.oh0, t.ow0)
+        band_of[0] = tile
+    k0 = 0
+    while k0 < K:
+        klen = min(kc, K - k0)
+        q = 0
+        for p in range(npanels):
+            nk = <int>(m // npanels + (1 if p < m % npanels else 0))
+            if real_t is float:
+                fc_kernel_cvf_f(nk, klen, wg + k0 * vl, K * vl, buf + q, off + k0,
+                                cbuf + q * occ, occ, k0 > 0)
+            else:
+                fc_kernel_cvf_d(nk, klen, wg + k0 * vl, K * vl, buf + q, off + k0,
+                                cbuf + q * occ, occ, k0 > 0)
+            q += nk
+        k0 += klen
+    for r in range(min(b.R, g.Ho - t.oh0)):
+        orow = out + (t.n * om.C + cq0) * oplane + output_offset(om, t.od, t.oh0 + r, t.ow0)
+        if real_t is float:
+            fc_transpose_f(orow, oplane, cbuf + r * b.Wb * occ, occ, t.cols, occ)
+        else:
+            fc_transpose_d(orow, oplane, cbuf + r * b.Wb * occ, occ, t.cols, occ)
+        for co in range(occ):
+            bv = bias[cq0 + co] if bias != NULL else 0
+            for j in range(t.cols):
+                orow[co * oplane + j] += bv
 
 
 cdef inline bint panels_are_output_runs(const Band* b, const OutMap* om,
@@ -981,34 +1072,39 @@ cdef class PreparedForward:
 
 
 cdef inline void pack_block(real_t* wp, const real_t* w, Py_ssize_t cig, Py_ssize_t cog,
-                            Py_ssize_t taps, Py_ssize_t nb, Py_ssize_t gb,
-                            int layout) noexcept nogil:
-    """Packed block gb = grp * nb + blk: wp[(gb * K + k) * MR + i] = W[grp*cog +
-    blk*MR + i, k] (rows past cog: 0), K = cig * taps, where W is ``w`` read
+                            Py_ssize_t taps, Py_ssize_t nb, Py_ssize_t gb, int layout,
+                            int mr) noexcept nogil:
+    """Packed block gb = grp * nb + blk of mr rows (FC_MR; a vector for the
+    channel-vector kernel): wp[(gb * K + k) * mr + i] = W[grp*cog + blk*mr + i,
+    k] (rows past cog: 0), K = cig * taps, where W is ``w`` read
     in its ``layout``: PLAIN, w itself; TRANSPOSED, w is (groups, K, cog), a
     transposed convolution's 1x1 weight; FLIPPED, w is the (groups * cig,
     cog, taps) weight of the convolution whose stride-1 input gradient this
     is, W its channel-swapped, tap-reversed form (``flipped``)."""
-    cdef Py_ssize_t grp = gb // nb, co = (gb % nb) * FC_MR, K = cig * taps
-    cdef int rows = <int>min(FC_MR, cog - co)
-    cdef real_t* dst = wp + gb * K * FC_MR
+    cdef Py_ssize_t grp = gb // nb, co = (gb % nb) * mr, K = cig * taps
+    cdef int rows = <int>min(mr, cog - co)
+    cdef real_t* dst = wp + gb * K * mr
     if layout == TRANSPOSED:
         if real_t is float:
-            fc_pack_block_f(dst, w + grp * K * cog + co, K, rows, 1, cog)
+            fc_pack_block_f(dst, w + grp * K * cog + co, K, rows, 1, cog, mr)
         else:
-            fc_pack_block_d(dst, w + grp * K * cog + co, K, rows, 1, cog)
+            fc_pack_block_d(dst, w + grp * K * cog + co, K, rows, 1, cog, mr)
     elif layout == FLIPPED:
         if real_t is float:
             fc_pack_flipped_f(dst, w + (grp * cig * cog + co) * taps, cig, taps, rows,
-                              cog * taps)
+                              cog * taps, mr)
         else:
             fc_pack_flipped_d(dst, w + (grp * cig * cog + co) * taps, cig, taps, rows,
-                              cog * taps)
+                              cog * taps, mr)
     else:
+        # the block transposed (rows x K to K x mr), in 8 x 8 register blocks:
+        # the row-by-row gather was 7 % of a 512-channel 7x7 layer
+        if rows < mr:
+            memset(dst, 0, K * mr * sizeof(real_t))
         if real_t is float:
-            fc_pack_block_f(dst, w + (grp * cog + co) * K, K, rows, K, 1)
+            fc_transpose_f(dst, mr, w + (grp * cog + co) * K, K, rows, K)
         else:
-            fc_pack_block_d(dst, w + (grp * cog + co) * K, K, rows, K, 1)
+            fc_transpose_d(dst, mr, w + (grp * cog + co) * K, K, rows, K)
 
 
 cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, real_t* out,
@@ -1024,10 +1120,15 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef int NR = panel_width(<real_t*>NULL)
     cdef Band b = make_band(&g, rows, cols, NR, real_t is double, mode, share_pad=True)
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
-    cdef Py_ssize_t nb = ceil_div(cog, FC_MR)
+    cdef bint vectors = not depthwise and channel_vector_forward(&g, &b, om, sizeof(real_t))
+    cdef int mr = (FC_VBYTES // sizeof(real_t)) if vectors else FC_MR
+    cdef Py_ssize_t nb = ceil_div(cog, mr)
     cdef Py_ssize_t occ = job_channels(cig, cog, K, sizeof(real_t))
     cdef Py_ssize_t cbuf_size = ceil_div(occ, FC_MR) * FC_MR * NR
-    if depthwise and plain_rows(om):
+    if vectors:
+        occ = FC_CVF_CV * mr
+        cbuf_size = (b.R * b.Wb + FC_CVF_NK) * occ
+    elif depthwise and plain_rows(om):
         cbuf_size = 1                   # depthwise_rows writes the output directly
     elif depthwise:
         cbuf_size = cog * b.Wb
@@ -1042,7 +1143,7 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
         return 0
     cdef Py_ssize_t* off = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
     if not depthwise:
-        wp = <real_t*> malloc(groups * nb * K * FC_MR * sizeof(real_t))
+        wp = <real_t*> malloc(groups * nb * K * mr * sizeof(real_t))
     if off == NULL or (wp == NULL and not depthwise):
         free(wp)
         free(off)
@@ -1050,13 +1151,13 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     if not depthwise:
         # Large weights (deep layers: 2.4 M for 512 channels of 3x3 taps) pack
         # on every thread: one pass over them costs as much as a small image.
-        if num_threads > 1 and groups * nb * K * FC_MR > PARALLEL_PACK_ELEMENTS:
+        if num_threads > 1 and groups * nb * K * mr > PARALLEL_PACK_ELEMENTS:
             with nogil, parallel(num_threads=num_threads):
                 for blk in prange(groups * nb, schedule="static"):
-                    pack_block(wp, wflat, cig, cog, g.KD * g.KH * g.KW, nb, blk, layout)
+                    pack_block(wp, wflat, cig, cog, g.KD * g.KH * g.KW, nb, blk, layout, mr)
         else:
             for blk in range(groups * nb):
-                pack_block(wp, wflat, cig, cog, g.KD * g.KH * g.KW, nb, blk, layout)
+                pack_block(wp, wflat, cig, cog, g.KD * g.KH * g.KW, nb, blk, layout, mr)
     # Tap k reads its plane of the band buffer at (sigma, tau).
     for k in range(K):
         decode_tap(k, &g, &ci, &kd, &kh, &kw)
@@ -1071,8 +1172,8 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
             band_of = -1
             for job in range(njobs):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, occ, job,
-                            buf, &band_of, cbuf)
+                    run_job(depthwise, vectors, x, wflat, wp, off, bias, out, &g, &b, om, kc,
+                            occ, job, buf, &band_of, cbuf)
             free(buf)
             free(cbuf)
     else:
@@ -1083,8 +1184,8 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
             band_of = -1                # thread-private: assigned in the region
             for job in prange(njobs, schedule="dynamic", chunksize=1):
                 if proceed(&d, not (buf == NULL or cbuf == NULL)):
-                    run_job(depthwise, x, wflat, wp, off, bias, out, &g, &b, om, kc, occ, job,
-                            buf, &band_of, cbuf)
+                    run_job(depthwise, vectors, x, wflat, wp, off, bias, out, &g, &b, om, kc,
+                            occ, job, buf, &band_of, cbuf)
             free(buf)
             free(cbuf)
     free(wp)
@@ -1093,13 +1194,15 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     return 0
 
 
-cdef inline void run_job(bint depthwise, const real_t* x, const real_t* w, const real_t* wp,
-                         const Py_ssize_t* off, const real_t* bias, real_t* out,
-                         const Geometry* g, const Band* b, const OutMap* om, Py_ssize_t kc,
-                         Py_ssize_t occ, Py_ssize_t job, real_t* buf, Py_ssize_t* band_of,
-                         real_t* cbuf) noexcept nogil:
+cdef inline void run_job(bint depthwise, bint vectors, const real_t* x, const real_t* w,
+                         const real_t* wp, const Py_ssize_t* off, const real_t* bias,
+                         real_t* out, const Geometry* g, const Band* b, const OutMap* om,
+                         Py_ssize_t kc, Py_ssize_t occ, Py_ssize_t job, real_t* buf,
+                         Py_ssize_t* band_of, real_t* cbuf) noexcept nogil:
     if depthwise:
         depthwise_job(x, w, off, bias, out, g, b, om, job, buf, cbuf)
+    elif vectors:
+        vector_job(x, wp, off, bias, out, g, b, om, kc, occ, job, buf, band_of, cbuf)
     else:
         implicit_job(x, wp, off, bias, out, g, b, om, kc, occ, job, buf, band_of, cbuf)
 
@@ -1446,6 +1549,12 @@ def forward_band_pitch(tuple x_shape, tuple w_shape, tuple out_shape, tuple stri
 def panel_widths():
     """(float, double) panel widths of the micro-kernel in this build."""
     return FC_NR_F, FC_NR_D
+
+
+def channel_vector_forward_rule():
+    """(vectors of output channels per block, percent of panel waste) of the
+    channel-vector forward kernel (``channel_vector_forward``), for the cost model."""
+    return FC_CVF_CV, CVF_PANEL_WASTE_PERCENT
 
 
 def vector_widths():

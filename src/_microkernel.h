@@ -117,20 +117,21 @@ FC_DEFINE_PANEL_KERNEL(fc_kernel_panel_d, double, fc_kernel_indirect_d, fc_kerne
                        fc_kernel_indirect_d)
 #endif
 
-/* One packed block of the forward kernel's weights: dst[k * MR + i] =
+/* One packed block of the forward kernel's weights (mr rows: FC_MR, or a
+ * vector's worth for the channel-vector kernel): dst[k * mr + i] =
  * src[i * rs + k * ks] for the block's `rows` output channels, 0 for the rows
  * past them.  Row-major across k: MR stores side by side, MR read streams. */
 #define FC_DEFINE_PACK_BLOCK(NAME, T)                                              \
 static void NAME(T *restrict dst, const T *restrict src, ptrdiff_t K, int rows,    \
-                 ptrdiff_t rs, ptrdiff_t ks) {                                     \
-    if (rows == FC_MR) {                                                           \
+                 ptrdiff_t rs, ptrdiff_t ks, int mr) {                             \
+    if (rows == mr) {                                                              \
         for (ptrdiff_t k = 0; k < K; k++)                                          \
-            for (int i = 0; i < FC_MR; i++) dst[k * FC_MR + i] = src[i * rs + k * ks]; \
+            for (int i = 0; i < mr; i++) dst[k * mr + i] = src[i * rs + k * ks];   \
         return;                                                                    \
     }                                                                              \
     for (ptrdiff_t k = 0; k < K; k++)                                              \
-        for (int i = 0; i < FC_MR; i++)                                            \
-            dst[k * FC_MR + i] = i < rows ? src[i * rs + k * ks] : (T)0;           \
+        for (int i = 0; i < mr; i++)                                               \
+            dst[k * mr + i] = i < rows ? src[i * rs + k * ks] : (T)0;              \
 }
 
 FC_DEFINE_PACK_BLOCK(fc_pack_block_f, float)
@@ -142,11 +143,11 @@ FC_DEFINE_PACK_BLOCK(fc_pack_block_d, double)
  * the rows past `rows`.  No flipped copy of the weight is made. */
 #define FC_DEFINE_PACK_FLIPPED(NAME, T)                                            \
 static void NAME(T *restrict dst, const T *restrict src, ptrdiff_t C, ptrdiff_t taps, \
-                 int rows, ptrdiff_t cs) {                                         \
+                 int rows, ptrdiff_t cs, int mr) {                                 \
     for (ptrdiff_t c = 0; c < C; c++)                                              \
         for (ptrdiff_t t = 0; t < taps; t++)                                       \
-            for (int i = 0; i < FC_MR; i++)                                        \
-                dst[(c * taps + t) * FC_MR + i] =                                  \
+            for (int i = 0; i < mr; i++)                                           \
+                dst[(c * taps + t) * mr + i] =                                     \
                     i < rows ? src[i * taps + c * cs + taps - 1 - t] : (T)0;       \
 }
 
@@ -478,6 +479,59 @@ static void NAME(const T *G, ptrdiff_t gstride, const T *base, const ptrdiff_t *
 FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_f, float, fc_vf, fc_load_partial_f, fc_hsum_f)
 FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d, fc_hsum_d)
 
+/* The forward kernel vectorised across output channels instead of cells, for
+ * tiles the cell panels fit badly (a 7x7 image is 55 band cells: NR = 48
+ * computes 64, on two 2-vector panels whose 8 broadcasts and 2 loads per 16
+ * FMAs keep the load ports busier than the FMA units).  C[j][co] (+)= sum_k
+ * A[k][co] * base[off[k] + j] for NK cells j and CV vectors of channels; A
+ * holds CV packed blocks of one vector of channels each (block v at A + v *
+ * astride, row k at + k * VL).  Each C cell is the same chain of
+ * multiply-adds as in fc_kernel_indirect: the two give the same bits. */
+#if defined(__AVX512F__)
+#define FC_CVF_CV 4             /* 4 x 6: 24 accumulators + 4 + 1 of 32 registers */
+#else
+#define FC_CVF_CV 2             /* 2 x 6: 12 accumulators + 2 + 1 of 16 registers */
+#endif
+#define FC_CVF_NK 6
+
+#define FC_CVF_BODY(T, V, SPLAT, NK)                                               \
+    do {                                                                          \
+        enum { VL = FC_VBYTES / sizeof(T) };                                      \
+        V c[NK][FC_CVF_CV];                                                       \
+        FC_UNROLL for (int j = 0; j < NK; j++)                                    \
+            FC_UNROLL for (int v = 0; v < FC_CVF_CV; v++) c[j][v] = (V){0};       \
+        for (ptrdiff_t k = 0; k < K; k++) {                                       \
+            V av[FC_CVF_CV];                                                      \
+            FC_UNROLL for (int v = 0; v < FC_CVF_CV; v++)                         \
+                av[v] = *(const V *)(A + v * astride + k * VL);                   \
+            const T *b = base + off[k];                                           \
+            FC_UNROLL for (int j = 0; j < NK; j++) {                              \
+                V bj = SPLAT(b[j]);                                               \
+                FC_IN_REGISTER(bj);                                               \
+                FC_UNROLL for (int v = 0; v < FC_CVF_CV; v++) c[j][v] += av[v] * bj; \
+            }                                                                     \
+        }                                                                         \
+        FC_UNROLL for (int j = 0; j < NK; j++)                                    \
+            FC_UNROLL for (int v = 0; v < FC_CVF_CV; v++) {                       \
+                V *dst = (V *)(C + j * ldc + v * VL);                             \
+                *dst = accumulate ? *dst + c[j][v] : c[j][v];                     \
+            }                                                                     \
+    } while (0)
+
+/* nk (1 .. FC_CVF_NK) cells. */
+#define FC_DEFINE_CVF_KERNEL(NAME, T, V, SPLAT)                                   \
+static void NAME(int nk, ptrdiff_t K, const T *A, ptrdiff_t astride, const T *base, \
+                 const ptrdiff_t *off, T *C, ptrdiff_t ldc, int accumulate) {      \
+    switch (nk) {                                                                 \
+    case 1: FC_CVF_BODY(T, V, SPLAT, 1); break;                                   \
+    case 2: FC_CVF_BODY(T, V, SPLAT, 2); break;                                   \
+    case 3: FC_CVF_BODY(T, V, SPLAT, 3); break;                                   \
+    case 4: FC_CVF_BODY(T, V, SPLAT, 4); break;                                   \
+    case 5: FC_CVF_BODY(T, V, SPLAT, 5); break;                                   \
+    default: FC_CVF_BODY(T, V, SPLAT, FC_CVF_NK); break;                          \
+    }                                                                             \
+}
+
 /* The weight gradient vectorised across output channels instead of cells:
  * acc[j][co] += sum over the cells of gt[cell][co] * band[off[j] + cell], with
  * gt a tile of grad_output transposed to cells x channels (pitch `cop`, whole
@@ -541,6 +595,9 @@ static void NAME(const T *gt, ptrdiff_t cop, const T *base, const ptrdiff_t *off
             *dst += c[j][v];                                                      \
         }                                                                         \
 }
+
+FC_DEFINE_CVF_KERNEL(fc_kernel_cvf_f, float, fc_vf, fc_splat_f)
+FC_DEFINE_CVF_KERNEL(fc_kernel_cvf_d, double, fc_vd, fc_splat_d)
 
 FC_DEFINE_WGRAD_T_KERNEL(fc_wgrad_t4_f, float, fc_vf, fc_splat_f, FC_WGT_CV, FC_WGT_NK4)
 FC_DEFINE_WGRAD_T_KERNEL(fc_wgrad_t4_d, double, fc_vd, fc_splat_d, FC_WGT_CV, FC_WGT_NK4)

@@ -37,7 +37,10 @@ cases = [((2, 6, 9, 10, 11), (26, 3, 3, 3, 3), dict(padding=1, groups=2)),   # m
          # panels stored straight into the output (1x1 whole rows, 1-D tiles), 13
          # channels: whole register blocks direct, the rest through the buffer
          ((2, 8, 1, 6, 40), (13, 8, 1, 1, 1), dict()),
-         ((2, 12, 1, 1, 300), (13, 12, 1, 1, 3), dict(padding=(0, 0, 1)))]
+         ((2, 12, 1, 1, 300), (13, 12, 1, 1, 3), dict(padding=(0, 0, 1))),
+         # a 5x9 image (49 band cells, 64 computed by cell panels): the forward
+         # kernel vectorised across output channels, 64 per group
+         ((2, 12, 1, 5, 9), (128, 6, 1, 3, 3), dict(padding=(0, 1, 1), groups=2))]
 for dtype in (np.float32, np.float64, np.complex64, np.complex128):
     for xs, ws, kw in cases:
         x = rng.standard_normal(xs).astype(dtype)
