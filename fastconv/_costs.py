@@ -438,10 +438,13 @@ def implicit_cost(p, plan):
 
 
 def implicit_weight_cost(p, plan):
-    """The dot-product kernel idles when a job has fewer than 3 output channels or
-    4 weight columns; each output-channel block copies the bands again; and each
-    tile's dot products end in horizontal sums, which a small tile (a 7x7
-    image) does not amortise (``WGRAD_TILE_CELLS``)."""
+    """The channel-vector kernel (``plan["channel_vectors"]``) pays for idle
+    lanes past a block's last channel, a fixed cost per kernel call and its
+    transposes of grad_output.  The dot-product kernel idles when a job has
+    fewer than 3 output channels or 4 weight columns, and each tile's dot
+    products end in horizontal sums, which a small tile (a 7x7 image) does not
+    amortise (``WGRAD_TILE_CELLS``).  Each output-channel block copies the
+    bands again."""
     cog = p.w[0] // p.groups
     planes, extra_rows, extra_cols = band_geometry(p)
     rows, cols = plan["rows"], plan["cols"]
