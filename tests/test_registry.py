@@ -86,7 +86,7 @@ CONVS = {
                                         (1, 1, 1), 2),
     "2d_wgrad_chunked_rows": ((2, 1, 9, 140), (64, 2, 1, 3, 3), (1, 1, 1), (0, 1, 1),
                               (1, 1, 1), 1),
-    # small images whose cell panels waste over 8 %: the forward kernel
+    # small images whose cell panels waste over 12 %: the forward kernel
     # vectorised across output channels (whole blocks of them per group), its
     # stride-1 input gradient packing the flipped weight a vector at a time
     "2d_channel_vector_forward": ((16, 1, 7, 7), (64, 16, 1, 3, 3), (1, 1, 1), (0, 1, 1),
@@ -495,6 +495,50 @@ def test_deep_layers_split_output_channels_over_jobs(dtype):
             assert cog % per_job, (q, per_job)
 
 
+# Forward problems whose output channels per group come in whole blocks of the
+# channel-vector kernel on every build (64 float32 / 32 float64 on AVX-512):
+# (x, w, options).
+CHANNEL_VECTOR_FORWARDS = [
+    ((2, 16, 7, 7), (64, 16, 3, 3), dict(padding=1)),
+    ((1, 12, 5, 9), (128, 6, 3, 3), dict(padding=1, groups=2)),
+    ((2, 8, 11, 13), (64, 8, 3, 2), dict(stride=2, padding=(1, 0), dilation=(1, 2))),
+    ((1, 4, 5, 6, 7), (64, 4, 3, 3, 3), dict(padding=1, padding_mode="reflect")),
+    ((3, 16, 1, 40), (64, 16, 1, 3), dict(padding=(0, 1), padding_mode="circular")),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_channel_vector_forward_gives_the_panel_kernels_bits(dtype, bias):
+    """The forward kernel vectorised across output channels (``vector_job``)
+    computes each output cell with the panel kernel's chain of multiply-adds, and
+    adds the bias (or + 0) after it: every tile on one kernel or on the other
+    gives the same bits, signed zeros included."""
+    implicit = fc._kernels.implicit
+    rng = np.random.default_rng(5)
+    for xs, ws, kw in CHANNEL_VECTOR_FORWARDS:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        x[..., 0] = -0.0                       # zero products: sums of -0.0 and +0.0
+        w[1] = -0.0
+        b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
+        nd = len(xs) - 2
+        conv = getattr(fc, f"conv{nd}d")
+        results = []
+        for percent in (-100, 10000):          # every tile on the channel-vector kernel; none
+            previous = implicit.set_channel_vector_waste(percent)
+            try:
+                with _dispatch.forced("implicit_gemm"):
+                    results.append(conv(x, w, b, **kw))
+            finally:
+                implicit.set_channel_vector_waste(previous)
+        _assert_same_bits(results[0], results[1], f"{xs} {ws} {kw}")
+        expected = reference.conv(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
+                                  kw.get("dilation", 1), kw.get("groups", 1),
+                                  kw.get("padding_mode", "zeros"))
+        assert_close(results[0], expected, dtype, ws[1] * math.prod(ws[2:]))
+
+
 def test_implicit_waste_counts_dropped_columns_between_rows_only():
     """A band row computes its extra (kernel-reach) columns only when another row
     of the tile follows it: a 1-D tile (one row) drops nothing however large the
@@ -521,7 +565,7 @@ def test_implicit_waste_counts_dropped_columns_between_rows_only():
     deep = Problem("forward", (512, 1, 7, 7), (512, 512, 1, 3, 3), (512, 1, 7, 7),
                    np.dtype(np.float32), pad=(0, 1, 1))
     # 55 cells: 7 vectors on AVX2 (run as panels of 24 + 16 + 15); 4 on AVX-512,
-    # over 8 % more than 55, so 512 channels run on the channel-vector kernel
+    # over 12 % more than 55, so 512 channels run on the channel-vector kernel
     block, waste_percent = fc._kernels.implicit.channel_vector_forward_rule()
     vectors_kernel = (width >= 3 * vector and 512 % (block * vector) == 0
                       and computed(55) * 100 > 55 * (100 + waste_percent))
