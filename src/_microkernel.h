@@ -137,23 +137,6 @@ static void NAME(T *restrict dst, const T *restrict src, ptrdiff_t K, int rows, 
 FC_DEFINE_PACK_BLOCK(fc_pack_block_f, float)
 FC_DEFINE_PACK_BLOCK(fc_pack_block_d, double)
 
-/* pack_block for a stride-1 input gradient, read from the convolution's own
- * weight: K = C x taps, dst[(c * taps + t) * MR + i] = src[i * taps + c * cs +
- * taps - 1 - t] (taps reversed, channels swapped by the caller's cs), 0 for
- * the rows past `rows`.  No flipped copy of the weight is made. */
-#define FC_DEFINE_PACK_FLIPPED(NAME, T)                                            \
-static void NAME(T *restrict dst, const T *restrict src, ptrdiff_t C, ptrdiff_t taps, \
-                 int rows, ptrdiff_t cs, int mr) {                                 \
-    for (ptrdiff_t c = 0; c < C; c++)                                              \
-        for (ptrdiff_t t = 0; t < taps; t++)                                       \
-            for (int i = 0; i < mr; i++)                                           \
-                dst[(c * taps + t) * mr + i] =                                     \
-                    i < rows ? src[i * taps + c * cs + taps - 1 - t] : (T)0;       \
-}
-
-FC_DEFINE_PACK_FLIPPED(fc_pack_flipped_f, float)
-FC_DEFINE_PACK_FLIPPED(fc_pack_flipped_d, double)
-
 /* Depthwise (one input channel per group, so no weight is shared between
  * output rows), one output row at a time: out[j] = b + sum_k w[k] *
  * base[off[k] + j] for j < n, taps in order, written straight into the output
