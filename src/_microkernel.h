@@ -582,6 +582,8 @@ static void NAME(const T *gt, ptrdiff_t cop, const T *base, const ptrdiff_t *off
 FC_DEFINE_CVF_KERNEL(fc_kernel_cvf_f, float, fc_vf, fc_splat_f)
 FC_DEFINE_CVF_KERNEL(fc_kernel_cvf_d, double, fc_vd, fc_splat_d)
 
+/* t4: the widest block, FC_WGT_CV vectors (4 on AVX-512, 2 otherwise); t2, t1:
+ * the last 2 or 1 vectors of a job's channels. */
 FC_DEFINE_WGRAD_T_KERNEL(fc_wgrad_t4_f, float, fc_vf, fc_splat_f, FC_WGT_CV, FC_WGT_NK4)
 FC_DEFINE_WGRAD_T_KERNEL(fc_wgrad_t4_d, double, fc_vd, fc_splat_d, FC_WGT_CV, FC_WGT_NK4)
 #if FC_WGT_CV > 2
