@@ -372,13 +372,13 @@ __attribute__((noinline)) static double fc_hsum_d(fc_vd v) {
 #if defined(__AVX512F__)
 #define FC_WG_LOAD_MASKED_f(p) ((fc_vf)_mm512_maskz_loadu_ps((__mmask16)mask, (p)))
 #define FC_WG_LOAD_MASKED_d(p) ((fc_vd)_mm512_maskz_loadu_pd((__mmask8)mask, (p)))
-#define FC_WGRAD_ROW(T, V, LOAD_PARTIAL, SUFFIX)                                   \
+#define FC_WGRAD_ROW(V, SUFFIX)                                                    \
     for (ptrdiff_t q = 0; q < cols; q += VL) {                                     \
         unsigned mask = cols - q >= VL ? ~0u : (1u << (cols - q)) - 1;             \
         FC_WGRAD_STEP(V, FC_WG_LOAD_MASKED_##SUFFIX);                              \
     }
 #else
-#define FC_WGRAD_ROW(T, V, LOAD_PARTIAL, SUFFIX)                                   \
+#define FC_WGRAD_ROW(V, SUFFIX)                                                    \
     ptrdiff_t q = 0;                                                               \
     for (; q < full; q += VL) FC_WGRAD_STEP(V, *(const V *));                      \
     if (full < cols) {                                                             \
@@ -388,7 +388,7 @@ __attribute__((noinline)) static double fc_hsum_d(fc_vd v) {
 #define FC_WG_LOAD_REST_d(p) fc_load_partial_d((p), cols - full)
 #endif
 
-#define FC_DEFINE_WGRAD_KERNEL(NAME, T, V, LOAD_PARTIAL, HSUM, SUFFIX)             \
+#define FC_DEFINE_WGRAD_KERNEL(NAME, T, V, HSUM, SUFFIX)                           \
 static void NAME(const T *const *G, ptrdiff_t gstride, const T *base,             \
                  const ptrdiff_t *off, ptrdiff_t bstride, ptrdiff_t rows,          \
                  ptrdiff_t cols, T *acc) {                                         \
@@ -403,14 +403,14 @@ static void NAME(const T *const *G, ptrdiff_t gstride, const T *base,           
         const T *b[FC_WG_NR];                                                     \
         FC_UNROLL for (int i = 0; i < FC_WG_MR; i++) g[i] = G[i] + r * gstride;    \
         FC_UNROLL for (int j = 0; j < FC_WG_NR; j++) b[j] = base + off[j] + r * bstride; \
-        FC_WGRAD_ROW(T, V, LOAD_PARTIAL, SUFFIX)                                   \
+        FC_WGRAD_ROW(V, SUFFIX)                                                    \
     }                                                                             \
     FC_UNROLL for (int i = 0; i < FC_WG_MR; i++)                                   \
         FC_UNROLL for (int j = 0; j < FC_WG_NR; j++) acc[i * FC_WG_NR + j] = HSUM(c[i][j]); \
 }
 
-FC_DEFINE_WGRAD_KERNEL(fc_wgrad_f, float, fc_vf, fc_load_partial_f, fc_hsum_f, f)
-FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_load_partial_d, fc_hsum_d, d)
+FC_DEFINE_WGRAD_KERNEL(fc_wgrad_f, float, fc_vf, fc_hsum_f, f)
+FC_DEFINE_WGRAD_KERNEL(fc_wgrad_d, double, fc_vd, fc_hsum_d, d)
 
 /* The same dot products for one output channel (depthwise: one input channel
  * per group, so no grad_output row is shared between weight rows): FC_WGD_NR
