@@ -539,6 +539,41 @@ def test_channel_vector_forward_gives_the_panel_kernels_bits(dtype, bias):
         assert_close(results[0], expected, dtype, ws[1] * math.prod(ws[2:]))
 
 
+# 1x1 float32 forwards with at least twice as many input as output channels:
+# the implicit GEMM reads whole-row bands in x itself (``band_in_place``), but
+# copies a tile whose last panel would read past the end of x.  (x, w, options)
+IN_PLACE_FORWARDS = [
+    ((2, 32, 7, 7), (16, 32, 1, 1), {}),
+    ((1, 48, 5, 6, 7), (8, 48, 1, 1, 1), {}),
+    ((3, 64, 50), (16, 32, 1), dict(groups=2)),
+    ((2, 40, 9, 11), (13, 40, 1, 1), {}),
+    ((1, 256, 14, 14), (64, 256, 1, 1), {}),
+]
+
+
+def test_band_read_in_place_gives_the_copys_bits():
+    """Reading the band in place or from its copy gives the same bits (the same
+    values in the same order); ASan (.ci/sanitize) checks no read leaves x."""
+    implicit = fc._kernels.implicit
+    rng = np.random.default_rng(6)
+    for xs, ws, kw in IN_PLACE_FORWARDS:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        b = rng.standard_normal(ws[0]).astype(np.float32)
+        conv = getattr(fc, f"conv{len(xs) - 2}d")
+        results = []
+        for allowed in (True, False):
+            previous = implicit.set_band_in_place(allowed)
+            try:
+                with _dispatch.forced("implicit_gemm"):
+                    results.append(conv(x, w, b, **kw))
+            finally:
+                implicit.set_band_in_place(previous)
+        _assert_same_bits(results[0], results[1], f"{xs} {ws} {kw}")
+        expected = reference.conv(x, w, b, 1, 0, 1, kw.get("groups", 1))
+        assert_close(results[0], expected, np.float32, ws[1])
+
+
 def test_implicit_waste_counts_dropped_columns_between_rows_only():
     """A band row computes its extra (kernel-reach) columns only when another row
     of the tile follows it: a 1-D tile (one row) drops nothing however large the
