@@ -1290,6 +1290,25 @@ cdef inline void run_job(bint depthwise, bint vectors, const real_t* x, const re
                      cbuf)
 
 
+ctypedef struct WeightBlock:
+    Py_ssize_t grp, co0, co1, ci0, ci1
+
+
+cdef inline WeightBlock weight_block(const Geometry* g, Py_ssize_t cib, Py_ssize_t cob,
+                                     Py_ssize_t job) noexcept nogil:
+    """The block of dw that weight-gradient job ``job`` owns: output channels
+    [co0, co1) x input channels [ci0, ci1) of group grp (blocks of cob x cib)."""
+    cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
+    cdef Py_ssize_t nci = ceil_div(cig, cib), nco = ceil_div(cog, cob)
+    cdef WeightBlock blk
+    blk.grp = job // (nco * nci)
+    blk.co0 = (job % nco) * cob
+    blk.co1 = min(cog, blk.co0 + cob)
+    blk.ci0 = ((job // nco) % nci) * cib
+    blk.ci1 = min(cig, blk.ci0 + cib)
+    return blk
+
+
 cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
                           const Py_ssize_t* off, const Geometry* g, const Band* b,
                           Py_ssize_t cib, Py_ssize_t cob, Py_ssize_t job,
@@ -1302,12 +1321,8 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
     """
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t taps = g.KD * g.KH * g.KW, K = cig * taps
-    cdef Py_ssize_t nci = ceil_div(cig, cib), nco = ceil_div(cog, cob)
-    cdef Py_ssize_t cb = job % nco
-    cdef Py_ssize_t ib = (job // nco) % nci
-    cdef Py_ssize_t grp = job // (nco * nci)
-    cdef Py_ssize_t co0 = cb * cob, co1 = min(cog, co0 + cob)
-    cdef Py_ssize_t ci0 = ib * cib, ci1 = min(cig, ci0 + cib)
+    cdef WeightBlock blk = weight_block(g, cib, cob, job)
+    cdef Py_ssize_t grp = blk.grp, co0 = blk.co0, co1 = blk.co1, ci0 = blk.ci0, ci1 = blk.ci1
     cdef Py_ssize_t kr = (ci1 - ci0) * taps         # weight columns of this job
     cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
     cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, co, k, i, j, mr, nr
@@ -1417,12 +1432,8 @@ cdef void weight_grad_vec_job(const real_t* x, const real_t* gout, real_t* dw,
     bw, rows): fixed by the shape alone."""
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t taps = g.KD * g.KH * g.KW, K = cig * taps
-    cdef Py_ssize_t nci = ceil_div(cig, cib), nco = ceil_div(cog, cob)
-    cdef Py_ssize_t cb = job % nco
-    cdef Py_ssize_t ib = (job // nco) % nci
-    cdef Py_ssize_t grp = job // (nco * nci)
-    cdef Py_ssize_t co0 = cb * cob, co1 = min(cog, co0 + cob)
-    cdef Py_ssize_t ci0 = ib * cib, ci1 = min(cig, ci0 + cib)
+    cdef WeightBlock blk = weight_block(g, cib, cob, job)
+    cdef Py_ssize_t grp = blk.grp, co0 = blk.co0, co1 = blk.co1, ci0 = blk.ci0, ci1 = blk.ci1
     cdef Py_ssize_t kr = (ci1 - ci0) * taps
     cdef Py_ssize_t cop = channel_pitch(cob, sizeof(real_t))
     cdef Py_ssize_t crows = chunk_rows(b, cop, sizeof(real_t))

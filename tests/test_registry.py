@@ -495,6 +495,20 @@ def test_deep_layers_split_output_channels_over_jobs(dtype):
             assert cog % per_job, (q, per_job)
 
 
+def _implicit_forward_per_setting(setter, settings, conv, x, w, b, kw):
+    """conv(x, w, b, **kw) on the implicit GEMM once per setting of a kernel
+    switch (``setter`` returns the previous value, restored after)."""
+    results = []
+    for setting in settings:
+        previous = setter(setting)
+        try:
+            with _dispatch.forced("implicit_gemm"):
+                results.append(conv(x, w, b, **kw))
+        finally:
+            setter(previous)
+    return results
+
+
 # Forward problems whose output channels per group come in whole blocks of the
 # channel-vector kernel on every build (64 float32 / 32 float64 on AVX-512):
 # (x, w, options).
@@ -524,14 +538,9 @@ def test_channel_vector_forward_gives_the_panel_kernels_bits(dtype, bias):
         b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
         nd = len(xs) - 2
         conv = getattr(fc, f"conv{nd}d")
-        results = []
-        for percent in (-100, 10000):          # every tile on the channel-vector kernel; none
-            previous = implicit.set_channel_vector_waste(percent)
-            try:
-                with _dispatch.forced("implicit_gemm"):
-                    results.append(conv(x, w, b, **kw))
-            finally:
-                implicit.set_channel_vector_waste(previous)
+        # every tile on the channel-vector kernel; none
+        results = _implicit_forward_per_setting(implicit.set_channel_vector_waste, (-100, 10000),
+                                                conv, x, w, b, kw)
         _assert_same_bits(results[0], results[1], f"{xs} {ws} {kw}")
         expected = reference.conv(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
                                   kw.get("dilation", 1), kw.get("groups", 1),
@@ -561,14 +570,8 @@ def test_band_read_in_place_gives_the_copys_bits():
         w = rng.standard_normal(ws).astype(np.float32)
         b = rng.standard_normal(ws[0]).astype(np.float32)
         conv = getattr(fc, f"conv{len(xs) - 2}d")
-        results = []
-        for allowed in (True, False):
-            previous = implicit.set_band_in_place(allowed)
-            try:
-                with _dispatch.forced("implicit_gemm"):
-                    results.append(conv(x, w, b, **kw))
-            finally:
-                implicit.set_band_in_place(previous)
+        results = _implicit_forward_per_setting(implicit.set_band_in_place, (True, False),
+                                                conv, x, w, b, kw)
         _assert_same_bits(results[0], results[1], f"{xs} {ws} {kw}")
         expected = reference.conv(x, w, b, 1, 0, 1, kw.get("groups", 1))
         assert_close(results[0], expected, np.float32, ws[1])
