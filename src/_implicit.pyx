@@ -74,6 +74,8 @@ cdef extern from "_microkernel.h":
                        Py_ssize_t n) nogil
     void fc_band_row_d(double* dst, const double* src, Py_ssize_t lo, Py_ssize_t hi,
                        Py_ssize_t n) nogil
+    void fc_gather2_f(float* dst, const float* src, Py_ssize_t n) nogil
+    void fc_gather2_d(double* dst, const double* src, Py_ssize_t n) nogil
     void fc_store_pair_f(float* dst, const float* src0, const float* src1, Py_ssize_t n,
                          float b) nogil
     void fc_store_pair_d(double* dst, const double* src0, const double* src1,
@@ -385,8 +387,7 @@ cdef void copy_band_padded(const real_t* xg, Py_ssize_t cig, real_t* buf, const 
                         if g.sw == 1:
                             memcpy(dst + lo, src + iw0 + lo, (hi - lo) * sizeof(real_t))
                         else:
-                            for col in range(lo, hi):
-                                dst[col] = src[col * g.sw + iw0]
+                            strided_copy(dst + lo, src + lo * g.sw + iw0, hi - lo, g.sw)
                         for col in range(hi, b.Wb):
                             dst[col] = src[source_index(col * g.sw + iw0, g.W, b.mode)]
 
@@ -427,11 +428,25 @@ cdef void copy_band_zeros(const real_t* xg, Py_ssize_t cig, real_t* buf, const G
                             band_row(dst, xplane + ih * g.W + iw0, lo, hi, b.Wb)
                         else:
                             band_row(dst, <const real_t*> dst, 0, 0, lo)
-                            for col in range(lo, hi):
-                                dst[col] = xplane[ih * g.W + col * g.sw + iw0]
+                            strided_copy(dst + lo, xplane + ih * g.W + lo * g.sw + iw0,
+                                         hi - lo, g.sw)
                             band_row(dst + hi, <const real_t*> dst, 0, 0, b.Wb - hi)
                         dst += b.Wb
                         ih += g.sh
+
+
+cdef inline void strided_copy(real_t* dst, const real_t* src, Py_ssize_t n,
+                              Py_ssize_t stride) noexcept nogil:
+    """dst[j] = src[j * stride] for j < n."""
+    cdef Py_ssize_t j
+    if stride == 2:
+        if real_t is float:
+            fc_gather2_f(dst, src, n)
+        else:
+            fc_gather2_d(dst, src, n)
+        return
+    for j in range(n):
+        dst[j] = src[j * stride]
 
 
 cdef inline void band_row(real_t* dst, const real_t* src, Py_ssize_t lo, Py_ssize_t hi,
