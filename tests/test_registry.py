@@ -658,3 +658,24 @@ def test_forcing_a_family_that_cannot_apply_raises_with_every_reason():
     p = _conv_problem("forward", "2d_3x3")
     with pytest.raises(ValueError, match="implicit_gemm: not the requested"):
         _dispatch.select(p, implementation="nonexistent")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_stride_two_band_rows_at_every_width(dtype, mode):
+    """Stride-2 band rows are gathered a vector at a time with an overlapping
+    last vector (``fc_gather2``): widths around one and two vectors of either
+    dtype and ISA, through the forward and the weight gradient, match the oracle."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    for width in list(range(2, 40)) + [63, 64, 65, 66, 67]:
+        x = rng.standard_normal((1, 3, 4, width)).astype(dtype)
+        with _dispatch.forced("implicit_gemm"):
+            y = fc.conv2d(x, w, stride=2, padding=1, padding_mode=mode)
+            g = np.ones_like(y)
+            dw = fc.grad.conv2d_weight(x, w.shape, g, stride=2, padding=1) if mode == "zeros" \
+                else None
+        expected = reference.conv(x, w, None, 2, 1, 1, 1, mode)
+        assert_close(y, expected, dtype, 27)
+        if dw is not None:
+            assert_close(dw, reference.conv_weight(x, w.shape, g, 2, 1), dtype, 4 * width)
