@@ -246,7 +246,27 @@ def band_tile(p, widths, channels=None, min_jobs=True):
     if min_jobs and per_sample * ceil_div(ho, rows) < jobs:
         rows = max(1, ceil_div(ho, ceil_div(jobs, per_sample)))
     rows = ceil_div(ho, ceil_div(ho, rows))          # even tiles: 16 + 16, not 29 + 3
+    if channels is None and cols == wo:
+        rows = _streamed_rows(p, rows)
     return rows, cols
+
+
+def _streamed_rows(p, rows):
+    """``rows``, or fewer, so that each tile of a forward whose panels stream
+    into the output (``_implicit.stream_output``: 1x1, one K block, a large
+    output with whole cache lines per channel) starts on a cache line: a
+    misaligned tile writes its output with plain stores."""
+    kc, min_bytes, align = _implicit.stream_rule()
+    item, (do, ho, wo) = p.dtype.itemsize, p.out[1:]
+    plane = do * ho * wo * item
+    pointwise = p.kvol == 1 and p.stride == (1, 1, 1) and p.pad == (0, 0, 0)
+    if not (pointwise and p.w[1] <= kc and plane % align == 0
+            and min_bytes >= 0 and p.w[0] * plane >= min_bytes):
+        return rows
+    aligned = rows
+    while aligned > 1 and aligned * wo * item % align:
+        aligned -= 1
+    return aligned if aligned * wo * item % align == 0 else rows
 
 
 def job_channels(p):

@@ -44,6 +44,17 @@ def empty(shape, dtype):
     return _view(buf, nbytes, shape, dtype)
 
 
+def aligned_empty(shape, dtype):
+    """``np.empty(shape, dtype)`` starting on a cache line, for a large array
+    returned to the caller: the kernels may write its lines whole with
+    non-temporal stores (NumPy's large arrays start 16 bytes into a line)."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    return _view(np.empty(nbytes + _ALIGN, np.uint8), nbytes, shape, dtype)
+
+
 def _pool():
     pool = getattr(_local, "pool", None)
     if pool is None:

@@ -6,7 +6,7 @@ circular modes, and hands 5-D views to the kernels in ``_engine``.
 """
 import numpy as np
 
-from . import _costs, _dispatch, _docs, _engine
+from . import _costs, _dispatch, _docs, _engine, _workspace
 from ._args import (CallCache, call_signature, check_choice, check_out, option_keywords, pad3,
                     parse_conv, shape5)
 from ._dispatch import _FORCED
@@ -48,7 +48,7 @@ class _ForwardCall:
         w = as_compute(weight, dtype, self.w5)
         b = None if bias is None else np.ascontiguousarray(bias, dtype)
         if out is None:
-            result = np.empty(self.out5, dtype)
+            result = _workspace.aligned_empty(self.out5, dtype)
             self.kernel(x, w, b, result)
             return result.reshape(self.user_out_shape)
         check_out(out, self.user_out_shape, dtype, self.op)

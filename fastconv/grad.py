@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import _costs, _dispatch, _docs, _engine
+from . import _costs, _dispatch, _docs, _engine, _workspace
 from ._args import (CallCache, as_array, call_signature, option_keywords, pad3, parse_conv,
                     result_dtype, shape5)
 from ._dispatch import _FORCED
@@ -97,7 +97,7 @@ class _InputGradCall:
         prob, dtype = self.prob, self.dtype
         g = as_compute(grad_output, dtype, self.g5)
         w = as_compute(np.conj(weight) if self.conj else weight, dtype, self.w5)
-        grad = np.empty(self.grad5, dtype)
+        grad = _workspace.aligned_empty(self.grad5, dtype)
         self.kernel(g, w, None, grad)
         grad = grad.reshape(self.grad_shape)
         if prob.padding_mode != "zeros":

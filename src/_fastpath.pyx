@@ -9,7 +9,11 @@ from libc.string cimport memcpy
 from cython.parallel cimport prange
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
+import math
+
 import numpy as np
+
+from fastconv._workspace import MIN_BYTES as ALIGNED_MIN_BYTES, aligned_empty
 
 cnp.import_array()
 
@@ -257,6 +261,7 @@ cdef class FastCall:
     cdef cnp.npy_intp out_dims[KEY_MAX_DIMS]
     cdef Py_ssize_t macs, min_macs
     cdef bint batched, check_finite
+    cdef object aligned_shape          # large results start on a cache line; else None
 
     def __init__(self, slow, kernel, cnp.dtype dtype, tuple out_shape, bint batched,
                  Py_ssize_t macs, Py_ssize_t min_macs, threads_for, bint check_finite=True):
@@ -269,6 +274,8 @@ cdef class FastCall:
             self.out_dims[i] = n
         self.batched, self.macs, self.min_macs = batched, macs, max(1, min_macs)
         self.check_finite = check_finite
+        large = math.prod(out_shape) * dtype.itemsize >= ALIGNED_MIN_BYTES
+        self.aligned_shape = tuple(out_shape) if large else None
 
     cdef bint usable(self, x, w, bias, bint weight=True):
         """Whether the kernel can take these arrays as they are (``weight``: ``w`` is
@@ -281,7 +288,10 @@ cdef class FastCall:
         cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> x, 0) if self.batched else 1
         cdef Py_ssize_t total = n * self.macs
         threads = 1 if total // self.min_macs <= 1 else self.threads_for(total)
-        result = cnp.PyArray_EMPTY(self.nd, self.out_dims, self.typenum, 0)
+        if self.aligned_shape is None:
+            result = cnp.PyArray_EMPTY(self.nd, self.out_dims, self.typenum, 0)
+        else:
+            result = aligned_empty(self.aligned_shape, self.dtype)
         self.kernel.run(x, w, bias, result, threads)
         return result
 

@@ -56,6 +56,9 @@ cdef extern from "_microkernel.h":
                          Py_ssize_t ks, int mr) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
                          Py_ssize_t rs, Py_ssize_t ks, int mr) nogil
+    int FC_ACCUMULATE
+    int FC_STREAM
+    void fc_store_fence() nogil
     int FC_CVF_CV
     int FC_CVF_NK
     void fc_kernel_cvf_f(int nk, Py_ssize_t K, const float* A, Py_ssize_t astride,
@@ -131,6 +134,10 @@ cdef enum:
     # it).  At equal cells it runs 5-6 % slower than the panels (ResNet 3x3),
     # and slower still on stride-2 tiles (11 % waste: 4.76 against 4.47 ms).
     CVF_PANEL_WASTE_PERCENT = 12
+    # Non-temporal output stores (``stream_output``): for a sample's output of
+    # at least this many bytes (half an L2), on cache-line aligned panels.
+    STREAM_MIN_BYTES = 1 << 20
+    STREAM_ALIGN = 64
 
 cdef enum:
     # Padding modes (``PADDING_MODES`` gives their names): what a cell outside x reads.
@@ -155,6 +162,8 @@ cdef int cvf_waste_percent = CVF_PANEL_WASTE_PERCENT
 # Whether forward jobs may read whole-row bands from x in place (``band_in_place``);
 # settable for the tests (``set_band_in_place``)
 cdef bint in_place_allowed = True
+# STREAM_MIN_BYTES, settable for the tests (``set_stream_min_bytes``)
+cdef Py_ssize_t stream_min_bytes = STREAM_MIN_BYTES
 
 
 # The entry points take ndarrays and check them here, in C: typed memoryviews
@@ -536,6 +545,15 @@ cdef inline const real_t* tile_band(const real_t* x, const Py_ssize_t* xoff,
     return buf
 
 
+def set_stream_min_bytes(Py_ssize_t min_bytes):
+    """Set the smallest output per sample whose panels use non-temporal stores
+    (``stream_output``; -1: none); returns the previous value.  For tests and
+    measurements: the same bits."""
+    global stream_min_bytes
+    previous, stream_min_bytes = stream_min_bytes, min_bytes
+    return previous
+
+
 def set_band_in_place(bint allowed):
     """Allow or forbid reading whole-row bands from x in place (``band_in_place``);
     returns the previous setting.  For tests and measurements: the same bits."""
@@ -568,6 +586,9 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef Py_ssize_t cq0 = grp * cog + co0, oplane = om.D * om.H * om.W
     cdef Py_ssize_t k0, klen, q = 0, blk, width, ldc, direct_blocks
     cdef bint runs = panels_are_output_runs(b, om, t)
+    cdef bint streams = runs and K <= kc and stream_output(om, sizeof(real_t))
+    cdef bint stream, streamed = False
+    cdef int flags
     cdef real_t* out_run = out + (n * om.C + cq0) * oplane + output_offset(om, od, oh0, ow0)
     cdef real_t* c
     cdef const real_t* cbias
@@ -590,31 +611,53 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
             # cover the FMA latency (half speed): end on two 2-vector panels
             # instead (a 7x7 tile: 24 + 16 + 15 cells, not 24 + 24 + 7).
             width = NR - VLEN
-        prefetch_panel_output(out, b, om, n, cq0, nco, od, oh0, ow0, cols, q, width)
         direct_blocks = nco // FC_MR if runs and width == NR else 0
+        stream = (streams and direct_blocks == nb and
+                  (<size_t> (out_run + q)) % STREAM_ALIGN == 0)
+        if not stream:
+            prefetch_panel_output(out, b, om, n, cq0, nco, od, oh0, ow0, cols, q, width)
+        streamed = streamed or stream
+        if offs == xoff and q + width < m:
+            prefetch_panel_input(band + q + width, offs, K, min(NR, m - q - width))
         k0 = 0
         while k0 < K:
             klen = min(kc, K - k0)
             for blk in range(nb):
+                flags = FC_ACCUMULATE if k0 > 0 else 0
                 if blk < direct_blocks:
                     c, ldc = out_run + blk * FC_MR * oplane + q, oplane
                     cbias = NULL
                     if k0 + klen == K:
                         cbias = (bias + cq0 + blk * FC_MR) if bias != NULL else zeros
+                        if stream:
+                            flags = FC_STREAM
                 else:
                     c, ldc, cbias = cbuf + blk * FC_MR * NR, NR, NULL
                 if real_t is float:
                     fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, band + q, offs + k0,
-                                      c, ldc, <int>width, k0 > 0, cbias)
+                                      c, ldc, <int>width, flags, cbias)
                 else:
                     fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, band + q, offs + k0,
-                                      c, ldc, <int>width, k0 > 0, cbias)
+                                      c, ldc, <int>width, flags, cbias)
             k0 += klen
         if direct_blocks < nb:
             blk = direct_blocks * FC_MR
             store_panel(cbuf + blk * NR, NR, q, width, out, bias, g, b, om, n, cq0 + blk,
                         nco - blk, od, oh0, ow0, cols)
         q += width
+    if streamed:
+        fc_store_fence()
+
+
+cdef inline bint stream_output(const OutMap* om, Py_ssize_t itemsize) noexcept nogil:
+    """Whether forward panels written straight into the output in one K block
+    may use non-temporal stores (on 64-byte aligned panels): a sample's
+    output of STREAM_MIN_BYTES or more leaves the caches before anyone reads
+    it, and a plain store first reads each line it writes (the 1x1 64 -> 256
+    layer moves 25.7 MB of output, and read it all again)."""
+    cdef Py_ssize_t oplane = om.D * om.H * om.W
+    return (stream_min_bytes >= 0 and (oplane * itemsize) % STREAM_ALIGN == 0
+            and om.C * oplane * itemsize >= stream_min_bytes)
 
 
 cdef inline Py_ssize_t panel_cells(Py_ssize_t m, Py_ssize_t NR, Py_ssize_t VLEN) noexcept nogil:
@@ -769,6 +812,21 @@ cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* b
             else:
                 fc_depthwise_row_d(K, w + cq * K, buf + r * b.Wb, off, out_n + cq * oplane + at,
                                    t.cols, bv)
+
+
+cdef void prefetch_panel_input(const real_t* panel, const Py_ssize_t* off, Py_ssize_t K,
+                               Py_ssize_t width) noexcept nogil:
+    """Ask for the next panel's B rows into L2 while this one computes, when
+    they are read in x (``band_in_place``): one stream per input channel (256
+    on a 256-channel 1x1 layer), each a few lines, too many and too short for
+    the hardware prefetchers."""
+    cdef Py_ssize_t k, j, line = 64 // sizeof(real_t)
+    for k in range(K):
+        j = 0
+        while j < width:
+            __builtin_prefetch(panel + off[k] + j, 0, 2)
+            j += line
+        __builtin_prefetch(panel + off[k] + width - 1, 0, 2)
 
 
 cdef void prefetch_panel_output(real_t* out, const Band* b, const OutMap* om, Py_ssize_t n,
@@ -1674,6 +1732,12 @@ def set_channel_vector_waste(int percent):
     global cvf_waste_percent
     previous, cvf_waste_percent = cvf_waste_percent, percent
     return previous
+
+
+def stream_rule():
+    """(K block, smallest output bytes per sample, alignment in bytes) of the
+    non-temporal output stores (``stream_output``), for the cost model's tiles."""
+    return KC, stream_min_bytes, STREAM_ALIGN
 
 
 def vector_widths():

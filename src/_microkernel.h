@@ -56,7 +56,39 @@ typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
  * second, partial path made gcc spill all of them after every K block, 6 %
  * of a ResNet layer).  Each C cell is the same chain of multiply-adds
  * whatever NV is, and ((sum of K blocks) + bias) whatever C is. */
-#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV)                                 \
+/* The `accumulate` flags of the forward kernels: add C's values to the sums;
+ * write C with non-temporal stores (whole, 64-byte aligned lines of C that
+ * no one reads soon: see _implicit.pyx's stream_output). */
+#define FC_ACCUMULATE 1
+#define FC_STREAM 2
+
+/* One vector to a 64-byte aligned address, around the caches. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline void fc_stream_f(float *p, fc_vf v) { _mm512_stream_ps(p, (__m512)v); }
+static inline void fc_stream_d(double *p, fc_vd v) { _mm512_stream_pd(p, (__m512d)v); }
+#elif defined(__AVX__)
+#include <immintrin.h>
+static inline void fc_stream_f(float *p, fc_vf v) { _mm256_stream_ps(p, (__m256)v); }
+static inline void fc_stream_d(double *p, fc_vd v) { _mm256_stream_pd(p, (__m256d)v); }
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+static inline void fc_stream_f(float *p, fc_vf v) { _mm_stream_ps(p, (__m128)v); }
+static inline void fc_stream_d(double *p, fc_vd v) { _mm_stream_pd(p, (__m128d)v); }
+#else
+static inline void fc_stream_f(float *p, fc_vf v) { memcpy(p, &v, sizeof(v)); }
+static inline void fc_stream_d(double *p, fc_vd v) { memcpy(p, &v, sizeof(v)); }
+#endif
+
+/* Order a job's non-temporal stores before whatever reads its output next
+ * (another thread, after the team's barrier). */
+static inline void fc_store_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_sfence();
+#endif
+}
+
+#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV, STREAM)                               \
 static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
                  T *C, ptrdiff_t ldc, int accumulate, const T *bias) {            \
     enum { VLEN = FC_VBYTES / sizeof(T) };                                        \
@@ -74,21 +106,24 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
     FC_UNROLL for (int i = 0; i < FC_MR; i++)                                      \
         FC_UNROLL for (int v = 0; v < NV; v++) {                                   \
             V *dst = (V *)(C + i * ldc + v * VLEN);                               \
-            V r = accumulate ? *dst + c[i][v] : c[i][v];                          \
+            V r = (accumulate & FC_ACCUMULATE) ? *dst + c[i][v] : c[i][v];        \
             if (bias) r += bias[i];                                               \
-            *dst = r;                                                             \
+            if (accumulate & FC_STREAM)                                           \
+                STREAM((T *)dst, r);                                              \
+            else                                                                  \
+                *dst = r;                                                         \
         }                                                                         \
 }
 
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NV)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NV)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NV, fc_stream_f)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NV, fc_stream_d)
 /* A tile's last panel is often short (a 7x7 image is 61 band cells: 2 panels
  * of 24 and 13 cells): narrower kernels compute it on 1 or 2 vectors. */
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_f, float, fc_vf, 1)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_d, double, fc_vd, 1)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_f, float, fc_vf, 1, fc_stream_f)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_d, double, fc_vd, 1, fc_stream_d)
 #if FC_NV > 2
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_f, float, fc_vf, 2)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_f, float, fc_vf, 2, fc_stream_f)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2, fc_stream_d)
 #endif
 
 /* The kernel on the fewest vectors that cover `cols` cells (C: MR rows of at

@@ -679,3 +679,52 @@ def test_stride_two_band_rows_at_every_width(dtype, mode):
         assert_close(y, expected, dtype, 27)
         if dw is not None:
             assert_close(dw, reference.conv_weight(x, w.shape, g, 2, 1), dtype, 4 * width)
+
+
+def _aligned_zeros(shape, dtype):
+    """A zeroed array whose data starts on a 64-byte cache line."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    raw = np.zeros(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+# Forward problems whose panels are output runs computed in one K block, with
+# cache-line multiples of output per channel: (x, w, options).
+STREAMED_FORWARDS = [
+    ((2, 32, 8, 8), (64, 32, 1, 1), {}),
+    ((1, 16, 4, 4, 4), (24, 16, 1, 1, 1), {}),
+    ((3, 8, 64), (16, 8, 2), dict(dilation=4, padding=2)),
+    ((2, 24, 96), (32, 12, 1), dict(groups=2)),
+    ((1, 40, 16, 16), (8, 40, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_output_stores_give_the_same_bits(dtype):
+    """Non-temporal output stores (every aligned direct panel, with the size
+    rule off) write the same bits as plain stores, into aligned and unaligned
+    outputs, with and without bias."""
+    implicit = fc._kernels.implicit
+    rng = np.random.default_rng(8)
+    for xs, ws, kw in STREAMED_FORWARDS:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        conv = getattr(fc, f"conv{len(xs) - 2}d")
+        shape = conv(x, w, **kw).shape
+        for b in (rng.standard_normal(ws[0]).astype(dtype), None):
+            previous = implicit.set_stream_min_bytes(-1)
+            try:
+                with _dispatch.forced("implicit_gemm"):
+                    plain = conv(x, w, b, out=_aligned_zeros(shape, dtype), **kw)
+                    implicit.set_stream_min_bytes(0)
+                    streamed = conv(x, w, b, out=_aligned_zeros(shape, dtype), **kw)
+                    unaligned = conv(x, w, b, **kw)
+            finally:
+                implicit.set_stream_min_bytes(previous)
+            what = f"{xs} {ws} {kw} bias={b is not None}"
+            _assert_same_bits(streamed, plain, what)
+            _assert_same_bits(unaligned, plain, what)
+            expected = reference.conv(x, w, b, 1, kw.get("padding", 0), kw.get("dilation", 1),
+                                      kw.get("groups", 1))
+            assert_close(streamed, expected, dtype, ws[1] * ws[-1])

@@ -24,6 +24,13 @@ def _pad3(v):
     return tuple(v) if isinstance(v, tuple) else (v,) * 3
 
 
+def aligned_empty(shape, dtype):      # outputs on a cache line: panels may stream
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(n + 64, np.uint8)
+    return raw[-raw.ctypes.data % 64:][:n].view(dtype).reshape(shape)
+
+
+_kernels.implicit.set_stream_min_bytes(0)  # non-temporal stores on every aligned panel
 rng = np.random.default_rng(0)
 errors = []
 ran = set()
@@ -38,6 +45,8 @@ cases = [((2, 6, 9, 10, 11), (26, 3, 3, 3, 3), dict(padding=1, groups=2)),   # m
          # channels: whole register blocks direct, the rest through the buffer
          ((2, 8, 1, 6, 40), (13, 8, 1, 1, 1), dict()),
          ((2, 12, 1, 1, 300), (13, 12, 1, 1, 3), dict(padding=(0, 0, 1))),
+         # ... with 64 cells per channel: every line of the output streamed
+         ((2, 8, 1, 8, 8), (16, 8, 1, 1, 1), dict()),
          # a 5x9 image (49 band cells, 64 computed by cell panels): the forward
          # kernel vectorised across output channels, 64 per group
          ((2, 12, 1, 5, 9), (128, 6, 1, 3, 3), dict(padding=(0, 1, 1), groups=2))]
@@ -50,7 +59,7 @@ for dtype in (np.float32, np.float64, np.complex64, np.complex128):
                              kw.get("padding_mode", "zeros"))
         out_shape = (xs[0],) + ref.shape[1:]
         for impl in _dispatch.REGISTRY["forward"]:        # every forward kernel that applies
-            out = np.empty(out_shape, dtype)
+            out = aligned_empty(out_shape, dtype)
             try:
                 _engine.conv_forward(x, w, None, out, kw.get("stride", (1, 1, 1)) if
                                      isinstance(kw.get("stride"), tuple) else
