@@ -327,11 +327,12 @@ def implicit_waste(p, plan):
     vector = _implicit.vector_widths()[0 if single else 1]
     cells = (rows - 1) * (cols + extra_cols) + cols
     computed = cells // width * width + ceil_div(cells % width, vector) * vector
-    # ... unless the channel-vector kernel takes the tile: it computes every cell once
+    # ... unless the channel-vector kernel takes the tile: it computes each output
+    # cell once, and none of the dropped columns
     block, waste_percent = _implicit.channel_vector_forward_rule()
     if (width >= 3 * vector and (p.w[0] // p.groups) % (block * vector) == 0
             and computed * 100 > cells * (100 + waste_percent)):
-        computed = cells
+        computed = rows * cols
     return computed / (rows * cols)
 
 

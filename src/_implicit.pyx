@@ -62,11 +62,11 @@ cdef extern from "_microkernel.h":
     int FC_CVF_CV
     int FC_CVF_NK
     void fc_kernel_cvf_f(int nk, Py_ssize_t K, const float* A, Py_ssize_t astride,
-                         const float* base, const Py_ssize_t* off, float* C, Py_ssize_t ldc,
-                         int accumulate) nogil
+                         const float* base, const Py_ssize_t* cell, const Py_ssize_t* off,
+                         float* C, Py_ssize_t ldc, int accumulate) nogil
     void fc_kernel_cvf_d(int nk, Py_ssize_t K, const double* A, Py_ssize_t astride,
-                         const double* base, const Py_ssize_t* off, double* C,
-                         Py_ssize_t ldc, int accumulate) nogil
+                         const double* base, const Py_ssize_t* cell, const Py_ssize_t* off,
+                         double* C, Py_ssize_t ldc, int accumulate) nogil
     void fc_depthwise_row_f(Py_ssize_t K, const float* w, const float* base,
                             const Py_ssize_t* off, float* out, Py_ssize_t n, float b) nogil
     void fc_depthwise_row_d(Py_ssize_t K, const double* w, const double* base,
@@ -693,48 +693,61 @@ cdef void vector_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
                      real_t* buf, Py_ssize_t* band_of, real_t* cbuf) noexcept nogil:
     """implicit_job on the channel-vector kernel (``fc_kernel_cvf``): output
     channels [co0, co0 + occ) of one group over one tile, occ = FC_CVF_CV
-    vectors.  The tile's m cells go in near-equal panels of up to FC_CVF_NK,
-    K blocked as in implicit_job; cbuf (cells x occ) is then transposed into
-    the output rows, and the bias (+ 0 without one) added after the sum, as
-    store_row adds it: the bits of implicit_job."""
+    vectors.  The tile's output cells (not the band's dropped columns between
+    its rows) go in near-equal panels of up to FC_CVF_NK, K blocked as in
+    implicit_job; cbuf (cells x occ) is then transposed into the output rows,
+    and the bias (+ 0 without one) added after the sum, as store_row adds it:
+    the bits of implicit_job.  The cells' band offsets go after cbuf's
+    vector_cbuf_cells(b) cells."""
     cdef Py_ssize_t vl = FC_VBYTES // sizeof(real_t)
     cdef Py_ssize_t cig = g.C // g.groups, cog = g.Co // g.groups
     cdef Py_ssize_t K = cig * g.KD * g.KH * g.KW
     cdef Py_ssize_t nob = cog // occ, tile = job // nob, co0 = (job % nob) * occ
     cdef Tile t = job_tile(g, b, tile)
-    cdef Py_ssize_t m = t.m, npanels = ceil_div(t.m, FC_CVF_NK)
+    cdef Py_ssize_t nrows = min(b.R, g.Ho - t.oh0), n = nrows * t.cols
+    cdef Py_ssize_t npanels = ceil_div(n, FC_CVF_NK)
     cdef const real_t* wg = wp + (t.grp * (cog // vl) + co0 // vl) * K * vl
     cdef Py_ssize_t cq0 = t.grp * cog + co0, oplane = om.D * om.H * om.W
     cdef Py_ssize_t k0, klen, q, p, r, co, j
+    cdef Py_ssize_t* cells = <Py_ssize_t*> (cbuf + vector_cbuf_cells(b) * occ)
     cdef int nk
     cdef real_t* orow
     cdef real_t bv
     cdef const Py_ssize_t* offs
-    cdef const real_t* band = tile_band(x, xoff, off, g, b, t, tile, m, buf, band_of, &offs)
+    cdef const real_t* band = tile_band(x, xoff, off, g, b, t, tile, t.m, buf, band_of, &offs)
+    for r in range(nrows):
+        for j in range(t.cols):
+            cells[r * t.cols + j] = r * b.Wb + j
     k0 = 0
     while k0 < K:
         klen = min(kc, K - k0)
         q = 0
         for p in range(npanels):
-            nk = <int>(m // npanels + (1 if p < m % npanels else 0))
+            nk = <int>(n // npanels + (1 if p < n % npanels else 0))
             if real_t is float:
-                fc_kernel_cvf_f(nk, klen, wg + k0 * vl, K * vl, band + q, offs + k0,
+                fc_kernel_cvf_f(nk, klen, wg + k0 * vl, K * vl, band, cells + q, offs + k0,
                                 cbuf + q * occ, occ, k0 > 0)
             else:
-                fc_kernel_cvf_d(nk, klen, wg + k0 * vl, K * vl, band + q, offs + k0,
+                fc_kernel_cvf_d(nk, klen, wg + k0 * vl, K * vl, band, cells + q, offs + k0,
                                 cbuf + q * occ, occ, k0 > 0)
             q += nk
         k0 += klen
-    for r in range(min(b.R, g.Ho - t.oh0)):
+    for r in range(nrows):
         orow = out + (t.n * om.C + cq0) * oplane + output_offset(om, t.od, t.oh0 + r, t.ow0)
         if real_t is float:
-            fc_transpose_f(orow, oplane, cbuf + r * b.Wb * occ, occ, t.cols, occ)
+            fc_transpose_f(orow, oplane, cbuf + r * t.cols * occ, occ, t.cols, occ)
         else:
-            fc_transpose_d(orow, oplane, cbuf + r * b.Wb * occ, occ, t.cols, occ)
+            fc_transpose_d(orow, oplane, cbuf + r * t.cols * occ, occ, t.cols, occ)
         for co in range(occ):
             bv = bias[cq0 + co] if bias != NULL else 0
             for j in range(t.cols):
                 orow[co * oplane + j] += bv
+
+
+cdef inline Py_ssize_t vector_cbuf_cells(const Band* b) noexcept nogil:
+    """Cells of vector_job's result buffer: a tile's output cells (whole
+    vectors of channels each, so the offsets after them stay aligned)."""
+    return b.R * b.Wc
 
 
 cdef inline bint panels_are_output_runs(const Band* b, const OutMap* om,
@@ -1271,7 +1284,9 @@ cdef int forward_impl(const real_t* x, const real_t* wflat, const real_t* bias, 
     cdef Py_ssize_t cbuf_size = ceil_div(occ, FC_MR) * FC_MR * NR
     if vectors:
         occ = FC_CVF_CV * mr
-        cbuf_size = (b.R * b.Wb + FC_CVF_NK) * occ
+        # cells x occ results, then the cells' band offsets (vector_job)
+        cbuf_size = vector_cbuf_cells(&b) * occ + ceil_div(
+            b.R * b.Wc * sizeof(Py_ssize_t), sizeof(real_t))
     elif depthwise and plain_rows(om):
         cbuf_size = 1                   # depthwise_rows writes the output directly
     elif depthwise:

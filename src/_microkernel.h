@@ -538,7 +538,9 @@ FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d, fc_hs
  * tiles the cell panels fit badly (a 7x7 image is 55 band cells: NR = 48
  * computes 64, on two 2-vector panels whose 8 broadcasts and 2 loads per 16
  * FMAs keep the load ports busier than the FMA units).  C[j][co] (+)= sum_k
- * A[k][co] * base[off[k] + j] for NK cells j and CV vectors of channels; A
+ * A[k][co] * base[off[k] + cell[j]] for NK cells j and CV vectors of
+ * channels: the cells are any band cells, so the 49 output cells of a 7x7
+ * image are computed without the 6 dropped ones between its rows; A
  * holds CV packed blocks of one vector of channels each (block v at A + v *
  * astride, row k at + k * VL).  Each C cell is the same chain of
  * multiply-adds as in fc_kernel_indirect: the two give the same bits. */
@@ -561,7 +563,7 @@ FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d, fc_hs
                 av[v] = *(const V *)(A + v * astride + k * VL);                   \
             const T *b = base + off[k];                                           \
             FC_UNROLL for (int j = 0; j < NK; j++) {                              \
-                V bj = SPLAT(b[j]);                                               \
+                V bj = SPLAT(b[cell[j]]);                                         \
                 FC_IN_REGISTER(bj);                                               \
                 FC_UNROLL for (int v = 0; v < FC_CVF_CV; v++) c[j][v] += av[v] * bj; \
             }                                                                     \
@@ -576,7 +578,8 @@ FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d, fc_hs
 /* nk (1 .. FC_CVF_NK) cells. */
 #define FC_DEFINE_CVF_KERNEL(NAME, T, V, SPLAT)                                   \
 static void NAME(int nk, ptrdiff_t K, const T *A, ptrdiff_t astride, const T *base, \
-                 const ptrdiff_t *off, T *C, ptrdiff_t ldc, int accumulate) {      \
+                 const ptrdiff_t *cell, const ptrdiff_t *off, T *C, ptrdiff_t ldc,  \
+                 int accumulate) {                                                 \
     switch (nk) {                                                                 \
     case 1: FC_CVF_BODY(T, V, SPLAT, 1); break;                                   \
     case 2: FC_CVF_BODY(T, V, SPLAT, 2); break;                                   \
