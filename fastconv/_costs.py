@@ -326,14 +326,21 @@ def implicit_waste(p, plan):
     width = _implicit.panel_widths()[0 if single else 1]
     vector = _implicit.vector_widths()[0 if single else 1]
     cells = (rows - 1) * (cols + extra_cols) + cols
-    computed = cells // width * width + ceil_div(cells % width, vector) * vector
+    computed = panel_cells(cells, width, vector)
     # ... unless the channel-vector kernel takes the tile: it computes each output
     # cell once, and none of the dropped columns
-    block, waste_percent = _implicit.channel_vector_forward_rule()
+    block, waste_percent, long_k = _implicit.channel_vector_forward_rule()
+    rule_cells = rows * cols if p.w[1] * p.kvol >= long_k else cells
     if (width >= 3 * vector and (p.w[0] // p.groups) % (block * vector) == 0
-            and computed * 100 > cells * (100 + waste_percent)):
+            and computed * 100 > rule_cells * (100 + waste_percent)):
         computed = rows * cols
     return computed / (rows * cols)
+
+
+def panel_cells(cells, width, vector):
+    """Cells the cell panels compute for a tile of ``cells`` band cells: whole
+    panels, then the last one in whole vectors."""
+    return cells // width * width + ceil_div(cells % width, vector) * vector
 
 
 def band_row_excess(p, plan):

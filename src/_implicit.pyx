@@ -134,6 +134,10 @@ cdef enum:
     # it).  At equal cells it runs 5-6 % slower than the panels (ResNet 3x3),
     # and slower still on stride-2 tiles (11 % waste: 4.76 against 4.47 ms).
     CVF_PANEL_WASTE_PERCENT = 12
+    # ... counting output cells only from this K on.  Forced onto the kernel,
+    # 14.3 % waste (28- and 14-wide rows) measured 6-10 % faster at K = 1152 -
+    # 2304, 6 % slower at K = 576 (stride 2, 64 -> 128 channels).
+    CVF_LONG_K = 1024
     # Non-temporal output stores (``stream_output``): for a sample's output of
     # at least this many bytes (half an L2), on cache-line aligned panels.
     STREAM_MIN_BYTES = 1 << 20
@@ -678,12 +682,19 @@ cdef inline bint channel_vector_forward(const Geometry* g, const Band* b, const 
     """Whether conv_forward runs ``vector_job``: output channels of a group in
     whole blocks of FC_CVF_CV vectors, plain output rows, a build with
     3-vector panels, and a whole tile on which the panels compute over
-    ``CVF_PANEL_WASTE_PERCENT`` more cells than it holds (7x7 images)."""
+    ``CVF_PANEL_WASTE_PERCENT`` more cells than the channel-vector kernel:
+    its output cells where K is long (``CVF_LONG_K``), else its band cells
+    (dropped columns included: with short K, its transposes cost about as
+    much as the dropped cells it skips)."""
     cdef Py_ssize_t vl = FC_VBYTES // itemsize, NR = FC_NV * vl
     cdef Py_ssize_t m = (min(b.R, g.Ho) - 1) * b.Wb + min(b.Wc, g.Wo)
+    cdef Py_ssize_t K = (g.C // g.groups) * g.KD * g.KH * g.KW
     if FC_NV < 3 or not plain_rows(om) or (g.Co // g.groups) % (FC_CVF_CV * vl) != 0:
         return False
-    return panel_cells(m, NR, vl) * 100 > m * (100 + cvf_waste_percent)
+    cdef Py_ssize_t cells = m
+    if K >= CVF_LONG_K:
+        cells = min(b.R, g.Ho) * min(b.Wc, g.Wo)      # output cells only
+    return panel_cells(m, NR, vl) * 100 > cells * (100 + cvf_waste_percent)
 
 
 cdef void vector_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
@@ -1734,9 +1745,10 @@ def panel_widths():
 
 
 def channel_vector_forward_rule():
-    """(vectors of output channels per block, percent of panel waste) of the
-    channel-vector forward kernel (``channel_vector_forward``), for the cost model."""
-    return FC_CVF_CV, cvf_waste_percent
+    """(vectors of output channels per block, percent of panel waste, K from which
+    the waste is counted against output cells) of the channel-vector forward
+    kernel (``channel_vector_forward``), for the cost model."""
+    return FC_CVF_CV, cvf_waste_percent, CVF_LONG_K
 
 
 def set_channel_vector_waste(int percent):
