@@ -562,6 +562,7 @@ FC_DEFINE_WGRAD_DW_KERNEL(fc_wgrad_dw_d, double, fc_vd, fc_load_partial_d, fc_hs
             FC_UNROLL for (int v = 0; v < FC_CVF_CV; v++)                         \
                 av[v] = *(const V *)(A + v * astride + k * VL);                   \
             const T *b = base + off[k];                                           \
+            FC_OPAQUE(b);   /* one address per k, then b[cell[j]]: no add per cell */ \
             FC_UNROLL for (int j = 0; j < NK; j++) {                              \
                 V bj = SPLAT(b[cell[j]]);                                         \
                 FC_IN_REGISTER(bj);                                               \
