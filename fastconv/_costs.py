@@ -480,9 +480,9 @@ def implicit_weight_cost(p, plan):
     if plan.get("channel_vectors"):
         # idle lanes past the last channel of a block, a fixed cost per kernel
         # call (a chunk of cells), and the grad_output transposed once per job
-        vector = _implicit.vector_widths()[0 if p.dtype.itemsize == 4 else 1]
         cob = plan["cob"]
-        efficiency = cog / (ceil_div(cog, cob) * ceil_div(cob, vector) * vector)
+        pitch = _implicit.weight_grad_channel_pitch(cob, p.dtype.itemsize)
+        efficiency = cog / (ceil_div(cog, cob) * pitch)
         chunk = min(rows * cols, WGRAD_CHUNK_BYTES // (p.dtype.itemsize * cob))
         efficiency *= chunk / (chunk + WGRAD_CALL_CELLS)
         transposes = ceil_div(p.x[0] // p.groups, plan["cib"]) * p.w[0] * math.prod(p.out[1:])

@@ -93,6 +93,13 @@ cdef extern from "_microkernel.h":
                     Py_ssize_t cols, double* acc) nogil
     int FC_WGD_NR
     int FC_WGT_NK_MAX
+    int FC_HALF_VECTORS
+    void fc_wgrad_th_chunk_f(const float* gt, Py_ssize_t cop, const float* base,
+                             const Py_ssize_t* off, Py_ssize_t kr, Py_ssize_t bstride,
+                             Py_ssize_t rows, Py_ssize_t cols, float* acc) nogil
+    void fc_wgrad_th_chunk_d(const double* gt, Py_ssize_t cop, const double* base,
+                             const Py_ssize_t* off, Py_ssize_t kr, Py_ssize_t bstride,
+                             Py_ssize_t rows, Py_ssize_t cols, double* acc) nogil
     void fc_wgrad_t_chunk_f(const float* gt, Py_ssize_t cop, const float* base,
                             const Py_ssize_t* off, Py_ssize_t kr, Py_ssize_t bstride,
                             Py_ssize_t rows, Py_ssize_t cols, float* acc) nogil
@@ -272,8 +279,14 @@ def weight_grad_channel_block(Py_ssize_t cog, Py_ssize_t itemsize):
     channel vectors when a group has at least one (``channel_vectors``), else
     whole register blocks of the dot-product kernel."""
     if channel_vectors(cog, itemsize):
-        return FC_VBYTES // itemsize, True
+        return min(FC_VBYTES // itemsize, channel_pitch(cog, itemsize)), True
     return FC_WG_MR, False
+
+
+def weight_grad_channel_pitch(Py_ssize_t cob, Py_ssize_t itemsize):
+    """Channels the channel-vector weight gradient computes for a block of
+    ``cob`` (whole vectors, or a half vector), for the cost model."""
+    return channel_pitch(cob, itemsize)
 
 
 def depthwise_kernel(Py_ssize_t cig, Py_ssize_t cog):
@@ -1483,16 +1496,26 @@ cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* 
         k += FC_WGD_NR
 
 
+cdef inline Py_ssize_t channel_vector(Py_ssize_t itemsize) noexcept nogil:
+    """The fewest channels the channel-vector weight gradient takes: a vector,
+    or half of one where the build has half-vector kernels (AVX-512)."""
+    cdef Py_ssize_t vl = FC_VBYTES // itemsize
+    return vl // 2 if FC_HALF_VECTORS else vl
+
+
 cdef inline bint channel_vectors(Py_ssize_t cob, Py_ssize_t itemsize) noexcept nogil:
     """Whether weight-gradient jobs of ``cob`` output channels run the kernel
-    vectorised across channels (at least a vector of them) rather than the
-    dot products along cells."""
-    return cob >= FC_VBYTES // itemsize
+    vectorised across channels (at least a (half) vector of them) rather than
+    the dot products along cells."""
+    return cob >= channel_vector(itemsize)
 
 
 cdef inline Py_ssize_t channel_pitch(Py_ssize_t cob, Py_ssize_t itemsize) noexcept nogil:
-    """Channels per transposed grad_output cell: cob in whole vectors."""
+    """Channels per transposed grad_output cell: cob in whole vectors, or one
+    half vector (``channel_vector``)."""
     cdef Py_ssize_t vl = FC_VBYTES // itemsize
+    if cob <= channel_vector(itemsize):
+        return channel_vector(itemsize)
     return ceil_div(cob, vl) * vl
 
 
@@ -1535,6 +1558,7 @@ cdef void weight_grad_vec_job(const real_t* x, const real_t* gout, real_t* dw,
     cdef Py_ssize_t grp = blk.grp, co0 = blk.co0, co1 = blk.co1, ci0 = blk.ci0, ci1 = blk.ci1
     cdef Py_ssize_t kr = (ci1 - ci0) * taps
     cdef Py_ssize_t cop = channel_pitch(cob, sizeof(real_t))
+    cdef bint half = cop < FC_VBYTES // sizeof(real_t)       # a half-vector block
     cdef Py_ssize_t crows = chunk_rows(b, cop, sizeof(real_t))
     cdef Py_ssize_t ccols = chunk_cols(b, cop, sizeof(real_t))
     cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
@@ -1561,9 +1585,15 @@ cdef void weight_grad_vec_job(const real_t* x, const real_t* gout, real_t* dw,
                             cc = min(ccols, cols - c0)
                             transposed_chunk(gt, cop, gtile + r0 * g.Wo + c0, g.Wo, oplane,
                                              co1 - co0, rc, cc)
-                            if real_t is float:
+                            if real_t is float and half:
+                                fc_wgrad_th_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr,
+                                                    b.Wb, rc, cc, acc)
+                            elif real_t is float:
                                 fc_wgrad_t_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
                                                    rc, cc, acc)
+                            elif half:
+                                fc_wgrad_th_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr,
+                                                    b.Wb, rc, cc, acc)
                             else:
                                 fc_wgrad_t_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
                                                    rc, cc, acc)

@@ -86,6 +86,14 @@ CONVS = {
                                         (1, 1, 1), 2),
     "2d_wgrad_chunked_rows": ((2, 1, 9, 140), (64, 2, 1, 3, 3), (1, 1, 1), (0, 1, 1),
                               (1, 1, 1), 1),
+    # groups of 8, 4 and 12 output channels: a half vector of them on AVX-512
+    # (8 float, 4 double), and a whole one with idle lanes (12)
+    "2d_wgrad_half_vectors": ((16, 1, 9, 11), (32, 4, 1, 3, 3), (1, 1, 1), (0, 1, 1),
+                              (1, 1, 1), 4),
+    "2d_wgrad_half_vectors_f64": ((8, 1, 6, 13), (16, 2, 1, 3, 3), (1, 1, 2), (0, 1, 1),
+                                  (1, 1, 1), 4),
+    "3d_wgrad_twelve_channels": ((6, 3, 5, 6), (24, 3, 3, 2, 3), (1, 1, 1), (1, 0, 1),
+                                 (1, 1, 1), 2),
     # small images whose cell panels waste over 12 %: the forward kernel
     # vectorised across output channels (whole blocks of them per group), its
     # stride-1 input gradient packing the flipped weight a vector at a time
