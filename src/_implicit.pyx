@@ -634,8 +634,6 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
         if not stream:
             prefetch_panel_output(out, b, om, n, cq0, nco, od, oh0, ow0, cols, q, width)
         streamed = streamed or stream
-        if offs == xoff and q + width < m:
-            prefetch_panel_input(band + q + width, offs, K, min(NR, m - q - width))
         k0 = 0
         while k0 < K:
             klen = min(kc, K - k0)
@@ -673,8 +671,17 @@ cdef inline bint stream_output(const OutMap* om, Py_ssize_t itemsize) noexcept n
     it, and a plain store first reads each line it writes (the 1x1 64 -> 256
     layer moves 25.7 MB of output, and read it all again)."""
     cdef Py_ssize_t oplane = om.D * om.H * om.W
-    return (stream_min_bytes >= 0 and (oplane * itemsize) % STREAM_ALIGN == 0
+    return (streamed_panels() and stream_min_bytes >= 0
+            and (oplane * itemsize) % STREAM_ALIGN == 0
             and om.C * oplane * itemsize >= stream_min_bytes)
+
+
+cdef inline bint streamed_panels() noexcept nogil:
+    """Whether a panel's rows are whole cache lines (AVX-512: 48 float or 24
+    double cells, 192 bytes), so that streaming them writes whole lines.  An
+    AVX2 panel row is 1.5 lines: its two neighbours each wrote half a line
+    around the caches, and the 1x1 64 -> 256 layer ran 20 % slower."""
+    return (FC_NV * FC_VBYTES) % STREAM_ALIGN == 0
 
 
 cdef inline Py_ssize_t panel_cells(Py_ssize_t m, Py_ssize_t NR, Py_ssize_t VLEN) noexcept nogil:
@@ -849,21 +856,6 @@ cdef void depthwise_rows(const real_t* w, const Py_ssize_t* off, const real_t* b
             else:
                 fc_depthwise_row_d(K, w + cq * K, buf + r * b.Wb, off, out_n + cq * oplane + at,
                                    t.cols, bv)
-
-
-cdef void prefetch_panel_input(const real_t* panel, const Py_ssize_t* off, Py_ssize_t K,
-                               Py_ssize_t width) noexcept nogil:
-    """Ask for the next panel's B rows into L2 while this one computes, when
-    they are read in x (``band_in_place``): one stream per input channel (256
-    on a 256-channel 1x1 layer), each a few lines, too many and too short for
-    the hardware prefetchers."""
-    cdef Py_ssize_t k, j, line = 64 // sizeof(real_t)
-    for k in range(K):
-        j = 0
-        while j < width:
-            __builtin_prefetch(panel + off[k] + j, 0, 2)
-            j += line
-        __builtin_prefetch(panel + off[k] + width - 1, 0, 2)
 
 
 cdef void prefetch_panel_output(real_t* out, const Band* b, const OutMap* om, Py_ssize_t n,
@@ -1794,7 +1786,7 @@ def set_channel_vector_waste(int percent):
 def stream_rule():
     """(K block, smallest output bytes per sample, alignment in bytes) of the
     non-temporal output stores (``stream_output``), for the cost model's tiles."""
-    return KC, stream_min_bytes, STREAM_ALIGN
+    return KC, stream_min_bytes if streamed_panels() else -1, STREAM_ALIGN
 
 
 def vector_widths():

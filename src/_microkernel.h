@@ -319,20 +319,13 @@ static void NAME(T *restrict dst, const T *restrict src, ptrdiff_t n) {         
     for (int i = 0; i < L; i++) even[i] = 2 * i;                                   \
     ptrdiff_t j = 0;                                                               \
     if (n > L) {                                                                   \
-        for (; j + L < n; j += L) {                                                \
-            V a, b;                                                                \
-            memcpy(&a, src + 2 * j, sizeof(V));                                    \
-            memcpy(&b, src + 2 * j + L, sizeof(V));                                \
-            V r = __builtin_shuffle(a, b, even);                                   \
-            memcpy(dst + j, &r, sizeof(V));                                        \
-        }                                                                          \
+        for (; j + L < n; j += L)                                                  \
+            *(V *)(dst + j) = __builtin_shuffle(*(const V *)(src + 2 * j),         \
+                                                *(const V *)(src + 2 * j + L), even); \
         if (j < n - 1) {                                                           \
             ptrdiff_t k = n - 1 - L;    /* reads src[2k .. 2k + 2L - 1 = 2n - 3] */ \
-            V a, b;                                                                \
-            memcpy(&a, src + 2 * k, sizeof(V));                                    \
-            memcpy(&b, src + 2 * k + L, sizeof(V));                                \
-            V r = __builtin_shuffle(a, b, even);                                   \
-            memcpy(dst + k, &r, sizeof(V));                                        \
+            *(V *)(dst + k) = __builtin_shuffle(*(const V *)(src + 2 * k),         \
+                                                *(const V *)(src + 2 * k + L), even); \
         }                                                                          \
         j = n - 1;                                                                 \
     }                                                                              \
