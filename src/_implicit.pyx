@@ -56,8 +56,12 @@ cdef extern from "_microkernel.h":
                          Py_ssize_t ks, int mr) nogil
     void fc_pack_block_d(double* dst, const double* src, Py_ssize_t K, int rows,
                          Py_ssize_t rs, Py_ssize_t ks, int mr) nogil
-    int FC_ACCUMULATE
-    int FC_STREAM
+    void fc_kernel_streamed_f(Py_ssize_t K, const float* A, const float* base,
+                              const Py_ssize_t* off, float* C, Py_ssize_t ldc,
+                              int accumulate, const float* bias) nogil
+    void fc_kernel_streamed_d(Py_ssize_t K, const double* A, const double* base,
+                              const Py_ssize_t* off, double* C, Py_ssize_t ldc,
+                              int accumulate, const double* bias) nogil
     void fc_store_fence() nogil
     int FC_CVF_CV
     int FC_CVF_NK
@@ -605,7 +609,6 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
     cdef bint runs = panels_are_output_runs(b, om, t)
     cdef bint streams = runs and K <= kc and stream_output(om, sizeof(real_t))
     cdef bint stream, streamed = False
-    cdef int flags
     cdef real_t* out_run = out + (n * om.C + cq0) * oplane + output_offset(om, od, oh0, ow0)
     cdef real_t* c
     cdef const real_t* cbias
@@ -638,22 +641,26 @@ cdef void implicit_job(const real_t* x, const real_t* wp, const Py_ssize_t* off,
         while k0 < K:
             klen = min(kc, K - k0)
             for blk in range(nb):
-                flags = FC_ACCUMULATE if k0 > 0 else 0
                 if blk < direct_blocks:
                     c, ldc = out_run + blk * FC_MR * oplane + q, oplane
                     cbias = NULL
                     if k0 + klen == K:
                         cbias = (bias + cq0 + blk * FC_MR) if bias != NULL else zeros
-                        if stream:
-                            flags = FC_STREAM
                 else:
                     c, ldc, cbias = cbuf + blk * FC_MR * NR, NR, NULL
-                if real_t is float:
+                if stream:              # one K block, whole panels: c is the output
+                    if real_t is float:
+                        fc_kernel_streamed_f(klen, wg + (blk * K + k0) * FC_MR, band + q,
+                                             offs + k0, c, ldc, 0, cbias)
+                    else:
+                        fc_kernel_streamed_d(klen, wg + (blk * K + k0) * FC_MR, band + q,
+                                             offs + k0, c, ldc, 0, cbias)
+                elif real_t is float:
                     fc_kernel_panel_f(klen, wg + (blk * K + k0) * FC_MR, band + q, offs + k0,
-                                      c, ldc, <int>width, flags, cbias)
+                                      c, ldc, <int>width, k0 > 0, cbias)
                 else:
                     fc_kernel_panel_d(klen, wg + (blk * K + k0) * FC_MR, band + q, offs + k0,
-                                      c, ldc, <int>width, flags, cbias)
+                                      c, ldc, <int>width, k0 > 0, cbias)
             k0 += klen
         if direct_blocks < nb:
             blk = direct_blocks * FC_MR

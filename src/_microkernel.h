@@ -56,13 +56,9 @@ typedef double fc_vd __attribute__((vector_size(FC_VBYTES), aligned(8)));
  * second, partial path made gcc spill all of them after every K block, 6 %
  * of a ResNet layer).  Each C cell is the same chain of multiply-adds
  * whatever NV is, and ((sum of K blocks) + bias) whatever C is. */
-/* The `accumulate` flags of the forward kernels: add C's values to the sums;
- * write C with non-temporal stores (whole, 64-byte aligned lines of C that
- * no one reads soon: see _implicit.pyx's stream_output). */
-#define FC_ACCUMULATE 1
-#define FC_STREAM 2
-
-/* One vector to a 64-byte aligned address, around the caches. */
+/* One vector to a 64-byte aligned address, around the caches: the forward
+ * results no one reads soon (whole, aligned lines of C: see _implicit.pyx's
+ * stream_output). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 static inline void fc_stream_f(float *p, fc_vf v) { _mm512_stream_ps(p, (__m512)v); }
@@ -88,7 +84,7 @@ static inline void fc_store_fence(void) {
 #endif
 }
 
-#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV, STREAM)                               \
+#define FC_DEFINE_INDIRECT_KERNEL(NAME, T, V, NV, STORE)                           \
 static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,     \
                  T *C, ptrdiff_t ldc, int accumulate, const T *bias) {            \
     enum { VLEN = FC_VBYTES / sizeof(T) };                                        \
@@ -106,24 +102,28 @@ static void NAME(ptrdiff_t K, const T *A, const T *base, const ptrdiff_t *off,  
     FC_UNROLL for (int i = 0; i < FC_MR; i++)                                      \
         FC_UNROLL for (int v = 0; v < NV; v++) {                                   \
             V *dst = (V *)(C + i * ldc + v * VLEN);                               \
-            V r = (accumulate & FC_ACCUMULATE) ? *dst + c[i][v] : c[i][v];        \
+            V r = accumulate ? *dst + c[i][v] : c[i][v];                          \
             if (bias) r += bias[i];                                               \
-            if (accumulate & FC_STREAM)                                           \
-                STREAM((T *)dst, r);                                              \
-            else                                                                  \
-                *dst = r;                                                         \
+            STORE((T *)dst, r);                                                   \
         }                                                                         \
 }
 
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NV, fc_stream_f)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NV, fc_stream_d)
+#define FC_STORE_F(p, v) (*(fc_vf *)(p) = (v))
+#define FC_STORE_D(p, v) (*(fc_vd *)(p) = (v))
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_f, float, fc_vf, FC_NV, FC_STORE_F)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect_d, double, fc_vd, FC_NV, FC_STORE_D)
+/* The same, its results streamed (fc_stream): a kernel of its own, so the
+ * others keep one store path with no branch (6 % of a grouped layer's input
+ * gradient on the AVX2 build, K = 72). */
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_streamed_f, float, fc_vf, FC_NV, fc_stream_f)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_streamed_d, double, fc_vd, FC_NV, fc_stream_d)
 /* A tile's last panel is often short (a 7x7 image is 61 band cells: 2 panels
  * of 24 and 13 cells): narrower kernels compute it on 1 or 2 vectors. */
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_f, float, fc_vf, 1, fc_stream_f)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_d, double, fc_vd, 1, fc_stream_d)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_f, float, fc_vf, 1, FC_STORE_F)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect1_d, double, fc_vd, 1, FC_STORE_D)
 #if FC_NV > 2
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_f, float, fc_vf, 2, fc_stream_f)
-FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2, fc_stream_d)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_f, float, fc_vf, 2, FC_STORE_F)
+FC_DEFINE_INDIRECT_KERNEL(fc_kernel_indirect2_d, double, fc_vd, 2, FC_STORE_D)
 #endif
 
 /* The kernel on the fewest vectors that cover `cols` cells (C: MR rows of at
