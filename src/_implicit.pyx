@@ -1436,45 +1436,42 @@ cdef void weight_grad_job(const real_t* x, const real_t* gout, real_t* dw,
     cdef Py_ssize_t grp = blk.grp, co0 = blk.co0, co1 = blk.co1, ci0 = blk.ci0, ci1 = blk.ci1
     cdef Py_ssize_t kr = (ci1 - ci0) * taps         # weight columns of this job
     cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
-    cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, co, k, i, j, mr, nr
+    cdef Py_ssize_t tile, n, od, oh0, ow0, rows, cols, co, k, i, j, mr, nr
+    cdef Tile t
     cdef const real_t* G[8]                         # >= FC_WG_MR
     cdef real_t acc[32]                             # >= FC_WG_MR * FC_WG_NR, FC_WGD_NR
     cdef real_t* row
-    for n in range(g.N):
-        for od in range(g.Do):
-            for bh in range(b.nbh):
-                for bw in range(b.nbw):
-                    if interrupted(drv):
-                        return
-                    oh0, ow0 = bh * b.R, bw * b.Wc
-                    rows, cols = min(b.R, g.Ho - oh0), min(b.Wc, g.Wo - ow0)
-                    copy_band(x + (n * g.C + grp * cig + ci0) * g.D * g.H * g.W, ci1 - ci0,
-                              buf, g, b, od, oh0, ow0)
-                    co = co0
-                    while co < co1:
-                        mr = min(FC_WG_MR, co1 - co)
-                        if mr == 1:                 # depthwise: one row, more taps per call
-                            dw_row_grad(gout + (n * g.Co + grp * cog + co) * oplane
-                                        + (od * g.Ho + oh0) * g.Wo + ow0, g.Wo, buf, off, b.Wb,
-                                        rows, cols, kr,
-                                        dw + (grp * cog + co) * K + ci0 * taps, acc)
-                            break
-                        for i in range(FC_WG_MR):       # missing rows repeat the last
-                            G[i] = gout + (n * g.Co + grp * cog + co + min(i, mr - 1)) * oplane \
-                                + (od * g.Ho + oh0) * g.Wo + ow0
-                        k = 0
-                        while k < kr:
-                            nr = min(FC_WG_NR, kr - k)
-                            if real_t is float:
-                                fc_wgrad_f(G, g.Wo, buf, off + k, b.Wb, rows, cols, acc)
-                            else:
-                                fc_wgrad_d(G, g.Wo, buf, off + k, b.Wb, rows, cols, acc)
-                            for i in range(mr):
-                                row = dw + (grp * cog + co + i) * K + ci0 * taps + k
-                                for j in range(nr):
-                                    row[j] += acc[i * FC_WG_NR + j]
-                            k += FC_WG_NR
-                        co += FC_WG_MR
+    for tile in range(g.N * g.Do * b.nbh * b.nbw):
+        if interrupted(drv):
+            return
+        t = weight_grad_tile(x, g, b, grp, ci0, ci1, tile, buf)
+        n, od, oh0, ow0 = t.n, t.od, t.oh0, t.ow0
+        rows, cols = min(b.R, g.Ho - oh0), t.cols
+        co = co0
+        while co < co1:
+            mr = min(FC_WG_MR, co1 - co)
+            if mr == 1:                 # depthwise: one row, more taps per call
+                dw_row_grad(gout + (n * g.Co + grp * cog + co) * oplane
+                            + (od * g.Ho + oh0) * g.Wo + ow0, g.Wo, buf, off, b.Wb,
+                            rows, cols, kr,
+                            dw + (grp * cog + co) * K + ci0 * taps, acc)
+                break
+            for i in range(FC_WG_MR):       # missing rows repeat the last
+                G[i] = gout + (n * g.Co + grp * cog + co + min(i, mr - 1)) * oplane \
+                    + (od * g.Ho + oh0) * g.Wo + ow0
+            k = 0
+            while k < kr:
+                nr = min(FC_WG_NR, kr - k)
+                if real_t is float:
+                    fc_wgrad_f(G, g.Wo, buf, off + k, b.Wb, rows, cols, acc)
+                else:
+                    fc_wgrad_d(G, g.Wo, buf, off + k, b.Wb, rows, cols, acc)
+                for i in range(mr):
+                    row = dw + (grp * cog + co + i) * K + ci0 * taps + k
+                    for j in range(nr):
+                        row[j] += acc[i * FC_WG_NR + j]
+                k += FC_WG_NR
+            co += FC_WG_MR
 
 
 cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* buf,
@@ -1493,6 +1490,19 @@ cdef inline void dw_row_grad(const real_t* G, Py_ssize_t gstride, const real_t* 
         for j in range(nr):
             row[k + j] += acc[j]
         k += FC_WGD_NR
+
+
+cdef inline Tile weight_grad_tile(const real_t* x, const Geometry* g, const Band* b,
+                                  Py_ssize_t grp, Py_ssize_t ci0, Py_ssize_t ci1, Py_ssize_t i,
+                                  real_t* buf) noexcept nogil:
+    """Tile i of group ``grp`` in a weight-gradient job's fixed order (n, od, bh,
+    bw), its band of input channels [ci0, ci1) copied into ``buf``."""
+    cdef Py_ssize_t per_sample = g.Do * b.nbh * b.nbw, cig = g.C // g.groups
+    cdef Tile t = job_tile(g, b, (i // per_sample * g.groups + grp) * per_sample
+                           + i % per_sample)
+    copy_band(x + (t.n * g.C + grp * cig + ci0) * g.D * g.H * g.W, ci1 - ci0, buf, g, b,
+              t.od, t.oh0, t.ow0)
+    return t
 
 
 cdef inline Py_ssize_t channel_vector(Py_ssize_t itemsize) noexcept nogil:
@@ -1561,43 +1571,40 @@ cdef void weight_grad_vec_job(const real_t* x, const real_t* gout, real_t* dw,
     cdef Py_ssize_t crows = chunk_rows(b, cop, sizeof(real_t))
     cdef Py_ssize_t ccols = chunk_cols(b, cop, sizeof(real_t))
     cdef Py_ssize_t oplane = g.Do * g.Ho * g.Wo
-    cdef Py_ssize_t n, od, bh, bw, oh0, ow0, rows, cols, r0, rc, c0, cc, r, co, k
+    cdef Py_ssize_t tile, n, od, oh0, ow0, rows, cols, r0, rc, c0, cc, r, co, k
+    cdef Tile t
     cdef const real_t* gtile
     cdef real_t* row
     memset(acc, 0, (kr + FC_WGT_NK_MAX) * cop * sizeof(real_t))
-    for n in range(g.N):
-        for od in range(g.Do):
-            for bh in range(b.nbh):
-                for bw in range(b.nbw):
-                    if interrupted(drv):
-                        return
-                    oh0, ow0 = bh * b.R, bw * b.Wc
-                    rows, cols = min(b.R, g.Ho - oh0), min(b.Wc, g.Wo - ow0)
-                    copy_band(x + (n * g.C + grp * cig + ci0) * g.D * g.H * g.W, ci1 - ci0,
-                              buf, g, b, od, oh0, ow0)
-                    gtile = gout + (n * g.Co + grp * cog + co0) * oplane \
-                        + (od * g.Ho + oh0) * g.Wo + ow0
-                    r0 = 0
-                    while r0 < rows:
-                        rc, c0 = min(crows, rows - r0), 0
-                        while c0 < cols:
-                            cc = min(ccols, cols - c0)
-                            transposed_chunk(gt, cop, gtile + r0 * g.Wo + c0, g.Wo, oplane,
-                                             co1 - co0, rc, cc)
-                            if real_t is float and half:
-                                fc_wgrad_th_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr,
-                                                    b.Wb, rc, cc, acc)
-                            elif real_t is float:
-                                fc_wgrad_t_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
-                                                   rc, cc, acc)
-                            elif half:
-                                fc_wgrad_th_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr,
-                                                    b.Wb, rc, cc, acc)
-                            else:
-                                fc_wgrad_t_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
-                                                   rc, cc, acc)
-                            c0 += cc
-                        r0 += rc
+    for tile in range(g.N * g.Do * b.nbh * b.nbw):
+        if interrupted(drv):
+            return
+        t = weight_grad_tile(x, g, b, grp, ci0, ci1, tile, buf)
+        n, od, oh0, ow0 = t.n, t.od, t.oh0, t.ow0
+        rows, cols = min(b.R, g.Ho - oh0), t.cols
+        gtile = gout + (n * g.Co + grp * cog + co0) * oplane \
+            + (od * g.Ho + oh0) * g.Wo + ow0
+        r0 = 0
+        while r0 < rows:
+            rc, c0 = min(crows, rows - r0), 0
+            while c0 < cols:
+                cc = min(ccols, cols - c0)
+                transposed_chunk(gt, cop, gtile + r0 * g.Wo + c0, g.Wo, oplane,
+                                 co1 - co0, rc, cc)
+                if real_t is float and half:
+                    fc_wgrad_th_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr,
+                                        b.Wb, rc, cc, acc)
+                elif real_t is float:
+                    fc_wgrad_t_chunk_f(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
+                                       rc, cc, acc)
+                elif half:
+                    fc_wgrad_th_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr,
+                                        b.Wb, rc, cc, acc)
+                else:
+                    fc_wgrad_t_chunk_d(gt, cop, buf + r0 * b.Wb + c0, off, kr, b.Wb,
+                                       rc, cc, acc)
+                c0 += cc
+            r0 += rc
     for co in range(co1 - co0):
         row = dw + (grp * cog + co0 + co) * K + ci0 * taps
         for k in range(kr):
