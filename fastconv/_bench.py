@@ -95,6 +95,9 @@ def _sample(fn, min_seconds):
             return elapsed / reps
 
 
+SETTLE_SECONDS = 0.01
+
+
 def _time(calls, rounds, min_seconds):
     """Median seconds per call of each contender over interleaved rounds."""
     names = list(calls)
@@ -103,6 +106,10 @@ def _time(calls, rounds, min_seconds):
     samples = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            # Untimed calls first: in a cyclic order the same contender always
+            # follows PyTorch, whose OpenMP threads spin on the cores for a few
+            # ms after a call and whose arrays fill the caches.
+            _sample(calls[name], SETTLE_SECONDS)
             samples[name].append(_sample(calls[name], min_seconds))
     return {name: statistics.median(ts) for name, ts in samples.items()}
 
