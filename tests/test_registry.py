@@ -526,6 +526,10 @@ CHANNEL_VECTOR_FORWARDS = [
     ((2, 8, 11, 13), (64, 8, 3, 2), dict(stride=2, padding=(1, 0), dilation=(1, 2))),
     ((1, 4, 5, 6, 7), (64, 4, 3, 3, 3), dict(padding=1, padding_mode="reflect")),
     ((3, 16, 1, 40), (64, 16, 1, 3), dict(padding=(0, 1), padding_mode="circular")),
+    # tiles of 2 whole rows of 10 (one 20-cell run per channel), and tiles
+    # narrower than a row (rows=1, cols=2536 of 4000: transposed row by row)
+    ((2, 8, 6, 10), (64, 8, 3, 3), dict(padding=1)),
+    ((1, 16, 2, 4000), (64, 16, 3, 3), dict(padding=1)),
 ]
 
 
