@@ -24,6 +24,14 @@ depthwise_kernel = _implicit.depthwise_kernel
 
 INT_MAX = 2**31 - 1
 MIN_JOBS = 8                     # split work into at least this many jobs where possible
+# ... but an implicit-GEMM forward splits a sample's rows into only this many
+# tiles: taller tiles waste fewer panel cells and re-copy fewer halo rows.
+# Batch 8, 2 threads, AVX-512 (8 / 6 / 4 tiles): ResNet 3x3 6.08 / 5.83 / 5.70
+# ms, stride 2 3.78 / 3.47 / 3.54; one sample 0.83 / 0.85 / 0.80 and 0.68 /
+# 0.60 / 0.65 (AVX2 build: within 2 %, one sample of stride 2 0.86 / 0.81 /
+# 0.83).  Fewer tiles leave a single sample fewer jobs to balance when the
+# other core is busy: its slowest of 5 runs was 0.86 ms against 0.69 with 8.
+MIN_TILES = 4
 MIN_JOB_MACS = 1 << 16           # ... but no job smaller than this (each re-copies its halo)
 COL_BUFFER_BYTES = 1 << 21       # per-thread im2col buffer: about L2 + a bit
 BAND_BUFFER_BYTES = 1 << 19      # per-thread band of the implicit GEMM: an L2 (measured best of 128 K-1 M)
@@ -207,15 +215,17 @@ def shared_pad_columns(p, cols):
     return shared
 
 
-def band_tile(p, widths, channels=None, min_jobs=True):
+def band_tile(p, widths, channels=None, min_jobs=True, streams=True):
     """(rows, cols): output cells per implicit-GEMM job, from the shape only.
 
     Whole output rows, as many as keep the band buffer of ``channels`` input
     channels (default: a group's, for the forward kernel, whose packed weights
     share the L2 with the band) within ``BAND_BUFFER_BYTES``; narrower
     column tiles only when one row is too wide, as in long 1-D signals.  The
-    rows are spread evenly over the tiles.  With ``min_jobs``, fewer rows if a
-    sample would give fewer than ``MIN_JOBS`` jobs (the forward kernel's jobs
+    rows are spread evenly over the tiles; where the forward's panels stream
+    into the output (``streams``: not a pixel-shuffled one), tiles of whole
+    panels (``_streamed_rows``).  With ``min_jobs``, fewer rows if a
+    sample would give fewer than ``MIN_TILES`` jobs (the forward kernel's jobs
     are tiles), unless jobs would fall below ``MIN_JOB_MACS``.
     """
     width = widths[0 if p.dtype == np.float32 else 1]
@@ -242,20 +252,23 @@ def band_tile(p, widths, channels=None, min_jobs=True):
         cols = min(wo, max(4 * width, budget // (per_cell * (1 + extra_rows)) - extra_cols))
     rows = min(ho, max(1, budget // (per_cell * (cols + extra_cols)) - extra_rows))
     per_sample = p.groups * blocks * do * ceil_div(wo, cols)
-    jobs = min(MIN_JOBS, ceil_div(p.macs, MIN_JOB_MACS))
+    jobs = min(MIN_TILES, ceil_div(p.macs, MIN_JOB_MACS))
     if min_jobs and per_sample * ceil_div(ho, rows) < jobs:
         rows = max(1, ceil_div(ho, ceil_div(jobs, per_sample)))
     rows = ceil_div(ho, ceil_div(ho, rows))          # even tiles: 16 + 16, not 29 + 3
-    if channels is None and cols == wo:
-        rows = _streamed_rows(p, rows)
+    if streams and channels is None and cols == wo:
+        rows = _streamed_rows(p, rows, width)
     return rows, cols
 
 
-def _streamed_rows(p, rows):
+def _streamed_rows(p, rows, width):
     """``rows``, or fewer, so that each tile of a forward whose panels stream
     into the output (``_implicit.stream_output``: 1x1, one K block, a large
-    output with whole cache lines per channel) starts on a cache line: a
-    misaligned tile writes its output with plain stores."""
+    output with whole cache lines per channel) starts on a cache line, and
+    where possible is whole panels of ``width`` cells: a misaligned tile
+    writes its output with plain stores, and a tile's partial last panel goes
+    through the panel buffer (1x1 64 -> 256 on 56x56: 14-row tiles 2.81 ms,
+    12 rows 2.71)."""
     kc, min_bytes, align = _implicit.stream_rule()
     item, (do, ho, wo) = p.dtype.itemsize, p.out[1:]
     plane = do * ho * wo * item
@@ -263,10 +276,13 @@ def _streamed_rows(p, rows):
     if not (pointwise and p.w[1] <= kc and plane % align == 0
             and min_bytes >= 0 and p.w[0] * plane >= min_bytes):
         return rows
-    aligned = rows
-    while aligned > 1 and aligned * wo * item % align:
-        aligned -= 1
-    return aligned if aligned * wo * item % align == 0 else rows
+    for step in (width, 1):             # whole panels, else whole cache lines
+        aligned = rows
+        while aligned > 1 and (aligned * wo % step or aligned * wo * item % align):
+            aligned -= 1
+        if aligned * wo % step == 0 and aligned * wo * item % align == 0:
+            return aligned
+    return rows
 
 
 def job_channels(p):

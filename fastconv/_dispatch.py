@@ -452,7 +452,11 @@ def _shuffle_rule(p):
 
 
 def _plan_shuffle(p):
-    return _plan_implicit(_subpixel.shuffle_problem(_as_real(p)))
+    # a pixel-shuffled output (stride > 1) never streams: its panels are not output runs
+    q = _subpixel.shuffle_problem(_as_real(p))
+    rows, cols = _costs.band_tile(q, implicit.panel_widths(),
+                                  streams=all(s == 1 for s in p.stride))
+    return {"rows": rows, "cols": cols}
 
 
 def _shuffle_cost(p, plan):

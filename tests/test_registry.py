@@ -24,7 +24,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastconv as fc
 from fastconv import _costs, _dispatch, _engine
-from fastconv import _ndfilters
+from fastconv import _ndfilters, _subpixel
 from fastconv._dispatch import REGISTRY, PassProblem, Problem
 
 import reference
@@ -587,6 +587,30 @@ def test_band_read_in_place_gives_the_copys_bits():
         _assert_same_bits(results[0], results[1], f"{xs} {ws} {kw}")
         expected = reference.conv(x, w, b, 1, 0, 1, kw.get("groups", 1))
         assert_close(results[0], expected, np.float32, ws[1])
+
+
+def test_streamed_pointwise_tiles_are_whole_panels():
+    """A forward whose panels stream into the output (a 1x1 layer, one K block,
+    a large output) gets tiles of whole panels that start on cache lines: a
+    partial last panel would go through the panel buffer, a misaligned one
+    with plain stores.  Without streaming the even split stands."""
+    widths = fc._kernels.implicit.panel_widths()
+    kc, min_bytes, align = fc._kernels.implicit.stream_rule()
+    expand = Problem("forward", (64, 1, 56, 56), (256, 64, 1, 1, 1), (256, 1, 56, 56),
+                     np.dtype(np.float32))
+    rows, cols = _costs.band_tile(expand, widths)
+    even_rows, _ = _costs.band_tile(expand, widths, streams=False)
+    assert cols == 56 and rows <= even_rows
+    if min_bytes >= 0:                      # a build whose panels stream
+        assert rows * 56 % widths[0] == 0 and rows * 56 * 4 % align == 0, rows
+    else:
+        assert rows == even_rows
+    # a stride-2 transposed convolution runs as a pixel-shuffled 1x1: no streaming
+    from fastconv._dispatch import _plan_shuffle
+    up = Problem("transpose", (64, 32, 32, 32), (64, 32, 2, 2, 2), (32, 64, 64, 64),
+                 np.dtype(np.float32), stride=(2, 2, 2))
+    shuffled = _costs.band_tile(_subpixel.shuffle_problem(up), widths, streams=False)
+    assert _plan_shuffle(up) == {"rows": shuffled[0], "cols": shuffled[1]}
 
 
 def test_implicit_waste_counts_dropped_columns_between_rows_only():
