@@ -3,7 +3,8 @@
 A dozen representative rows; on each, fastconv (``algorithm='auto'``),
 PyTorch (where installed) and SciPy (single-channel volume rows) run in this
 process on the same arrays, in interleaved rounds (each round times every
-contender once, in a rotating order); the median of the rounds is reported,
+contender once, in a rotating order, after >= 10 ms of untimed calls of
+it); the median of the rounds is reported,
 with GFLOP/s as a share of NumPy's GEMM peak measured in the same run, and
 the kernel fastconv ran (``fastconv.explain``).  The full suite, with every
 kernel of the registry timed forced, lives in ``benchmarks/bench.py`` of a
